@@ -1,0 +1,126 @@
+"""The golden model: a bit-exact NumPy executor of an integer model (:mod:`hwgen.ir`).
+
+This is the one oracle of hwgen.  Every hardware test compares against it; nothing else
+re-derives the arithmetic.  All arithmetic is in ``int64`` and every intermediate tensor is
+checked against the exact interval derived by :meth:`hwgen.ir.Model.value_ranges`, so an
+overflow of the derived bit widths is an error here, not a silent wrap.
+
+Rounding: ``Requant`` shifts right arithmetically (``>>`` on int64: toward minus infinity),
+exactly as the hardware's arithmetic shift right of a two's-complement number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from . import ir
+
+# Upper bound on elements of one broadcast |x - w| block, to keep memory flat.
+_BLOCK_ELEMENTS = 1 << 24
+
+
+def im2col(x: np.ndarray, kh: int, kw: int, stride: int, padding: int) -> np.ndarray:
+    """``(N, C, H, W)`` → ``(N, OH*OW, C*KH*KW)``, zero padded, in PyTorch's unfold order."""
+    if padding:
+        x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    win = sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride]
+    n, c, oh, ow = win.shape[:4]
+    return win.transpose(0, 2, 3, 1, 4, 5).reshape(n, oh * ow, c * kh * kw), (oh, ow)
+
+
+def l1_matrix(cols: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``-sum_k |cols[..., k] - weight[o, k]|``: ``(..., K)`` × ``(O, K)`` → ``(..., O)``."""
+    lead = cols.shape[:-1]
+    flat = cols.reshape(-1, cols.shape[-1]).astype(np.int64)
+    w = weight.astype(np.int64)
+    rows = max(1, _BLOCK_ELEMENTS // max(1, w.size))
+    out = np.empty((flat.shape[0], w.shape[0]), dtype=np.int64)
+    for start in range(0, flat.shape[0], rows):
+        block = flat[start:start + rows]
+        out[start:start + rows] = -np.abs(block[:, None, :] - w[None, :, :]).sum(axis=2)
+    return out.reshape(*lead, w.shape[0])
+
+
+def mac_matrix(cols: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``sum_k cols[..., k] * weight[o, k]`` in exact int64."""
+    return cols.astype(np.int64) @ weight.astype(np.int64).T
+
+
+def _conv(layer: ir._Conv, x: np.ndarray, matrix) -> np.ndarray:
+    o, _, kh, kw = layer.weight.shape
+    cols, (oh, ow) = im2col(x, kh, kw, layer.stride, layer.padding)
+    y = matrix(cols, layer.weight.reshape(o, -1))  # (N, L, O)
+    return y.transpose(0, 2, 1).reshape(x.shape[0], o, oh, ow)
+
+
+def requant(layer: ir.Requant, x: np.ndarray) -> np.ndarray:
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    s = x.astype(np.int64) * layer.mult.reshape(shape) + layer.bias.reshape(shape)
+    return np.clip(s >> layer.shift, *layer.clamp)
+
+
+def maxpool(layer: ir.MaxPool2d, x: np.ndarray) -> np.ndarray:
+    k = layer.size
+    n, c, h, w = x.shape
+    x = x[:, :, : h // k * k, : w // k * k]
+    return x.reshape(n, c, h // k, k, w // k, k).max(axis=(3, 5))
+
+
+EXECUTORS = {
+    "adder_conv2d": lambda layer, x: _conv(layer, x, l1_matrix),
+    "conv2d": lambda layer, x: _conv(layer, x, mac_matrix),
+    "adder_dense": lambda layer, x: l1_matrix(x, layer.weight),
+    "dense": lambda layer, x: mac_matrix(x, layer.weight),
+    "requant": requant,
+    "maxpool2d": maxpool,
+    "flatten": lambda layer, x: x.reshape(x.shape[0], -1),
+}
+
+
+@dataclass
+class Result:
+    """Output of :func:`run`: the scores, the predicted classes and every layer's tensor."""
+
+    scores: np.ndarray        # (N, classes) int64
+    argmax: np.ndarray        # (N,) int64, first maximum wins (as the hardware)
+    layers: list[np.ndarray]  # output of each layer, (N, ...) int64
+
+
+def run(model: ir.Model, x: np.ndarray, check_ranges: bool = True) -> Result:
+    """Execute ``model`` on integer inputs ``x`` of shape ``(N, C, H, W)``."""
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[None]
+    if tuple(x.shape[1:]) != model.input_shape:
+        raise ValueError(f"input shape {x.shape[1:]} does not match the model's {model.input_shape}")
+    lo, hi = model.input_range
+    if x.size and (x.min() < lo or x.max() > hi):
+        raise ValueError(f"input values outside [{lo}, {hi}] ({model.input_bits}-bit unsigned)")
+    x = x.astype(np.int64)
+    outs = []
+    ranges = model.value_ranges() if check_ranges else None
+    for i, layer in enumerate(model.layers):
+        x = execute(layer, x)
+        if ranges is not None and x.size:
+            r_lo, r_hi = ranges[i]
+            if x.min() < r_lo or x.max() > r_hi:
+                raise AssertionError(f"{layer.name}: values [{x.min()}, {x.max()}] outside the derived "
+                                     f"range [{r_lo}, {r_hi}]; the width derivation is wrong")
+        outs.append(x)
+    return Result(scores=x, argmax=np.argmax(x, axis=1), layers=outs)
+
+
+def execute(layer: ir.Layer, x: np.ndarray) -> np.ndarray:
+    """Execute one layer on a batch."""
+    try:
+        fn = EXECUTORS[layer.kind]
+    except KeyError:
+        raise ir.ModelError(f"the golden model cannot execute layer kind {layer.kind!r}") from None
+    return fn(layer, x)
+
+
+def accuracy(model: ir.Model, x: np.ndarray, labels: np.ndarray) -> float:
+    return float((run(model, x).argmax == np.asarray(labels)).mean())

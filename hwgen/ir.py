@@ -1,0 +1,495 @@
+"""The integer model: the contract between the quantizer, the golden model and the hardware.
+
+An integer model is a list of layers over integer tensors in PyTorch's NCHW layout.
+It is saved as a versioned JSON manifest (``model.json``) next to a NumPy archive
+(``model.npz``, loaded with ``allow_pickle=False``), and validated when loaded.
+
+Value ranges (and so every bit width) are derived here, once, from the actual
+integer weights: :func:`value_ranges` gives the exact worst-case interval of every
+layer's output for any input in the declared input range.  The golden model checks
+its tensors against them and the hardware sizes its accumulators from them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+FORMAT = "hwgen-integer-model"
+FORMAT_VERSION = 1
+
+
+class ModelError(ValueError):
+    """An integer model that is malformed, inconsistent or unsupported."""
+
+
+# --------------------------------------------------------------------------- bit widths
+
+def bits_for(lo: int, hi: int) -> tuple[int, bool]:
+    """Smallest ``(width, signed)`` two's-complement / unsigned shape holding ``[lo, hi]``."""
+    lo, hi = int(lo), int(hi)
+    if lo > hi:
+        raise ValueError(f"empty range [{lo}, {hi}]")
+    if lo >= 0:
+        return max(1, hi.bit_length()), False
+    width = max((-lo - 1).bit_length(), hi.bit_length() if hi > 0 else 0) + 1
+    return width, True
+
+
+def signed_bits_for(lo: int, hi: int) -> int:
+    """Width of a signed shape holding ``[lo, hi]`` (for values that are combined signed)."""
+    width, signed = bits_for(lo, hi)
+    return width if signed else width + 1
+
+
+def csd(value: int) -> list[tuple[int, int]]:
+    """Canonical signed-digit form of ``value``: a list of ``(sign, power)``, fewest terms.
+
+    ``sum(sign << power)`` equals ``value``; used to requantize by shift-and-add.
+    """
+    value = int(value)
+    terms = []
+    power = 0
+    while value != 0:
+        if value & 1:
+            digit = 2 - (value & 3)  # +1 if value % 4 == 1, -1 if value % 4 == 3
+            terms.append((digit, power))
+            value -= digit
+        value >>= 1
+        power += 1
+    return terms
+
+
+# --------------------------------------------------------------------------- layers
+
+_KINDS: dict[str, type["Layer"]] = {}
+
+
+def register(cls):
+    _KINDS[cls.kind] = cls
+    return cls
+
+
+def _int_array(name, value, ndim):
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "iu":
+        raise ModelError(f"{name}: expected an integer array, got dtype {arr.dtype}")
+    if arr.ndim != ndim:
+        raise ModelError(f"{name}: expected {ndim} dimensions, got shape {arr.shape}")
+    return arr.astype(np.int64)
+
+
+@dataclass
+class Layer:
+    """Base of all layer kinds. ``name`` is unique within a model."""
+
+    name: str
+    kind: ClassVar[str] = ""
+    array_fields: ClassVar[tuple[str, ...]] = ()
+
+    # Subclasses override these three.
+    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def out_range(self, lo: int, hi: int) -> tuple[int, int]:
+        """Exact interval of the output for any input with values in ``[lo, hi]``."""
+        raise NotImplementedError
+
+    def params(self) -> dict:
+        return {}
+
+    # Shared machinery.
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "name": self.name, **self.params()}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {f: getattr(self, f) for f in self.array_fields}
+
+
+def _l1_range(weight2d: np.ndarray, lo: int, hi: int) -> tuple[int, int]:
+    """Interval of ``-sum_k |x_k - w[o, k]|`` over ``x_k in [lo, hi]``, all rows ``o``."""
+    w = weight2d.astype(np.int64)
+    worst = np.maximum(np.abs(lo - w), np.abs(hi - w)).sum(axis=1)
+    best = np.where(w < lo, lo - w, np.where(w > hi, w - hi, 0)).sum(axis=1)
+    return int(-worst.max()), int(-best.min())
+
+
+def _mac_range(weight2d: np.ndarray, lo: int, hi: int) -> tuple[int, int]:
+    """Interval of ``sum_k x_k * w[o, k]`` over ``x_k in [lo, hi]``, all rows ``o``."""
+    w = weight2d.astype(np.int64)
+    a, b = w * lo, w * hi
+    return int(np.minimum(a, b).sum(axis=1).min()), int(np.maximum(a, b).sum(axis=1).max())
+
+
+@dataclass
+class _Conv(Layer):
+    weight: np.ndarray = field(default=None, repr=False)  # (O, C, KH, KW)
+    stride: int = 1
+    padding: int = 0
+    array_fields: ClassVar[tuple[str, ...]] = ("weight",)
+
+    def __post_init__(self):
+        self.weight = _int_array(f"{self.name}.weight", self.weight, 4)
+        if self.stride < 1 or self.padding < 0:
+            raise ModelError(f"{self.name}: stride must be >= 1 and padding >= 0")
+
+    @property
+    def kernel(self) -> tuple[int, int]:
+        return self.weight.shape[2], self.weight.shape[3]
+
+    def params(self):
+        return {"stride": int(self.stride), "padding": int(self.padding)}
+
+    def out_shape(self, in_shape):
+        if len(in_shape) != 3:
+            raise ModelError(f"{self.name}: expects a C×H×W input, got shape {in_shape}")
+        c, h, w = in_shape
+        o, wc, kh, kw = self.weight.shape
+        if wc != c:
+            raise ModelError(f"{self.name}: weight has {wc} input channels, input has {c}")
+        oh = (h + 2 * self.padding - kh) // self.stride + 1
+        ow = (w + 2 * self.padding - kw) // self.stride + 1
+        if oh < 1 or ow < 1:
+            raise ModelError(f"{self.name}: kernel {kh}×{kw} larger than padded input {h}×{w}")
+        return (o, oh, ow)
+
+    def _range_in(self, lo, hi):
+        # Zero padding feeds the value 0 into the receptive field.
+        return (min(lo, 0), max(hi, 0)) if self.padding else (lo, hi)
+
+
+@dataclass
+class _Dense(Layer):
+    weight: np.ndarray = field(default=None, repr=False)  # (O, K)
+    array_fields: ClassVar[tuple[str, ...]] = ("weight",)
+
+    def __post_init__(self):
+        self.weight = _int_array(f"{self.name}.weight", self.weight, 2)
+
+    def out_shape(self, in_shape):
+        if len(in_shape) != 1:
+            raise ModelError(f"{self.name}: expects a flat input, got shape {in_shape}; add a flatten layer")
+        if in_shape[0] != self.weight.shape[1]:
+            raise ModelError(f"{self.name}: weight takes {self.weight.shape[1]} inputs, input has {in_shape[0]}")
+        return (self.weight.shape[0],)
+
+    def _range_in(self, lo, hi):
+        return lo, hi
+
+
+@register
+@dataclass
+class AdderConv2d(_Conv):
+    """AdderNet convolution: ``y[o] = -sum_{c,ky,kx} |x[c, y+ky, x+kx] - w[o, c, ky, kx]|``."""
+
+    kind: ClassVar[str] = "adder_conv2d"
+
+    def out_range(self, lo, hi):
+        return _l1_range(self.weight.reshape(self.weight.shape[0], -1), *self._range_in(lo, hi))
+
+
+@register
+@dataclass
+class AdderDense(_Dense):
+    """AdderNet fully connected layer: ``y[o] = -sum_k |x[k] - w[o, k]|``."""
+
+    kind: ClassVar[str] = "adder_dense"
+
+    def out_range(self, lo, hi):
+        return _l1_range(self.weight, lo, hi)
+
+
+@register
+@dataclass
+class Conv2d(_Conv):
+    """Multiplier convolution (the baseline): ``y[o] = sum x * w``."""
+
+    kind: ClassVar[str] = "conv2d"
+
+    def out_range(self, lo, hi):
+        return _mac_range(self.weight.reshape(self.weight.shape[0], -1), *self._range_in(lo, hi))
+
+
+@register
+@dataclass
+class Dense(_Dense):
+    """Multiplier fully connected layer (the baseline): ``y[o] = sum_k x[k] * w[o, k]``."""
+
+    kind: ClassVar[str] = "dense"
+
+    def out_range(self, lo, hi):
+        return _mac_range(self.weight, lo, hi)
+
+
+@register
+@dataclass
+class Requant(Layer):
+    """Per-channel requantization back to activation bits, by shift-and-add.
+
+    ``y[c] = clamp((x[c] * mult[c] + bias[c]) >> shift, out_lo, out_hi)`` where ``>>`` is an
+    arithmetic shift right (rounds toward minus infinity; round-to-nearest is folded into
+    ``bias`` by the quantizer).  ``relu`` clamps to ``[0, 2**out_bits - 1]``; otherwise the
+    output is signed ``out_bits`` wide.  ``mult`` has at most ``max_terms`` non-zero digits
+    in canonical signed-digit form, so the hardware multiplies with that many shifters.
+    ``scale`` is the real value of one output LSB (metadata, not used in integer arithmetic).
+    """
+
+    kind: ClassVar[str] = "requant"
+    array_fields: ClassVar[tuple[str, ...]] = ("mult", "bias")
+    mult: np.ndarray = field(default=None, repr=False)
+    bias: np.ndarray = field(default=None, repr=False)
+    shift: int = 0
+    out_bits: int = 8
+    relu: bool = True
+    scale: float = 1.0
+    max_terms: int = 3
+
+    def __post_init__(self):
+        self.mult = _int_array(f"{self.name}.mult", self.mult, 1)
+        self.bias = _int_array(f"{self.name}.bias", self.bias, 1)
+        if self.mult.shape != self.bias.shape:
+            raise ModelError(f"{self.name}: mult and bias must have the same length")
+        if not 0 <= self.shift <= 62 or not 1 <= self.out_bits <= 32:
+            raise ModelError(f"{self.name}: shift must be in [0, 62] and out_bits in [1, 32]")
+        terms = max((len(csd(m)) for m in self.mult), default=0)
+        if terms > self.max_terms:
+            raise ModelError(f"{self.name}: a multiplier has {terms} signed digits, more than max_terms={self.max_terms}")
+
+    @property
+    def clamp(self) -> tuple[int, int]:
+        if self.relu:
+            return 0, (1 << self.out_bits) - 1
+        return -(1 << (self.out_bits - 1)), (1 << (self.out_bits - 1)) - 1
+
+    def params(self):
+        return {"shift": int(self.shift), "out_bits": int(self.out_bits), "relu": bool(self.relu),
+                "scale": float(self.scale), "max_terms": int(self.max_terms)}
+
+    def out_shape(self, in_shape):
+        if in_shape[0] != len(self.mult):
+            raise ModelError(f"{self.name}: {len(self.mult)} channels, input has {in_shape[0]}")
+        return in_shape
+
+    def sum_range(self, lo, hi) -> tuple[int, int]:
+        """Interval of ``x * mult + bias`` before the shift (sizes the hardware's adder)."""
+        m, b = self.mult, self.bias
+        a, c = m * lo + b, m * hi + b
+        return int(np.minimum(a, c).min()), int(np.maximum(a, c).max())
+
+    def out_range(self, lo, hi):
+        s_lo, s_hi = self.sum_range(lo, hi)
+        c_lo, c_hi = self.clamp
+        return max(c_lo, min(c_hi, s_lo >> self.shift)), max(c_lo, min(c_hi, s_hi >> self.shift))
+
+
+@register
+@dataclass
+class MaxPool2d(Layer):
+    """Max pooling over ``size``×``size`` windows with stride ``size`` (floor mode)."""
+
+    kind: ClassVar[str] = "maxpool2d"
+    size: int = 2
+
+    def params(self):
+        return {"size": int(self.size)}
+
+    def out_shape(self, in_shape):
+        if len(in_shape) != 3:
+            raise ModelError(f"{self.name}: expects a C×H×W input, got shape {in_shape}")
+        c, h, w = in_shape
+        if h < self.size or w < self.size:
+            raise ModelError(f"{self.name}: input {h}×{w} smaller than the pool size {self.size}")
+        return (c, h // self.size, w // self.size)
+
+    def out_range(self, lo, hi):
+        return lo, hi
+
+
+@register
+@dataclass
+class Flatten(Layer):
+    """C×H×W to a flat vector in PyTorch's (channel-major) order."""
+
+    kind: ClassVar[str] = "flatten"
+
+    def out_shape(self, in_shape):
+        return (int(np.prod(in_shape)),)
+
+    def out_range(self, lo, hi):
+        return lo, hi
+
+
+# --------------------------------------------------------------------------- model
+
+@dataclass
+class Model:
+    """An integer model: input description plus a list of layers.
+
+    The input is unsigned, ``input_bits`` wide; ``input_scale`` is the real value of one
+    input LSB (the host quantizes ``round(x / input_scale)`` before streaming).
+    The model's output is the last layer's output; ``argmax`` of it is the class.
+    """
+
+    name: str
+    input_shape: tuple[int, int, int]
+    input_bits: int
+    input_scale: float
+    layers: list[Layer]
+    classes: list[str] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.input_shape = tuple(int(v) for v in self.input_shape)
+        self.validate()
+
+    def validate(self) -> None:
+        if len(self.input_shape) != 3 or min(self.input_shape) < 1:
+            raise ModelError(f"input_shape must be C×H×W with positive sizes, got {self.input_shape}")
+        if not 1 <= self.input_bits <= 16:
+            raise ModelError(f"input_bits must be in [1, 16], got {self.input_bits}")
+        if not self.layers:
+            raise ModelError("the model has no layers")
+        names = [layer.name for layer in self.layers]
+        if len(set(names)) != len(names):
+            raise ModelError("layer names must be unique")
+        shapes = self.shapes()  # raises on inconsistent shapes
+        if len(shapes[-1]) != 1:
+            raise ModelError(f"the last layer must give a flat vector of class scores, got shape {shapes[-1]}")
+        if self.classes and len(self.classes) != shapes[-1][0]:
+            raise ModelError(f"{len(self.classes)} class names for {shapes[-1][0]} outputs")
+
+    @property
+    def input_range(self) -> tuple[int, int]:
+        return 0, (1 << self.input_bits) - 1
+
+    def shapes(self) -> list[tuple[int, ...]]:
+        """Output shape of every layer (excluding the batch dimension)."""
+        shape, out = self.input_shape, []
+        for layer in self.layers:
+            shape = tuple(int(v) for v in layer.out_shape(shape))
+            out.append(shape)
+        return out
+
+    def in_shapes(self) -> list[tuple[int, ...]]:
+        return [self.input_shape] + self.shapes()[:-1]
+
+    def value_ranges(self) -> list[tuple[int, int]]:
+        """Exact worst-case output interval of every layer, for any input in range."""
+        lo, hi = self.input_range
+        out = []
+        for layer in self.layers:
+            lo, hi = layer.out_range(lo, hi)
+            out.append((int(lo), int(hi)))
+        return out
+
+    def in_ranges(self) -> list[tuple[int, int]]:
+        return [self.input_range] + self.value_ranges()[:-1]
+
+    @property
+    def num_classes(self) -> int:
+        return self.shapes()[-1][0]
+
+    # ------------------------------------------------------------------ save / load
+
+    def to_json(self) -> dict:
+        return {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "name": self.name,
+            "input_shape": list(self.input_shape),
+            "input_bits": int(self.input_bits),
+            "input_scale": float(self.input_scale),
+            "classes": list(self.classes),
+            "meta": self.meta,
+            "layers": [layer.to_json() for layer in self.layers],
+        }
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write ``model.json`` and ``model.npz`` into ``directory``, atomically each."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        arrays = {}
+        for i, layer in enumerate(self.layers):
+            for key, arr in layer.arrays().items():
+                arrays[f"{i}.{key}"] = np.asarray(arr, dtype=np.int64)
+        _atomic_write(directory / "model.npz", lambda f: np.savez(f, **arrays), binary=True)
+        text = json.dumps(self.to_json(), indent=2) + "\n"
+        _atomic_write(directory / "model.json", lambda f: f.write(text))
+        return directory / "model.json"
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Model":
+        """Load from a directory holding ``model.json`` + ``model.npz``, or from the JSON path."""
+        path = Path(path)
+        manifest = path / "model.json" if path.is_dir() else path
+        if not manifest.is_file():
+            raise ModelError(f"no integer model at {path} (expected model.json and model.npz)")
+        try:
+            doc = json.loads(manifest.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ModelError(f"{manifest}: not valid JSON ({e})") from None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise ModelError(f"{manifest}: not an hwgen integer model")
+        if doc.get("version") != FORMAT_VERSION:
+            raise ModelError(f"{manifest}: format version {doc.get('version')}, this hwgen reads {FORMAT_VERSION}")
+        npz = manifest.with_suffix(".npz")
+        try:
+            with np.load(npz, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except FileNotFoundError:
+            raise ModelError(f"{npz}: missing (the arrays of {manifest})") from None
+        except (ValueError, OSError) as e:
+            raise ModelError(f"{npz}: not a readable NumPy archive ({e})") from None
+        return cls.from_json(doc, arrays)
+
+    @classmethod
+    def from_json(cls, doc: dict, arrays: dict[str, np.ndarray]) -> "Model":
+        try:
+            layers = []
+            for i, spec in enumerate(doc["layers"]):
+                spec = dict(spec)
+                kind = spec.pop("kind")
+                if kind not in _KINDS:
+                    raise ModelError(f"layer {i}: kind {kind!r} is not supported "
+                                     f"(supported: {', '.join(sorted(_KINDS))})")
+                layer_cls = _KINDS[kind]
+                for key in layer_cls.array_fields:
+                    if f"{i}.{key}" not in arrays:
+                        raise ModelError(f"layer {i} ({kind}): array {key!r} missing from the .npz")
+                    spec[key] = arrays[f"{i}.{key}"]
+                layers.append(layer_cls(**spec))
+            return cls(name=doc["name"], input_shape=tuple(doc["input_shape"]),
+                       input_bits=int(doc["input_bits"]), input_scale=float(doc["input_scale"]),
+                       layers=layers, classes=list(doc.get("classes", [])), meta=dict(doc.get("meta", {})))
+        except ModelError:
+            raise
+        except (KeyError, TypeError) as e:
+            raise ModelError(f"malformed integer model: {type(e).__name__} {e}") from None
+
+
+def layer_kinds() -> list[str]:
+    return sorted(_KINDS)
+
+
+def _atomic_write(path: Path, write, binary=False):
+    """Write through a temporary file in the same folder, then rename: no half-written file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def ceil_log2(n: int) -> int:
+    return max(1, math.ceil(math.log2(n))) if n > 1 else 1
