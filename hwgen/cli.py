@@ -1,0 +1,191 @@
+"""The ``hwgen`` command line.
+
+Every stage reads and writes the build folder (see :mod:`hwgen.flow`), so each can run alone:
+``hwgen train`` → ``hwgen build`` → ``hwgen sim`` / ``hwgen synth``; ``hwgen flow`` runs them
+all on the embedded model.  A user's mistake ends in one line on stderr and exit status 2;
+a failed verification (a mismatch against the golden model) ends with exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_USER_ERROR = 2
+EXIT_MISMATCH = 1
+
+
+class UserError(Exception):
+    """An error a user can mend; printed as one line."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The exception types that mean 'your input or your machine is wrong', not a bug."""
+    from . import ir
+    from .flow import BuildError
+
+    types: list[type[BaseException]] = [UserError, ir.ModelError, BuildError, FileNotFoundError]
+    for module, name in (("hwgen.nn.checkpoint", "CheckpointError"), ("hwgen.toolchain", "ToolError"),
+                         ("hwgen.synth", "SynthError"), ("hwgen.simulate", "SimError")):
+        try:
+            types.append(getattr(__import__(module, fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(types)
+
+
+def _parse_folding(items: list[str] | None) -> dict | None:
+    """``--fold conv1=pe:2,simd:9`` → ``{"conv1": {"pe": 2, "simd": 9}}``."""
+    if not items:
+        return None
+    folding = {}
+    for item in items:
+        try:
+            layer, spec = item.split("=", 1)
+            folding[layer] = {k: int(v) for k, v in (kv.split(":") for kv in spec.split(","))}
+        except ValueError:
+            raise UserError(f"--fold {item!r}: expected LAYER=pe:N,simd:M") from None
+    return folding
+
+
+def cmd_train(args) -> int:
+    from .nn.train import train
+
+    metrics = train(arch=args.arch, epochs=args.epochs, seed=args.seed, out=args.out, progress=not args.quiet)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_build(args) -> int:
+    from . import flow
+
+    model = flow.load_model(args.model, act_bits=args.act_bits, weight_bits=args.weight_bits)
+    manifest = flow.build(model, args.out, device=args.device, folding=_parse_folding(args.fold))
+    meta = model.meta
+    print(f"built {args.out}: {manifest['top']} ({manifest['verilog']}), "
+          f"{manifest['cycles_per_image']} cycles/image, in {manifest['generation_seconds']:.1f} s")
+    if "float_accuracy" in meta:
+        print(f"accuracy on the digits test set: float {meta['float_accuracy']:.4f}, "
+              f"integer {manifest['golden_accuracy']:.4f}")
+    else:
+        print(f"integer model accuracy on the digits test set: {manifest['golden_accuracy']:.4f}")
+    return 0
+
+
+def cmd_sim(args) -> int:
+    from .simulate import format_summary, simulate
+
+    result = simulate(args.dir, simulator=args.simulator, images=args.images,
+                      backpressure=args.backpressure, waves=args.waves, seed=args.seed)
+    print(format_summary(result))
+    return 0 if not result["mismatches"] and result.get("passed", True) else EXIT_MISMATCH
+
+
+def cmd_synth(args) -> int:
+    from .flow import read_manifest
+    from .synth import format_summary, synthesize
+
+    device = args.device or read_manifest(args.dir).get("device") or "ice40-up5k"
+    report = synthesize(args.dir, device, seed=args.seed, freq_mhz=args.freq, abc9=args.abc9, dsp=not args.no_dsp)
+    print(format_summary(report))
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from .toolchain import doctor, print_doctor
+
+    rows = doctor()
+    print_doctor(rows)
+    return 0 if all(row.ok for row in rows) else EXIT_USER_ERROR
+
+
+def cmd_flow(args) -> int:
+    """The main job: embedded (or given) model → build → simulate → synthesize."""
+    out = Path(args.out)
+    steps = [
+        ["build", *([args.model] if args.model else []), "--out", str(out), "--device", args.device],
+        ["sim", str(out), "--simulator", args.simulator, "--images", str(args.images)],
+        ["synth", str(out), "--device", args.device],
+    ]
+    for step in steps:
+        print(f"$ hwgen {' '.join(step)}", flush=True)
+        status = main(step)
+        if status:
+            return status
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hwgen", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model on the bundled digits data")
+    p.add_argument("--arch", default="adder", help="network family (default: adder)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the arch's own)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="checkpoint to write (.pt)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("build", help="quantize a model and write its Verilog, test vectors and manifest")
+    p.add_argument("model", nargs="?", default=None,
+                   help="checkpoint (.pt) or integer model (folder or model.json); default: the embedded model")
+    p.add_argument("--out", required=True, help="build folder to write")
+    p.add_argument("--device", default="ice40-up5k", help="target device recorded for 'hwgen synth'")
+    p.add_argument("--act-bits", type=int, default=8)
+    p.add_argument("--weight-bits", type=int, default=8)
+    p.add_argument("--fold", action="append", metavar="LAYER=pe:N,simd:M", help="override a layer's folding")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("sim", help="prove the Verilog bit-exact against the golden model in cocotb")
+    p.add_argument("dir", help="build folder")
+    p.add_argument("--simulator", choices=["icarus", "verilator"], default="icarus")
+    p.add_argument("--images", type=int, default=20, help="test images to stream (default: 20)")
+    p.add_argument("--backpressure", action="store_true", help="random gaps on input valid and output ready")
+    p.add_argument("--waves", action="store_true", help="dump waveforms")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_sim)
+
+    p = sub.add_parser("synth", help="synthesize, place and route with Yosys + nextpnr and report utilization and Fmax")
+    p.add_argument("dir", help="build folder")
+    p.add_argument("--device", default=None, help="ice40-up5k, ice40-hx8k, ecp5-25f, ecp5-85f (default: the build's)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--freq", type=float, default=None, help="target clock in MHz")
+    p.add_argument("--abc9", action="store_true", help="use Yosys's abc9 flow")
+    p.add_argument("--no-dsp", action="store_true", help="do not infer DSP blocks")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("doctor", help="list the tools hwgen uses, their versions, and how to install missing ones")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("flow", help="build, simulate and synthesize in one go (default: the embedded model)")
+    p.add_argument("model", nargs="?", default=None)
+    p.add_argument("--out", default="build/digits")
+    p.add_argument("--device", default="ice40-up5k")
+    p.add_argument("--simulator", choices=["icarus", "verilator"], default="icarus")
+    p.add_argument("--images", type=int, default=20)
+    p.set_defaults(func=cmd_flow)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("hwgen: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - sorted below
+        if isinstance(e, _user_errors()):
+            message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if isinstance(e, FileNotFoundError) and e.filename:
+                message = f"no such file: {e.filename}"
+            print(f"hwgen: error: {message}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

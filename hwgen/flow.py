@@ -1,0 +1,110 @@
+"""The build folder: the hand-off between hwgen's stages.
+
+``hwgen build`` writes, into one folder::
+
+    model.json, model.npz   the integer model (hwgen.ir)
+    hwgen_top.v             Verilog of the accelerator (top module ``hwgen_top``)
+    manifest.json           ports, latency, folding and parameters of the design
+    vectors.npz             quantized test images, their labels and the golden outputs
+
+``hwgen sim`` and ``hwgen synth`` read only that folder and add ``sim_<simulator>.json``,
+``synth/<device>/`` and ``report.json`` to it.  A build is written into a temporary
+sibling folder and moved into place at the end, so a failed build leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import data, golden, ir
+
+
+class BuildError(RuntimeError):
+    """A build folder that is missing, incomplete or from another hwgen."""
+
+
+def load_model(source: str | os.PathLike | None, act_bits: int = 8, weight_bits: int = 8) -> ir.Model:
+    """An integer model from a PyTorch checkpoint (quantized here), an integer model folder
+    or JSON file, or, with ``source=None``, the embedded default checkpoint."""
+    if source is not None:
+        path = Path(source)
+        if path.is_dir() or path.suffix == ".json":
+            return ir.Model.load(path)
+    from .nn.checkpoint import embedded_checkpoint, load_checkpoint
+    from .quant import quantize
+
+    path = embedded_checkpoint() if source is None else Path(source)
+    module, info = load_checkpoint(path)
+    x_train, _, _, _ = data.digits()
+    return quantize(module, x_train, act_bits=act_bits, weight_bits=weight_bits,
+                    name=f"digits-{info.get('arch', 'model')}", classes=data.CLASSES)
+
+
+def test_vectors(model: ir.Model) -> dict[str, np.ndarray]:
+    """The digits test set quantized for ``model``, with labels and golden outputs."""
+    from .quant import quantize_input
+
+    _, _, x_test, y_test = data.digits()
+    x = quantize_input(model, x_test)
+    result = golden.run(model, x)
+    return {"x": x.astype(np.int64), "labels": y_test.astype(np.int64),
+            "scores": result.scores, "argmax": result.argmax}
+
+
+def build(model: ir.Model, out_dir: str | os.PathLike, device: str | None = None,
+          folding: dict | None = None) -> dict:
+    """Write the build folder for ``model``; returns the manifest."""
+    from .hw.top import generate
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BuildError(f"{out_dir} exists and is not a folder")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.building-"))
+    try:
+        t0 = time.perf_counter()
+        model.save(tmp)
+        vectors = test_vectors(model)
+        np.savez(tmp / "vectors.npz", **vectors)
+        manifest = generate(model, tmp, folding=folding)
+        manifest["device"] = device
+        manifest["generation_seconds"] = round(time.perf_counter() - t0, 3)
+        manifest["golden_accuracy"] = float((vectors["argmax"] == vectors["labels"]).mean())
+        manifest["model_meta"] = model.meta
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        _swap_into_place(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _swap_into_place(new: Path, target: Path) -> None:
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read_manifest(build_dir: str | os.PathLike) -> dict:
+    build_dir = Path(build_dir)
+    path = build_dir / "manifest.json"
+    if not path.is_file():
+        raise BuildError(f"{build_dir} is not an hwgen build folder (no manifest.json); run 'hwgen build --out {build_dir}' first")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise BuildError(f"{path}: not valid JSON ({e})") from None
+    if manifest.get("format") != "hwgen-build":
+        raise BuildError(f"{path}: not an hwgen build manifest")
+    return manifest

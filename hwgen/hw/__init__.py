@@ -1,0 +1,22 @@
+"""Amaranth components of hwgen: streaming engines, one per layer, and the accelerator top.
+
+Every engine speaks the same stream format: ``stream.Signature(data.ArrayLayout(elem, C))``,
+one pixel (all ``C`` channels) per beat, raster order, images back to back with no
+sideband; engines count positions themselves.  Element shapes come from
+:func:`elem_shape`, over the ranges of :meth:`hwgen.ir.Model.value_ranges`.
+"""
+
+from __future__ import annotations
+
+from amaranth import Shape, signed, unsigned
+
+from .. import ir
+
+
+def elem_shape(lo: int, hi: int) -> Shape:
+    """Amaranth shape of a stream element holding values in ``[lo, hi]`` (via :func:`hwgen.ir.bits_for`)."""
+    width, is_signed = ir.bits_for(lo, hi)
+    return signed(width) if is_signed else unsigned(width)
+
+
+__all__ = ["elem_shape"]

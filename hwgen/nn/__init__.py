@@ -1,0 +1,9 @@
+"""PyTorch side of hwgen: multiplication-free layers, model architectures, training, checkpoints."""
+
+from .adder import AdderConv2d, AdderFunction, AdderLinear, adder_l1
+from .checkpoint import CheckpointError, embedded_checkpoint, load_checkpoint, save_checkpoint
+from .models import archs, build_model, default_config, register_arch
+
+__all__ = ["AdderConv2d", "AdderFunction", "AdderLinear", "adder_l1", "CheckpointError",
+           "embedded_checkpoint", "load_checkpoint", "save_checkpoint", "archs", "build_model",
+           "default_config", "register_arch"]

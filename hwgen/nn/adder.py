@@ -1,0 +1,146 @@
+"""AdderNet layers (Chen et al., "AdderNet: Do We Really Need Multiplications in Deep
+Learning?", CVPR 2020): the output is the negative l1 distance between input and filter,
+
+    y[o] = -sum_k |x[k] - w[o, k]|
+
+computed without a multiplication.  Training uses the paper's surrogate gradients, in
+:class:`AdderFunction`:
+
+* weight gradient, full precision (Eq. 5):  dy/dw = x - w
+* input gradient, HardTanh-clipped (Eq. 6): dy/dx = HT(w - x) = clamp(w - x, -1, 1)
+* adaptive learning rate per layer (Eq. 12): the weight gradient of a layer is multiplied
+  by ``alpha = eta * sqrt(k) / ||grad_w||_2`` (``k`` the number of weight elements), so every
+  adder layer takes steps of the same size whatever the magnitude of its raw gradient.
+  This is done *inside the backward*, so ``w.grad`` already holds the scaled gradient and any
+  optimizer (the paper uses SGD with momentum) applies ``lr * alpha * grad``.  It is
+  switched by the layer attribute ``eta``: a float enables it, ``None`` disables it (then
+  ``w.grad`` is the raw full-precision gradient).
+
+Memory: the backward does not keep an ``N x O x K x L`` difference tensor.  The autograd
+function saves exactly two tensors: the unfolded input ``x`` as an ``(M, K)`` matrix
+(``M = N * L`` receptive-field positions for a convolution, ``M = N`` for a dense layer,
+``K = C * KH * KW`` or ``in_features``) and the weight ``(O, K)``.  The weight gradient is
+two matrix products (``g^T x - w * sum(g)``); the input gradient recomputes
+``clamp(w - x, -1, 1)`` in blocks of output channels of at most ``_BLOCK_ELEMENTS`` elements.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["AdderFunction", "adder_l1", "AdderConv2d", "AdderLinear", "DEFAULT_ETA"]
+
+DEFAULT_ETA = 0.1  # the paper's eta
+_BLOCK_ELEMENTS = 1 << 22  # upper bound on one recomputed (M, O_block, K) block in backward
+
+
+class AdderFunction(torch.autograd.Function):
+    """``y = -cdist_l1(x, w)``: ``x (M, K)``, ``w (O, K)`` → ``y (M, O)``, with AdderNet's backward.
+
+    ``eta`` (float or ``None``) enables the adaptive learning-rate scaling of the weight gradient.
+    Saved for backward: ``x`` and ``w`` only (see the module docstring).
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, eta):
+        ctx.save_for_backward(x, w)
+        ctx.eta = eta
+        return -_l1_blocked(x, w)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x, w = ctx.saved_tensors
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[1]:
+            # sum_m g[m, o] * (x[m, k] - w[o, k]), as two matrix products.
+            grad_w = grad_y.t() @ x - w * grad_y.sum(dim=0)[:, None]
+            if ctx.eta is not None:
+                norm = torch.linalg.vector_norm(grad_w)
+                grad_w = grad_w * (ctx.eta * math.sqrt(w.numel()) / norm.clamp_min(1e-12))
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.zeros_like(x)
+            o_total, k = w.shape
+            step = max(1, _BLOCK_ELEMENTS // max(1, x.shape[0] * k))
+            for start in range(0, o_total, step):
+                wb = w[start:start + step]                                     # (ob, K)
+                ht = (wb[None, :, :] - x[:, None, :]).clamp_(-1.0, 1.0)        # (M, ob, K)
+                grad_x += torch.einsum("mo,mok->mk", grad_y[:, start:start + step], ht)
+        return grad_x, grad_w, None
+
+
+def _l1_blocked(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``sum_k |x[m, k] - w[o, k]|`` as an ``(M, O)`` tensor."""
+    if x.shape[0] == 0:
+        return x.new_zeros((0, w.shape[0]))
+    return torch.cdist(x[None], w[None], p=1.0)[0]
+
+
+def adder_l1(x: torch.Tensor, w: torch.Tensor, eta: float | None = None) -> torch.Tensor:
+    """Functional form: ``-sum_k |x[m, k] - w[o, k]|`` with AdderNet's gradients."""
+    return AdderFunction.apply(x, w, eta)
+
+
+class _AdderBase(nn.Module):
+    def __init__(self, weight_shape, eta):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(weight_shape))
+        self.eta = eta
+        # As the paper: initialised like a convolution (He normal on the fan-in).
+        nn.init.kaiming_normal_(self.weight, mode="fan_in", nonlinearity="relu")
+
+    def extra_repr(self):
+        return super().extra_repr() + f", eta={self.eta}"
+
+
+class AdderConv2d(_AdderBase):
+    """AdderNet 2-D convolution, no bias (a BatchNorm follows).
+
+    ``y[n, o, i, j] = -sum_{c, ky, kx} |xpad[n, c, i*s+ky, j*s+kx] - w[o, c, ky, kx]|`` where
+    ``xpad`` is ``x`` zero-padded by ``padding``: a padded position contributes ``|0 - w|``.
+    Input ``(N, C, H, W)``, output ``(N, O, OH, OW)``, float32.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 padding: int = 0, eta: float | None = DEFAULT_ETA):
+        for name, v, lo in (("in_channels", in_channels, 1), ("out_channels", out_channels, 1),
+                            ("kernel_size", kernel_size, 1), ("stride", stride, 1), ("padding", padding, 0)):
+            if not isinstance(v, int) or v < lo:
+                raise ValueError(f"AdderConv2d: {name} must be an integer >= {lo}, got {v!r}")
+        super().__init__((out_channels, in_channels, kernel_size, kernel_size), eta)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+
+    def forward(self, x):
+        n, _, h, w_ = x.shape
+        k = self.kernel_size
+        oh = (h + 2 * self.padding - k) // self.stride + 1
+        ow = (w_ + 2 * self.padding - k) // self.stride + 1
+        cols = F.unfold(x, k, padding=self.padding, stride=self.stride)     # (N, C*K*K, L)
+        cols = cols.transpose(1, 2).reshape(-1, cols.shape[1])              # (N*L, C*K*K)
+        y = adder_l1(cols, self.weight.reshape(self.out_channels, -1), self.eta)  # (N*L, O)
+        return y.reshape(n, oh * ow, self.out_channels).transpose(1, 2).reshape(n, self.out_channels, oh, ow)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, eta={self.eta}")
+
+
+class AdderLinear(_AdderBase):
+    """AdderNet fully connected layer, no bias: ``y[n, o] = -sum_k |x[n, k] - w[o, k]|``."""
+
+    def __init__(self, in_features: int, out_features: int, eta: float | None = DEFAULT_ETA):
+        for name, v in (("in_features", in_features), ("out_features", out_features)):
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"AdderLinear: {name} must be a positive integer, got {v!r}")
+        super().__init__((out_features, in_features), eta)
+        self.in_features, self.out_features = in_features, out_features
+
+    def forward(self, x):
+        return adder_l1(x, self.weight, self.eta)
+
+    def extra_repr(self):
+        return f"{self.in_features}, {self.out_features}, eta={self.eta}"

@@ -1,0 +1,120 @@
+"""Checkpoints: a trained model as a plain dict of tensors and JSON values.
+
+A checkpoint is ``{"format": "hwgen-checkpoint", "version": 1, "arch": str, "config": dict,
+"state_dict": {name: tensor}, "metrics": dict}`` saved with :func:`torch.save`.  It is read
+with ``torch.load(weights_only=True)``, so loading never runs code from the file: a pickle
+that names any callable is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .models import build_model
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "embedded_checkpoint",
+           "FORMAT", "VERSION"]
+
+FORMAT = "hwgen-checkpoint"
+VERSION = 1
+_EMBEDDED = Path(__file__).resolve().parent.parent / "models" / "digits_adder.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable or does not match its architecture."""
+
+
+def _plain(value, where):
+    """Check that ``value`` is made of JSON-like primitives only (so weights_only can load it)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, where) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v, where) for k, v in value.items()}
+    raise TypeError(f"{where}: value {value!r} of type {type(value).__name__} is not a plain value")
+
+
+def save_checkpoint(path, model: nn.Module, arch: str, config: dict, metrics: dict) -> Path:
+    """Write ``model`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "format": FORMAT,
+        "version": VERSION,
+        "arch": str(arch),
+        "config": _plain(dict(config), "config"),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "metrics": _plain(dict(metrics), "metrics"),
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(doc, f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def load_checkpoint(path) -> tuple[nn.Module, dict]:
+    """Load a checkpoint: ``(model in eval mode, info)``; ``info`` has arch, config, metrics, path.
+
+    Raises :class:`CheckpointError` with one line for a missing or unreadable file, a file that
+    is not an hwgen checkpoint, an unknown architecture, or weights that do not fit it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        doc = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as e:  # noqa: BLE001 -- anything the safe loader refuses is the same error to a user
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, or it holds code that the "
+                              f"safe loader refuses ({_first_line(e)})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an hwgen checkpoint (no format {FORMAT!r}); "
+                              f"make one with `hwgen train` or hwgen.nn.save_checkpoint")
+    if doc.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {doc.get('version')!r}, this hwgen reads {VERSION}")
+    arch, config, state = doc.get("arch"), doc.get("config", {}), doc.get("state_dict")
+    if not isinstance(config, dict) or not isinstance(state, dict):
+        raise CheckpointError(f"{path}: malformed checkpoint (config and state_dict must be dicts)")
+    try:
+        model = build_model(arch, **config)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: {_first_line(e).split(': ', 1)[-1]}") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        what = (f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}")
+        raise CheckpointError(f"{path}: weights do not fit architecture {arch!r} with config {config} "
+                              f"({what}; {len(missing)} missing, {len(unexpected)} unexpected)")
+    for key, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor) or tensor.shape != expected[key].shape:
+            shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+            raise CheckpointError(f"{path}: weights do not fit architecture {arch!r}: {key} is {shape}, "
+                                  f"expected {tuple(expected[key].shape)}")
+    model.load_state_dict(state)
+    model.eval()
+    info = {"arch": arch, "config": config, "metrics": dict(doc.get("metrics", {})), "path": str(path)}
+    return model, info
+
+
+def embedded_checkpoint() -> Path:
+    """Path of the digits AdderNet shipped with hwgen (trained by :func:`hwgen.nn.train.train`)."""
+    if not _EMBEDDED.is_file():
+        raise CheckpointError(f"{_EMBEDDED}: the embedded checkpoint is missing from this installation")
+    return _EMBEDDED

@@ -1,0 +1,142 @@
+"""Training on the bundled digits (:func:`hwgen.data.digits`), deterministic, on the CPU.
+
+The recipe follows the AdderNet paper: SGD with momentum 0.9 and a cosine learning-rate
+schedule, the adaptive per-layer learning rate of the adder layers (``eta`` in the model
+config), cross-entropy.  Augmentation: each training image is shifted by a random
+``(dy, dx)`` in ``{-1, 0, 1}²`` (zero fill), drawn from a seeded generator.  The same seed
+gives the same weights (``torch.use_deterministic_algorithms`` is on while training).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import data
+from .checkpoint import save_checkpoint
+from .models import build_model, default_config
+
+__all__ = ["train", "evaluate", "DEFAULTS"]
+
+DEFAULTS = {"epochs": 40, "batch_size": 32, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "shift": 1}
+
+
+def _shift_batch(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Shift every image by its own random (dy, dx) in [-max_shift, max_shift]², zero fill."""
+    if max_shift <= 0:
+        return x
+    n, _, h, w = x.shape
+    p = max_shift
+    padded = F.pad(x, (p, p, p, p))
+    d = torch.randint(0, 2 * p + 1, (n, 2), generator=gen)
+    rows = (d[:, 0, None] + torch.arange(h)[None])          # (N, H)
+    cols = (d[:, 1, None] + torch.arange(w)[None])          # (N, W)
+    idx_n = torch.arange(n)[:, None, None]
+    out = padded[idx_n, :, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> float:
+    """Float top-1 accuracy of ``model`` (put in eval mode) on ``x (N, 1, 8, 8)``."""
+    model.eval()
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        out = model(torch.as_tensor(np.asarray(x[i:i + batch_size]), dtype=torch.float32))
+        correct += int((out.argmax(1).numpy() == np.asarray(y[i:i + batch_size])).sum())
+    return correct / max(1, len(x))
+
+
+def train(arch: str = "adder", epochs: int | None = None, seed: int = 0, out=None, progress: bool = True,
+          config: dict | None = None, **hparams) -> dict:
+    """Train ``arch`` on digits; save a checkpoint to ``out`` if given; return the metrics.
+
+    ``hparams`` override :data:`DEFAULTS` (batch_size, lr, momentum, weight_decay, shift).
+    Returns ``{"test_accuracy", "train_accuracy", "train_time_s", "epochs", "seed", "arch", ...}``.
+    """
+    unknown = sorted(set(hparams) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"train: unknown option {unknown[0]!r}; options: {', '.join(sorted(DEFAULTS))}")
+    hp = {**DEFAULTS, **hparams}
+    if epochs is not None:
+        hp["epochs"] = int(epochs)
+    if hp["epochs"] < 1:
+        raise ValueError(f"train: epochs must be >= 1, got {hp['epochs']}")
+    config = {**default_config(arch), **(config or {})}
+
+    x_tr, y_tr, x_te, y_te = data.digits()
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        model = build_model(arch, **config)
+        xt = torch.as_tensor(np.array(x_tr))
+        yt = torch.as_tensor(np.array(y_tr))
+        steps_per_epoch = (len(xt) + hp["batch_size"] - 1) // hp["batch_size"]
+        opt = torch.optim.SGD(model.parameters(), lr=hp["lr"], momentum=hp["momentum"],
+                              weight_decay=hp["weight_decay"], nesterov=True)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp["lr"], epochs=hp["epochs"],
+                                                    steps_per_epoch=steps_per_epoch, pct_start=0.15)
+        start = time.perf_counter()
+        bar = _progress(progress)
+        with bar:
+            task = bar.add_task(f"training {arch}", total=hp["epochs"]) if bar else None
+            for epoch in range(hp["epochs"]):
+                model.train()
+                order = torch.randperm(len(xt), generator=gen)
+                total_loss = 0.0
+                for i in range(0, len(xt), hp["batch_size"]):
+                    idx = order[i:i + hp["batch_size"]]
+                    if len(idx) < 2:  # BatchNorm needs two samples
+                        continue
+                    xb = _shift_batch(xt[idx], hp["shift"], gen)
+                    loss = F.cross_entropy(model(xb), yt[idx])
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+                    total_loss += float(loss) * len(idx)
+                if bar:
+                    bar.update(task, advance=1, description=f"training {arch}: epoch {epoch + 1} "
+                                                            f"loss {total_loss / len(xt):.3f}")
+        train_time = time.perf_counter() - start
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+
+    metrics = {
+        "test_accuracy": float(evaluate(model, x_te, y_te)),
+        "train_accuracy": float(evaluate(model, x_tr, y_tr)),
+        "train_time_s": float(train_time),
+        "epochs": int(hp["epochs"]),
+        "seed": int(seed),
+        "arch": arch,
+        "hparams": {k: (float(v) if isinstance(v, float) else int(v)) for k, v in hp.items()},
+        "torch": torch.__version__,
+    }
+    if out is not None:
+        save_checkpoint(Path(out), model, arch, config, metrics)
+        metrics["path"] = str(out)
+    return metrics
+
+
+class _NoBar:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def __bool__(self):
+        return False
+
+
+def _progress(enabled):
+    if not enabled:
+        return _NoBar()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())

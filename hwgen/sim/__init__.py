@@ -1,0 +1,1 @@
+"""cocotb testbenches run by :mod:`hwgen.simulate`."""
