@@ -186,16 +186,33 @@ def require(name: str) -> str:
     return info.path
 
 
-def doctor() -> list[dict]:
-    """One row per tool: name, version, path, status ("ok" or how to install it)."""
-    rows = []
-    for info in find_tools().values():
-        rows.append({"tool": info.name, "version": info.version or "", "path": info.path or "",
-                     "source": info.source, "status": "ok" if info.found else f"missing: {info.hint}"})
-    return rows
+@dataclass(frozen=True)
+class DoctorRow:
+    tool: str
+    version: str
+    path: str
+    source: str
+    status: str   # "ok" or "missing: <how to install>"
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def __getitem__(self, key):  # rows also read like dicts
+        return getattr(self, key)
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "ok": self.ok}
 
 
-def doctor_table(rows: list[dict] | None = None):
+def doctor() -> list[DoctorRow]:
+    """One row per tool: name, version, path, source, status ("ok" or how to install it)."""
+    return [DoctorRow(info.name, info.version or "", info.path or "", info.source,
+                      "ok" if info.found else f"missing: {info.hint}")
+            for info in find_tools().values()]
+
+
+def doctor_table(rows: list[DoctorRow] | None = None):
     """A :class:`rich.table.Table` of :func:`doctor`."""
     from rich.table import Table  # noqa: PLC0415
 
@@ -209,13 +226,13 @@ def doctor_table(rows: list[dict] | None = None):
     return table
 
 
-def print_doctor(console=None) -> bool:
-    """Print the table; True when every tool is found."""
+def print_doctor(rows: list[DoctorRow] | None = None, console=None) -> bool:
+    """Print the table (of ``rows``, or a fresh :func:`doctor`); True when every tool is found."""
     from rich.console import Console  # noqa: PLC0415
 
-    rows = doctor()
+    rows = doctor() if rows is None else rows
     (console or Console()).print(doctor_table(rows))
-    return all(r["status"] == "ok" for r in rows)
+    return all(r.ok for r in rows)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ sideband; engines count positions themselves.  Element shapes come from
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from amaranth import Shape, signed, unsigned
 
 from .. import ir
@@ -19,4 +21,15 @@ def elem_shape(lo: int, hi: int) -> Shape:
     return signed(width) if is_signed else unsigned(width)
 
 
-__all__ = ["elem_shape"]
+@contextmanager
+def constructing(component):
+    """Wrap a component's ``__init__``: if it raises, the half-built object is no forgotten
+    elaboratable, so silence Amaranth's ``UnusedElaboratable`` warning for it."""
+    try:
+        yield
+    except BaseException:
+        component._MustUse__silence = True
+        raise
+
+
+__all__ = ["elem_shape", "constructing"]

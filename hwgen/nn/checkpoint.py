@@ -31,8 +31,11 @@ class CheckpointError(ValueError):
 
 def _plain(value, where):
     """Check that ``value`` is made of JSON-like primitives only (so weights_only can load it)."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
+    if value is None:
+        return None
+    for kind in (bool, int, float, str):  # exact types: subclasses (TorchVersion, np.float64) would pickle as code
+        if isinstance(value, kind):
+            return kind(value)
     if isinstance(value, (list, tuple)):
         return [_plain(v, where) for v in value]
     if isinstance(value, dict):
@@ -65,8 +68,12 @@ def save_checkpoint(path, model: nn.Module, arch: str, config: dict, metrics: di
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    # The safe loader's message is a paragraph; its useful line names the refused global.
+    for line in lines:
+        if "WeightsUnpickler error:" in line:
+            return line.split("WeightsUnpickler error:", 1)[1].strip()
+    return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
 
 
 def load_checkpoint(path) -> tuple[nn.Module, dict]:

@@ -1,0 +1,305 @@
+"""The streaming AdderNet (l1) convolution engine: line buffers, PE array, requantization."""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth import Module, Shape, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .. import ir
+from .pe import L1PE, lane_max
+from .requant import Requant, requant_shape
+from .window import WindowGenerator, tap_order, valid_simd
+
+__all__ = ["ConvEngine", "default_folding", "estimate_luts", "as_conv"]
+
+#: Most line-buffer read ports a default folding uses (each is a block-RAM copy on iCE40).
+MAX_PORTS = 3
+#: Weight ROMs of at least this many bits are put in block RAM.
+ROM_BLOCK_BITS = 1024
+#: Default LUT budget of one engine (iCE40 UP5K: 5280 LUTs for the whole accelerator).
+LUT_BUDGET = 1200
+
+
+def _shape(lo: int, hi: int) -> Shape:
+    width, is_signed = ir.bits_for(lo, hi)
+    return Shape(width, is_signed)
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def as_conv(layer, in_shape) -> tuple[np.ndarray, int]:
+    """``(weight (O, C, KH, KW), padding)`` of an adder conv, or of an adder dense layer over
+    a ``C×H×W`` map (PyTorch's flatten order ``(c, h, w)`` makes it an ``H×W`` convolution
+    without padding and a ``1×1`` output)."""
+    if isinstance(layer, ir.AdderConv2d):
+        if layer.stride != 1:
+            raise ValueError(f"{layer.name}: the conv engine supports stride 1 only, got stride "
+                             f"{layer.stride}; use stride 1 and a max-pool layer to downsample")
+        layer.out_shape(tuple(in_shape))  # validates channels and sizes
+        return layer.weight, int(layer.padding)
+    if isinstance(layer, ir.AdderDense):
+        if len(in_shape) != 3:
+            raise ValueError(f"{layer.name}: the conv engine runs a dense layer over a C×H×W map, "
+                             f"got input shape {tuple(in_shape)}")
+        c, h, w = in_shape
+        o, k = layer.weight.shape
+        if k != c * h * w:
+            raise ValueError(f"{layer.name}: weight takes {k} inputs, the {c}×{h}×{w} map has {c * h * w}")
+        return layer.weight.reshape(o, c, h, w), 0
+    raise TypeError(f"ConvEngine computes adder_conv2d and adder_dense layers, not "
+                    f"{getattr(layer, 'kind', type(layer).__name__)!r}")
+
+
+def _widths(weight, padding, in_range):
+    lo, hi = (int(v) for v in in_range)
+    x_range = (min(lo, 0), max(hi, 0)) if padding else (lo, hi)
+    w_range = (int(weight.min()), int(weight.max()))
+    acc_max = -ir._l1_range(weight.reshape(weight.shape[0], -1), *x_range)[0]
+    return x_range, w_range, acc_max
+
+
+def estimate_luts(layer, in_shape, in_range, requant: ir.Requant | None, pe: int, simd: int) -> int:
+    """Rough iCE40 LUT4 count of an engine (for choosing the folding, not a report)."""
+    weight, padding = as_conv(layer, in_shape)
+    o, c, kh, kw = weight.shape
+    x_range, w_range, acc_max = _widths(weight, padding, in_range)
+    xb = ir.bits_for(*x_range)[0]
+    db = ir.bits_for(x_range[0] - w_range[1], x_range[1] - w_range[0])[0]
+    ab = ir.bits_for(0, lane_max(x_range, w_range))[0]
+    accb = ir.bits_for(0, acc_max)[0]
+    groups = o // pe
+    lane = db + ab
+    tree = (simd - 1) * (ab + max(1, (simd - 1).bit_length()) // 2 + 1)
+    terms = requant.max_terms if requant is not None else 3
+    maxp = max((p for m in (requant.mult if requant is not None else [255]) for _, p in ir.csd(int(m))),
+               default=0)
+    rq = terms * (accb + maxp) + 2 * 8
+    if groups > 1:
+        rq += terms * (accb + maxp) * max(1, maxp.bit_length())
+    ports = max(1, simd // c)
+    slices = max(1, c // simd)
+    window = simd * xb * max(0, slices - 1).bit_length() + ports * 40 + 60
+    return int(pe * (simd * lane + tree + accb + rq) + window)
+
+
+def default_folding(layer, in_shape, in_range=(0, 255), requant: ir.Requant | None = None,
+                    lut_budget: int = LUT_BUDGET) -> tuple[int, int]:
+    """``(pe, simd)``: the fastest folding whose :func:`estimate_luts` fits ``lut_budget``.
+
+    Candidates: ``pe`` divides the output channels, ``simd`` is one of
+    :func:`hwgen.hw.window.valid_simd` with at most :data:`MAX_PORTS` read ports. Among the
+    fastest that fit, the cheapest wins; if none fits, the cheapest of all.
+    """
+    weight, _ = as_conv(layer, in_shape)
+    o, c, kh, kw = weight.shape
+    k = c * kh * kw
+    cands = []
+    for pe in _divisors(o):
+        for simd in valid_simd(c, kh * kw):
+            if max(1, simd // c) > MAX_PORTS:
+                continue
+            cycles = (o // pe) * (k // simd)
+            cands.append((cycles, estimate_luts(layer, in_shape, in_range, requant, pe, simd), pe, simd))
+    fit = [cand for cand in cands if cand[1] <= lut_budget]
+    if fit:
+        best = min(fit, key=lambda t: (t[0], t[1]))
+    else:
+        best = min(cands, key=lambda t: (t[1], t[0]))
+    return best[2], best[3]
+
+
+class ConvEngine(wiring.Component):
+    """AdderNet (l1) convolution + fused per-channel requantization, streaming.
+
+    ``y[o, oy, ox] = requant_o(-Σ_{c,ky,kx} |x[c, oy+ky-pad, ox+kx-pad] - w[o, c, ky, kx]|)``,
+    stride 1, zero padding (a padded 0 still adds ``|0 - w|``, as :mod:`hwgen.golden`).
+    An :class:`hwgen.ir.AdderDense` layer over a ``C×H×W`` map runs as an ``H×W`` convolution
+    without padding (:func:`as_conv`), giving one ``O``-channel pixel per image.
+
+    Structure: a :class:`~hwgen.hw.window.WindowGenerator` (line buffers) issues ``simd`` taps
+    per cycle; ``pe`` :class:`~hwgen.hw.pe.L1PE` compute ``pe`` output channels in parallel
+    with their weights from a ROM (one word of ``pe*simd`` weights per beat, read in step
+    with the window); one :class:`~hwgen.hw.requant.Requant` per PE; the ``O`` results of a
+    pixel are gathered and leave as one beat.
+
+    Parameters
+    ----------
+    layer : :class:`hwgen.ir.AdderConv2d` or :class:`hwgen.ir.AdderDense`
+    requant : :class:`hwgen.ir.Requant`  with ``O`` channels.
+    in_shape : (C, H, W)
+    in_range : (int, int)
+        Exact interval of the input values (``model.in_ranges()``); sets the input shape.
+    pe, simd : int, optional
+        Output channels in parallel (divides ``O``) and taps per PE per cycle (one of
+        :func:`~hwgen.hw.window.valid_simd`); default :func:`default_folding`.
+
+    Members
+    -------
+    i : ``In(stream.Signature(ArrayLayout(bits_for(*in_range), C)))``
+    o : ``Out(stream.Signature(ArrayLayout(requant_shape(requant), O)))``
+        Pixels in raster order, images back to back.
+
+    Timing
+    ------
+    ``cycles_per_image = OH*OW * (O/pe) * (C*KH*KW/simd)`` when neither stream stalls.
+    ``latency`` (from the beat issuing an output's last taps to its ``o.valid``):
+    ``1 + L1PE.latency + Requant.latency + 1`` cycles. The input is accepted at up to one
+    pixel per cycle while the line buffer has a free row.
+    """
+
+    def __init__(self, layer, requant: ir.Requant, in_shape: tuple[int, int, int], in_range: tuple[int, int],
+                 *, pe: int | None = None, simd: int | None = None):
+        if not isinstance(requant, ir.Requant):
+            raise TypeError(f"requant must be an hwgen.ir.Requant, not {type(requant).__name__}")
+        if len(in_shape) != 3:
+            raise ValueError(f"in_shape must be (C, H, W), got {tuple(in_shape)}")
+        in_shape = tuple(int(v) for v in in_shape)
+        weight, padding = as_conv(layer, in_shape)
+        o, c, kh, kw = weight.shape
+        if len(requant.mult) != o:
+            raise ValueError(f"{requant.name}: {len(requant.mult)} channels, {layer.name} has {o} outputs")
+        lo, hi = (int(v) for v in in_range)
+        if lo > hi:
+            raise ValueError(f"empty in_range {in_range}")
+        if pe is None or simd is None:
+            d_pe, d_simd = default_folding(layer, in_shape, (lo, hi), requant)
+            pe = d_pe if pe is None else pe
+            simd = d_simd if simd is None else simd
+        if not isinstance(pe, int) or pe < 1 or o % pe:
+            raise ValueError(f"{layer.name}: pe={pe!r} must divide the {o} output channels "
+                             f"(one of {_divisors(o)})")
+        if simd not in valid_simd(c, kh * kw):
+            raise ValueError(f"{layer.name}: simd={simd!r} does not fold a {c}-channel {kh}×{kw} "
+                             f"window; pick one of {valid_simd(c, kh * kw)}")
+        self.layer, self.requant = layer, requant
+        self.in_shape, self.in_range = in_shape, (lo, hi)
+        self.weight, self.padding = weight, padding
+        self.pe, self.simd = pe, simd
+        self.groups = o // pe
+        self.steps = c * kh * kw // simd
+        _, h, w = in_shape
+        self.out_hw = (h + 2 * padding - kh + 1, w + 2 * padding - kw + 1)
+        self.x_range, self.w_range, self.acc_max = _widths(weight, padding, (lo, hi))
+        self.in_elem = _shape(lo, hi)
+        self.w_shape = _shape(*self.w_range)
+        self.out_elem = requant_shape(requant)
+        self.pe_latency = 2 + max(0, (simd - 1).bit_length())
+        self.latency = 1 + self.pe_latency + Requant.latency + 1
+        super().__init__({
+            "i": In(stream.Signature(data.ArrayLayout(self.in_elem, c))),
+            "o": Out(stream.Signature(data.ArrayLayout(self.out_elem, o))),
+        })
+
+    @property
+    def cycles_per_image(self) -> int:
+        return self.out_hw[0] * self.out_hw[1] * self.groups * self.steps
+
+    @property
+    def params(self) -> dict:
+        return {
+            "pe": self.pe, "simd": self.simd, "groups": self.groups, "steps": self.steps,
+            "in_bits": self.in_elem.width, "weight_bits": self.w_shape.width,
+            "acc_bits": ir.bits_for(0, self.acc_max)[0], "out_bits": self.out_elem.width,
+            "latency": self.latency, "cycles_per_image": self.cycles_per_image,
+        }
+
+    def weight_rom(self) -> list[int]:
+        """ROM words: word ``g*steps + s`` holds, for PE ``p`` and lane ``l``, the weight of
+        output ``g*pe + p`` at tap ``s*simd + l`` of :func:`~hwgen.hw.window.tap_order`."""
+        o, c, kh, kw = self.weight.shape
+        wb = self.w_shape.width
+        mask = (1 << wb) - 1
+        taps = tap_order(c, kh, kw)
+        words = []
+        for g in range(self.groups):
+            for s in range(self.steps):
+                word, pos = 0, 0
+                for p in range(self.pe):
+                    for lane in range(self.simd):
+                        ky, kx, ch = taps[s * self.simd + lane]
+                        word |= (int(self.weight[g * self.pe + p, ch, ky, kx]) & mask) << pos
+                        pos += wb
+                words.append(word)
+        return words
+
+    def elaborate(self, platform):
+        m = Module()
+        c, h, w = self.in_shape
+        o = self.weight.shape[0]
+        pe, simd, G = self.pe, self.simd, self.groups
+        wb = self.w_shape.width
+
+        m.submodules.window = win = WindowGenerator(c, h, w, self.weight.shape[2:], self.padding,
+                                                    self.in_elem, simd, G)
+        wiring.connect(m, wiring.flipped(self.i), win.i)
+
+        # Yosys keeps small ROMs in logic by its own cost model; a larger weight ROM belongs in
+        # block RAM (iCE40: 4 kbit blocks), which the attribute asks for.
+        bits = pe * simd * wb * G * self.steps
+        attrs = {"rom_style": "block"} if bits >= ROM_BLOCK_BITS else {}
+        m.submodules.rom = rom = Memory(shape=unsigned(pe * simd * wb), depth=G * self.steps,
+                                        init=self.weight_rom(), attrs=attrs)
+        rp = rom.read_port()
+
+        ce = Signal()  # the pipeline's clock enable: low only while a finished pixel waits
+        m.d.comb += [win.en.eq(ce), rp.addr.eq(win.w_addr), rp.en.eq(ce)]
+
+        # PEs and requantizers.
+        ys = []
+        y_valid = None
+        for p in range(pe):
+            u = L1PE(simd, self.x_range, self.w_range, self.acc_max)
+            m.submodules[f"pe{p}"] = u
+            m.d.comb += [
+                u.en.eq(ce), u.valid.eq(win.valid), u.first.eq(win.first), u.last.eq(win.last),
+                u.x.eq(win.taps), u.w.eq(rp.data[p * simd * wb:(p + 1) * simd * wb]),
+            ]
+            r = Requant(self.requant, [g * pe + p for g in range(G)], (0, self.acc_max), negate=True)
+            m.submodules[f"rq{p}"] = r
+            m.d.comb += [r.en.eq(ce), r.valid.eq(u.mag_valid), r.x.eq(u.mag)]
+            ys.append(r.y)
+            y_valid = r.y_valid
+        # The group of each result: the window's tag, delayed like the data.
+        g_pe = _delay(m, ce, win.group, self.pe_latency, "g_pe")  # aligned with mag_valid
+        for p in range(pe):
+            m.d.comb += m.submodules[f"rq{p}"].sel.eq(g_pe)
+        g_rq = _delay(m, ce, g_pe, Requant.latency, "g_rq")  # aligned with y_valid
+
+        # Gather the groups of a pixel; send it when the last group is done.
+        layout = data.ArrayLayout(self.out_elem, o)
+        gather = Signal(layout)
+        full = Signal(layout)
+        for ch in range(o):
+            g, p = divmod(ch, pe)
+            m.d.comb += full[ch].eq(ys[p] if g == G - 1 else gather[ch])
+        last_group = g_rq == G - 1
+        ovalid = Signal()
+        m.d.comb += [self.o.valid.eq(ovalid), ce.eq(~(y_valid & last_group & ovalid & ~self.o.ready))]
+        obuf = Signal(layout)
+        m.d.comb += self.o.payload.eq(obuf)
+        with m.If(self.o.ready):
+            m.d.sync += ovalid.eq(0)
+        with m.If(ce & y_valid):
+            with m.If(last_group):
+                m.d.sync += [obuf.eq(full), ovalid.eq(1)]
+            with m.Else():
+                with m.Switch(g_rq):
+                    for g in range(G - 1):
+                        with m.Case(g):
+                            m.d.sync += [gather[g * pe + p].eq(ys[p]) for p in range(pe)]
+        return m
+
+
+def _delay(m, en, sig, n, name):
+    """``sig`` through ``n`` registers clocked when ``en``."""
+    for i in range(n):
+        r = Signal(sig.shape(), name=f"{name}{i}")
+        with m.If(en):
+            m.d.sync += r.eq(sig)
+        sig = r
+    return sig

@@ -1,0 +1,259 @@
+"""Sliding-window generator on line buffers: the tap source of the streaming conv engines."""
+
+from __future__ import annotations
+
+from amaranth import Cat, Module, Mux, Shape, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["WindowGenerator", "tap_order", "valid_simd"]
+
+
+def tap_order(channels: int, kh: int, kw: int) -> list[tuple[int, int, int]]:
+    """The order taps of a receptive field are visited in: ``(ky, kx, c)``, channel fastest.
+
+    A sum of ``|x - w|`` does not depend on the order of its terms, so the engine visits the
+    field pixel by pixel (one line-buffer word holds all channels of a pixel) and the
+    weights are stored in the same order.
+    """
+    return [(ky, kx, c) for ky in range(kh) for kx in range(kw) for c in range(channels)]
+
+
+def valid_simd(channels: int, kernel_pixels: int) -> list[int]:
+    """Taps per beat that the window supports: divisors of ``C`` (a slice of one pixel) or
+    ``C`` times a divisor of ``KH*KW`` (whole pixels, one read port each)."""
+    out = {d for d in range(1, channels + 1) if channels % d == 0}
+    out |= {channels * d for d in range(1, kernel_pixels + 1) if kernel_pixels % d == 0}
+    return sorted(out)
+
+
+class WindowGenerator(wiring.Component):
+    """Line buffers plus the schedule of a folded, stride-1 convolution's taps.
+
+    Input pixels are written into a circular buffer of ``R`` rows (one
+    :class:`~amaranth.lib.memory.Memory` word per pixel, all channels), ``R = min(KH + 1, H)``:
+    the ``KH`` rows one output row needs plus the row being written.  The reader walks
+    output pixels in raster order; for each it makes ``groups`` passes (one per group of
+    output channels the PEs compute together) of ``steps = C*KH*KW / simd`` beats, each beat
+    ``simd`` taps in :func:`tap_order`.  A beat reads whole pixels through
+    ``ports = max(1, simd // C)`` read ports (or one pixel and a ``simd``-channel slice of it);
+    taps outside the image (zero padding) read as 0.
+
+    Flow control: output row ``oy`` starts once the input rows it needs have all arrived;
+    ``i.ready`` is low while the next input row would overwrite a row still needed (also
+    across images: the next image's rows wait for the slots the current image frees).
+
+    Parameters
+    ----------
+    channels, height, width : int
+        Input map ``C × H × W``.
+    kernel : (int, int)
+        ``(KH, KW)``; stride 1.
+    padding : int
+        Zero padding on every side.
+    elem_shape : ShapeLike
+        Shape of one input channel value.
+    simd : int
+        Taps per beat, one of :func:`valid_simd`.
+    groups : int
+        Passes over the receptive field per output pixel.
+
+    Members
+    -------
+    i : ``In(stream.Signature(ArrayLayout(elem_shape, C)))``
+        Input pixels, raster order, images back to back.
+    en : ``In(1)``
+        Clock enable of the compute side (the consumer's stall); the input side ignores it.
+    w_addr : ``Out(range(groups * steps))``
+        Issue stage: ``group * steps + step`` of the beat being issued; the consumer's weight
+        ROM reads it with ``en`` so its data lines up with ``taps``.
+    taps : ``Out(ArrayLayout(elem_shape, simd))``, valid, first, last : ``Out(1)``,
+    group : ``Out(range(groups))``
+        The beat, one enabled cycle after issue (the memory read); ``first``/``last`` mark the
+        first and last beat of a pass.
+
+    Timing
+    ------
+    At most one beat per cycle; ``cycles_per_image = OH*OW*groups*steps`` when the input
+    keeps up. Latency from issue to ``taps``: 1 enabled cycle.
+    """
+
+    def __init__(self, channels: int, height: int, width: int, kernel: tuple[int, int], padding: int,
+                 elem_shape, simd: int, groups: int):
+        for name, v in (("channels", channels), ("height", height), ("width", width), ("simd", simd),
+                        ("groups", groups)):
+            if not isinstance(v, int) or v < 1:
+                raise TypeError(f"{name} must be a positive integer, not {v!r}")
+        kh, kw = (int(k) for k in kernel)
+        if not isinstance(padding, int) or padding < 0:
+            raise TypeError(f"padding must be a non-negative integer, not {padding!r}")
+        if padding >= kh or padding >= kw:
+            raise ValueError(f"padding {padding} must be smaller than the kernel {kh}×{kw}")
+        self.C, self.H, self.W, self.KH, self.KW, self.pad = channels, height, width, kh, kw, padding
+        self.OH, self.OW = height + 2 * padding - kh + 1, width + 2 * padding - kw + 1
+        if self.OH < 1 or self.OW < 1:
+            raise ValueError(f"kernel {kh}×{kw} larger than the padded input {height}×{width}")
+        if simd not in valid_simd(channels, kh * kw):
+            raise ValueError(f"simd={simd} does not fold a {channels}-channel {kh}×{kw} window; "
+                             f"pick one of {valid_simd(channels, kh * kw)}")
+        self.simd, self.groups = simd, groups
+        self.elem_shape = Shape.cast(elem_shape)
+        self.steps = channels * kh * kw // simd
+        self.ports = max(1, simd // channels)
+        self.slices = max(1, channels // simd)  # simd-wide slices of one pixel
+        # KH rows for a window plus one being written; fewer for a short image, but never
+        # fewer than KH so a window's rows are distinct slots.
+        self.R = max(min(kh + 1, height), kh)
+        taps = tap_order(channels, kh, kw)
+        # table[s][j] = (dy, dx) of port j at step s, and the channel slice of step s.
+        self.table = []
+        for s in range(self.steps):
+            t0 = s * simd
+            row = []
+            for j in range(self.ports):
+                ky, kx, c = taps[t0 + j * channels]
+                row.append((ky, kx))
+            self.table.append((row, (t0 % channels) // simd if self.ports == 1 else 0))
+        super().__init__({
+            "i": In(stream.Signature(data.ArrayLayout(self.elem_shape, channels))),
+            "en": In(1),
+            "w_addr": Out(range(groups * self.steps)),
+            "taps": Out(data.ArrayLayout(self.elem_shape, simd)),
+            "valid": Out(1), "first": Out(1), "last": Out(1),
+            "group": Out(range(groups)),
+        })
+
+    @property
+    def cycles_per_image(self) -> int:
+        return self.OH * self.OW * self.groups * self.steps
+
+    def elaborate(self, platform):
+        m = Module()
+        C, H, W, KH, pad, R = self.C, self.H, self.W, self.KH, self.pad, self.R
+        eb = self.elem_shape.width
+        en = self.en
+
+        m.submodules.mem = mem = Memory(shape=unsigned(C * eb), depth=R * W, init=[])
+        wp = mem.write_port()
+        rps = [mem.read_port() for _ in range(self.ports)]
+
+        # ---- reader state (the schedule)
+        ox = Signal(range(self.OW))
+        oy = Signal(range(self.OH))
+        grp = Signal(range(self.groups))
+        step = Signal(range(self.steps))
+        widx = Signal(range(self.groups * self.steps))
+        row_slot = Signal(range(R), init=(-pad) % R)  # slot of input row oy - pad
+        # ---- writer state
+        wr_addr = Signal(range(R * W))
+        wr_x = Signal(range(W))
+        wr_ahead = Signal(range(H + R + 1))  # full rows written, counted from the reader's image
+
+        # Rows of the reader's image that must be present / may be dropped.
+        need = Signal(range(H + 1))
+        top = oy + (KH - pad)
+        m.d.comb += need.eq(Mux(top > H, H, top))
+        low = Signal(range(H + 1))
+        m.d.comb += low.eq(Mux(oy > pad, oy - pad, 0))
+        avail = Signal()
+        m.d.comb += avail.eq(wr_ahead >= need)
+        issue = Signal()
+        m.d.comb += issue.eq(en & avail)
+
+        last_step = step == self.steps - 1
+        last_group = grp == self.groups - 1
+        last_x = ox == self.OW - 1
+        last_y = oy == self.OH - 1
+        finish = Signal()  # the last beat of an image is issued
+        m.d.comb += finish.eq(issue & last_step & last_group & last_x & last_y)
+
+        with m.If(issue):
+            m.d.sync += step.eq(step + 1)
+            m.d.sync += widx.eq(widx + 1)
+            with m.If(last_step):
+                m.d.sync += [step.eq(0), grp.eq(grp + 1)]
+                with m.If(last_group):
+                    m.d.sync += [grp.eq(0), widx.eq(0), ox.eq(ox + 1)]
+                    with m.If(last_x):
+                        m.d.sync += [ox.eq(0), oy.eq(oy + 1)]
+                        with m.If(last_y):
+                            # Next image's row -pad: H - OH + 1 rows further on.
+                            m.d.sync += [oy.eq(0), row_slot.eq(_add_mod(row_slot, (H - self.OH + 1) % R, R))]
+                        with m.Else():
+                            m.d.sync += row_slot.eq(_add_mod(row_slot, 1, R))
+        m.d.comb += self.w_addr.eq(widx)
+
+        # ---- writer
+        m.d.comb += self.i.ready.eq(wr_ahead < low + R)
+        row_done = Signal()
+        m.d.comb += [
+            wp.addr.eq(wr_addr),
+            wp.data.eq(self.i.payload.as_value()),
+            wp.en.eq(self.i.valid & self.i.ready),
+            row_done.eq(wp.en & (wr_x == W - 1)),
+        ]
+        with m.If(wp.en):
+            m.d.sync += [wr_x.eq(wr_x + 1), wr_addr.eq(wr_addr + 1)]
+            with m.If(wr_x == W - 1):
+                m.d.sync += wr_x.eq(0)
+            with m.If(wr_addr == R * W - 1):
+                m.d.sync += wr_addr.eq(0)
+        m.d.sync += wr_ahead.eq(wr_ahead + row_done - Mux(finish, H, 0))
+
+        # ---- read addresses (issue stage) and the tags of stage 1
+        inside = [Signal(name=f"inside{j}") for j in range(self.ports)]
+        inside_q = [Signal(name=f"inside{j}_q") for j in range(self.ports)]
+        slice_sel = Signal(range(self.slices))
+        slice_q = Signal(range(self.slices))
+        for j, rp in enumerate(rps):
+            dy = Signal(range(self.KH), name=f"dy{j}")
+            dx = Signal(range(self.KW), name=f"dx{j}")
+            with m.Switch(step):
+                for s, (row, sl) in enumerate(self.table):
+                    with m.Case(s):
+                        m.d.comb += [dy.eq(row[j][0]), dx.eq(row[j][1])]
+                        if j == 0 and self.slices > 1:
+                            m.d.comb += slice_sel.eq(sl)
+            iy = Signal(range(-pad, self.OH + KH), name=f"iy{j}")
+            ix = Signal(range(-pad, self.OW + self.KW), name=f"ix{j}")
+            m.d.comb += [iy.eq(oy + dy - pad), ix.eq(ox + dx - pad)]
+            m.d.comb += inside[j].eq((iy >= 0) & (iy < H) & (ix >= 0) & (ix < W))
+            slot = Signal(range(R), name=f"slot{j}")
+            m.d.comb += slot.eq(_add_mod(row_slot, dy, R))
+            base = Signal(range(R * W), name=f"base{j}")
+            with m.Switch(slot):
+                for r in range(R):
+                    with m.Case(r):
+                        m.d.comb += base.eq(r * W)
+            m.d.comb += [rp.addr.eq(base + ix.as_unsigned()), rp.en.eq(en)]
+            with m.If(en):
+                m.d.sync += inside_q[j].eq(inside[j])
+        with m.If(en):
+            m.d.sync += [
+                slice_q.eq(slice_sel),
+                self.valid.eq(issue),
+                self.first.eq(step == 0),
+                self.last.eq(last_step),
+                self.group.eq(grp),
+            ]
+
+        # ---- stage 1: pick the taps from the read words, zero outside the image
+        words = [Mux(inside_q[j], rp.data, 0) for j, rp in enumerate(rps)]
+        if self.ports > 1:
+            m.d.comb += self.taps.eq(_cat(words))
+        elif self.slices > 1:
+            m.d.comb += self.taps.eq(words[0].word_select(slice_q, self.simd * eb))
+        else:
+            m.d.comb += self.taps.eq(words[0])
+        return m
+
+
+def _add_mod(a, b, r: int):
+    """``(a + b) mod r`` for ``a`` in ``[0, r)`` and ``b`` in ``[0, r)``, with one compare."""
+    s = a + b
+    return Mux(s >= r, s - r, s)
+
+
+def _cat(values):
+    return Cat(*values)

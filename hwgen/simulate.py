@@ -1,0 +1,201 @@
+"""Proves a build folder's Verilog bit-exact against the golden model, in cocotb.
+
+:func:`simulate` compiles ``DIR/hwgen_top.v`` with Icarus Verilog or Verilator through
+``cocotb_tools.runner`` (build products in ``DIR/sim/<simulator>/``), runs the test module
+:mod:`hwgen.sim.testbench` on the first N images of ``DIR/vectors.npz`` and writes
+``DIR/sim_<simulator>.json``: images, mismatches, accuracy, cycles, wall time, images/s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from .toolchain import ToolError, require, tool_env
+
+SIMULATORS = ("icarus", "verilator")
+TEST_MODULE = "hwgen.sim.testbench"
+
+
+class SimulationError(RuntimeError):
+    """The simulation could not run (missing file or tool, compile error)."""
+
+
+SimError = SimulationError  # the name hwgen.cli catches
+
+
+@contextlib.contextmanager
+def _environ(env: dict):
+    """cocotb's runner reads ``os.environ`` and ``PATH`` of this process: set them for a while."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _last_line(log: Path) -> str:
+    try:
+        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    for ln in reversed(lines):
+        low = ln.lower()
+        if "error" in low or "%error" in low or "syntax" in low:
+            return ln
+    return lines[-1] if lines else ""
+
+
+def _check_build_dir(build: Path) -> dict:
+    for name in ("manifest.json", "model.json", "model.npz", "vectors.npz"):
+        if not (build / name).is_file():
+            raise SimulationError(f"{build}: {name} missing; run `hwgen build` first")
+    manifest = json.loads((build / "manifest.json").read_text())
+    verilog = build / manifest.get("verilog", "hwgen_top.v")
+    if not verilog.is_file():
+        raise SimulationError(f"{build}: {verilog.name} missing; run `hwgen build` first")
+    return manifest
+
+
+def simulate(build_dir, simulator: str = "icarus", images: int | None = 16, backpressure: bool = False,
+             waves: bool = False, seed: int = 0, max_cycles: int | None = None, verbose: bool = False) -> dict:
+    """Simulate ``build_dir``'s design on ``images`` test vectors (None: all of them).
+
+    Returns the summary also written to ``build_dir/sim_<simulator>.json``; its ``status``
+    is 0 when every result matched the golden model, 1 otherwise (``mismatches`` lists them).
+    Raises :class:`SimulationError` when the simulation cannot run at all.
+    """
+    from cocotb_tools.runner import get_runner  # noqa: PLC0415
+
+    if simulator not in SIMULATORS:
+        raise SimulationError(f"unknown simulator {simulator!r}; pick one of {', '.join(SIMULATORS)}")
+    build = Path(build_dir).resolve()
+    manifest = _check_build_dir(build)
+    try:
+        if simulator == "icarus":
+            require("iverilog")
+            require("vvp")
+        else:
+            require("verilator")
+    except ToolError as e:
+        raise SimulationError(str(e)) from None
+
+    top = manifest.get("top", "hwgen_top")
+    verilog = build / manifest.get("verilog", "hwgen_top.v")
+    sim_dir = build / "sim" / simulator
+    sim_dir.mkdir(parents=True, exist_ok=True)
+    result_file = sim_dir / "testbench_result.json"
+    result_file.unlink(missing_ok=True)
+    build_log, test_log = sim_dir / "build.log", sim_dir / "test.log"
+
+    env = tool_env()
+    # The test process must import this very hwgen, installed or not.
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    if simulator == "icarus":
+        # Amaranth (Yosys write_verilog) wakes its `always @*` blocks at time 0 with the
+        # initializer of a dummy `reg ... = 0`.  Under -g2012 (cocotb's default) Icarus runs
+        # initializers before any process waits, so a block whose inputs never change stays X
+        # (e.g. the argmax of an all-zero image).  Verilog-2005 semantics give that event.
+        build_args = ["-g2005"]
+    else:
+        # Amaranth's Verilog is not lint-clean for Verilator (WIDTHEXPAND on every adder,
+        # CASEINCOMPLETE on every switch): lint warnings are noise here, never fatal.
+        build_args = ["-Wno-lint", "-Wno-style", "-Wno-fatal"]
+    extra_env = {
+        "HWGEN_BUILD_DIR": str(build),
+        "HWGEN_IMAGES": "" if images is None else str(int(images)),
+        "HWGEN_BACKPRESSURE": "1" if backpressure else "0",
+        "HWGEN_SEED": str(int(seed)),
+        "HWGEN_MAX_CYCLES": "" if max_cycles is None else str(int(max_cycles)),
+        "HWGEN_RESULT": str(result_file),
+    }
+    env.update(extra_env)
+
+    t0 = time.perf_counter()
+    with _environ(env):
+        runner = get_runner(simulator)
+        try:
+            runner.build(sources=[verilog], hdl_toplevel=top, build_dir=sim_dir, timescale=("1ns", "1ps"),
+                         build_args=build_args, waves=waves, always=simulator == "icarus", log_file=None if verbose else build_log)
+        except (RuntimeError, SystemExit, OSError) as e:
+            raise SimulationError(f"{simulator} could not compile {verilog.name}: {_last_line(build_log) or e} "
+                                  f"(log: {build_log})") from None
+        t1 = time.perf_counter()
+        try:
+            runner.test(test_module=TEST_MODULE, hdl_toplevel=top, build_dir=sim_dir, test_dir=sim_dir,
+                        extra_env=extra_env, waves=waves, seed=seed, timescale=("1ns", "1ps"),
+                        results_xml=str(sim_dir / "results.xml"), log_file=None if verbose else test_log)
+        except (SystemExit, RuntimeError):
+            pass  # the runner exits on a failed test; the testbench's summary says why
+        t2 = time.perf_counter()
+
+    if not result_file.is_file():
+        raise SimulationError(f"{simulator} simulation ended without a result: {_last_line(test_log)} "
+                              f"(log: {test_log})")
+    summary = json.loads(result_file.read_text())
+    test_s = t2 - t1
+    n = summary["images"]
+    summary.update({
+        "simulator": simulator,
+        "build_dir": str(build),
+        "status": 0 if summary["passed"] else 1,
+        "seed": seed,
+        "build_s": round(t1 - t0, 3),
+        "test_s": round(test_s, 3),
+        # Throughput of the whole test run (simulator start-up included) and of the streaming alone.
+        "stream_images_per_s": summary.pop("images_per_s"),
+        "images_per_s": n / test_s if test_s > 0 else None,
+        "log": str(test_log),
+    })
+    if waves:
+        summary["waves"] = str(next(iter(sorted(sim_dir.glob("*.fst")) + sorted(sim_dir.glob("*.vcd"))), ""))
+    _atomic_write_json(build / f"sim_{simulator}.json", summary)
+    return summary
+
+
+def format_summary(s: dict) -> str:
+    head = (f"{s['simulator']}: {s['received']}/{s['images']} images, "
+            f"{'PASS' if s['status'] == 0 else 'FAIL'}, {len(s['mismatches'])} mismatches, "
+            f"accuracy {s['accuracy']:.3f}" if s.get("accuracy") is not None else "")
+    lines = [head,
+             f"  {s['cycles']} cycles ({s['cycles_per_image']:.1f} per image), "
+             f"build {s['build_s']:.1f} s, run {s['test_s']:.1f} s, {s['images_per_s']:.1f} images/s"]
+    if s.get("timed_out"):
+        lines.append(f"  timed out after {s['max_cycles']} cycles")
+    for m in s["mismatches"][:5]:
+        lines.append(f"  image {m['index']}: expected {m['expected']}, got {m['got']}")
+    return "\n".join(lines)
+
+
+def _atomic_write_json(path: Path, doc: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("build_dir")
+    ap.add_argument("--simulator", default="icarus", choices=SIMULATORS)
+    ap.add_argument("--images", type=int, default=16)
+    ap.add_argument("--backpressure", action="store_true")
+    ap.add_argument("--waves", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    try:
+        res = simulate(a.build_dir, a.simulator, a.images, a.backpressure, a.waves, a.seed)
+    except SimulationError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(format_summary(res))
+    sys.exit(res["status"])

@@ -1,0 +1,144 @@
+"""MaxPoolEngine in Amaranth's simulator, against hwgen.golden.maxpool.
+
+Also holds the stream drivers the other hardware tests share (random valid gaps on the
+source, random backpressure on the sink).
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from amaranth import signed, unsigned
+from amaranth.sim import Simulator
+
+from hwgen import golden, ir
+from hwgen.hw.pool import MaxPoolEngine
+
+
+# --------------------------------------------------------------------------- stream drivers
+
+def pack(values, bits: int) -> int:
+    """Little-endian concatenation of ``values``, ``bits`` each (two's complement)."""
+    mask = (1 << bits) - 1
+    return sum((int(v) & mask) << (i * bits) for i, v in enumerate(values))
+
+
+def unpack(raw: int, bits: int, count: int, is_signed: bool) -> list[int]:
+    out = []
+    for i in range(count):
+        v = (raw >> (i * bits)) & ((1 << bits) - 1)
+        if is_signed and v >> (bits - 1):
+            v -= 1 << bits
+        out.append(v)
+    return out
+
+
+def add_source(sim, stream, beats, *, gaps=0.3, seed=1):
+    """Drive ``beats`` (raw integers) into ``stream``, idling at random with probability ``gaps``."""
+    rng = random.Random(seed)
+
+    async def source(ctx):
+        for beat in beats:
+            while rng.random() < gaps:
+                await ctx.tick()
+            ctx.set(stream.payload.as_value(), beat)
+            ctx.set(stream.valid, 1)
+            await ctx.tick().until(stream.ready)
+            ctx.set(stream.valid, 0)
+
+    sim.add_testbench(source)
+
+
+def add_sink(sim, stream, count, out: list, *, stalls=0.3, seed=2, times: list | None = None):
+    """Collect ``count`` raw beats from ``stream`` into ``out``, refusing at random with probability ``stalls``."""
+    rng = random.Random(seed)
+
+    async def sink(ctx):
+        cycle = 0
+        while len(out) < count:
+            ready = rng.random() >= stalls
+            ctx.set(stream.ready, ready)
+            _, _, payload, valid = await ctx.tick().sample(stream.payload.as_value(), stream.valid)
+            cycle += 1
+            if ready and valid:
+                out.append(payload)
+                if times is not None:
+                    times.append(cycle)
+        ctx.set(stream.ready, 0)
+
+    sim.add_testbench(sink, background=False)
+
+
+def run_sim(dut, *, deadline_cycles, setup):
+    """Run the testbenches ``setup(sim)`` adds, failing if they need more than ``deadline_cycles``."""
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    setup(sim)
+    sim.run_until(deadline_cycles * 1e-8)
+
+
+# --------------------------------------------------------------------------- max pool
+
+def pool_case(c, h, w, size, lo, hi, images, *, gaps=0.3, stalls=0.3, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(lo, hi + 1, size=(images, c, h, w))
+    want = golden.maxpool(ir.MaxPool2d("p", size=size), x)
+    width, is_signed = ir.bits_for(lo, hi)
+    shape = signed(width) if is_signed else unsigned(width)
+    dut = MaxPoolEngine(c, (h, w), size, shape)
+    beats = [pack(x[n, :, r, col], width) for n in range(images) for r in range(h) for col in range(w)]
+    expected = [pack(want[n, :, r, col], width) for n in range(want.shape[0])
+                for r in range(want.shape[2]) for col in range(want.shape[3])]
+    got = []
+
+    def setup(sim):
+        add_source(sim, dut.i, beats, gaps=gaps, seed=seed + 1)
+        add_sink(sim, dut.o, len(expected), got, stalls=stalls, seed=seed + 2)
+
+    run_sim(dut, deadline_cycles=8 * len(beats) + 100, setup=setup)
+    assert len(got) == len(expected), f"{len(got)} of {len(expected)} pooled pixels came out"
+    for k, (g, e) in enumerate(zip(got, expected)):
+        assert g == e, (f"pooled pixel {k}: got {unpack(g, width, c, is_signed)}, "
+                        f"want {unpack(e, width, c, is_signed)}")
+    return dut
+
+
+@pytest.mark.parametrize("c,h,w,size,lo,hi", [
+    (8, 8, 8, 2, 0, 255),        # (8,8,8) -> (8,4,4)
+    (16, 4, 4, 2, 0, 255),       # (16,4,4) -> (16,2,2)
+    (3, 5, 7, 2, -100, 27),      # odd: last row and column dropped, signed values
+    (2, 7, 8, 3, -4, 3),         # size 3, floor mode on both axes
+    (2, 3, 3, 2, 0, 7),          # one pooled column: a register, not a memory, holds the row
+    (2, 9, 9, 4, -8, 7),         # size 4
+    (2, 3, 3, 1, -8, 7),         # size 1: the identity
+])
+def test_maxpool_matches_golden(c, h, w, size, lo, hi):
+    pool_case(c, h, w, size, lo, hi, images=3)
+
+
+def test_maxpool_full_rate():
+    """With no gaps and no backpressure the engine takes one pixel per cycle, back to back."""
+    c, h, w = 4, 6, 6
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 16, size=(2, c, h, w))
+    dut = MaxPoolEngine(c, (h, w), 2, unsigned(4))
+    beats = [pack(x[n, :, r, col], 4) for n in range(2) for r in range(h) for col in range(w)]
+    got, times = [], []
+
+    def setup(sim):
+        add_source(sim, dut.i, beats, gaps=0.0)
+        add_sink(sim, dut.o, 18, got, stalls=0.0, times=times)
+
+    run_sim(dut, deadline_cycles=200, setup=setup)
+    assert len(got) == 18
+    # Last pooled pixel of image 2 leaves one cycle after the last input pixel (cycle 72).
+    assert times[-1] <= 2 * h * w + 1
+
+
+def test_maxpool_rejects_bad_parameters():
+    with pytest.raises(TypeError):
+        MaxPoolEngine(0, (4, 4), 2, unsigned(8))
+    with pytest.raises(ValueError):
+        MaxPoolEngine(1, (1, 4), 2, unsigned(8))

@@ -1,0 +1,214 @@
+"""ArgmaxHead, the whole Accelerator against hwgen.golden, and generate()'s build output."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from amaranth import signed, unsigned
+from amaranth.hdl import Fragment
+
+from hwgen import golden, ir
+from hwgen.hw.head import ArgmaxHead
+from hwgen.hw.top import Accelerator, generate, random_digits_model
+
+from test_hw_pool import add_sink, add_source, pack, run_sim, unpack
+
+
+# --------------------------------------------------------------------------- argmax head
+
+def head_case(classes, score_shape, vectors, *, gaps=0.3, stalls=0.3):
+    dut = ArgmaxHead(classes, score_shape)
+    sb, ab = score_shape.width, ir.ceil_log2(classes)
+    beats = [pack(v, sb) for v in vectors]
+    got = []
+
+    def setup(sim):
+        add_source(sim, dut.i, beats, gaps=gaps)
+        add_sink(sim, dut.result, len(beats), got, stalls=stalls)
+
+    run_sim(dut, deadline_cycles=6 * len(beats) + 50, setup=setup)
+    assert len(got) == len(vectors)
+    for k, (raw, v) in enumerate(zip(got, vectors)):
+        scores = unpack(raw, sb, classes, score_shape.signed)
+        index = (raw >> (classes * sb)) & ((1 << ab) - 1)
+        assert scores == [int(s) for s in v], f"vector {k}: scores changed"
+        assert index == int(np.argmax(v)), f"vector {k}: argmax {index}, want {np.argmax(v)} of {list(v)}"
+
+
+@pytest.mark.parametrize("classes", [1, 2, 3, 10, 17])
+def test_argmax_matches_numpy(classes):
+    rng = np.random.default_rng(classes)
+    shape = signed(16)
+    lo, hi = -(1 << 15), (1 << 15) - 1
+    vectors = [rng.integers(lo, hi + 1, size=classes) for _ in range(20)]
+    vectors += [rng.integers(-3, 3, size=classes) for _ in range(20)]        # many ties
+    vectors += [np.full(classes, lo), np.full(classes, hi), np.zeros(classes, int)]  # all equal
+    one_up = np.full(classes, lo)
+    one_up[-1] = lo + 1
+    vectors.append(one_up)                                                  # most negative everywhere else
+    tie_late = np.full(classes, lo)
+    tie_late[classes // 2:] = 5
+    vectors.append(tie_late)                                                # first of several maxima
+    head_case(classes, shape, vectors)
+
+
+def test_argmax_unsigned_scores_full_rate():
+    rng = np.random.default_rng(7)
+    vectors = [rng.integers(0, 256, size=5) for _ in range(30)]
+    head_case(5, unsigned(8), vectors, gaps=0.0, stalls=0.0)
+
+
+# --------------------------------------------------------------------------- whole accelerator
+
+def _conv_available():
+    try:
+        import hwgen.hw.conv  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_conv = pytest.mark.skipif(not _conv_available(), reason="hwgen.hw.conv not written yet")
+
+
+@pytest.fixture(scope="module")
+def digits_model():
+    return random_digits_model(seed=0)
+
+
+def digits_images(n=3):
+    from hwgen.data import digits
+
+    return np.round(digits()[2][:n] * 255).astype(np.int64)
+
+
+@needs_conv
+def test_accelerator_matches_golden(digits_model):
+    model = digits_model
+    x = digits_images(3)
+    want = golden.run(model, x)
+    top = Accelerator(model)
+    c, h, w = model.input_shape
+    beats = [pack(x[n, :, r, col], model.input_bits) for n in range(len(x)) for r in range(h) for col in range(w)]
+    got = []
+
+    def setup(sim):
+        add_source(sim, top.pixels, beats, gaps=0.2)
+        add_sink(sim, top.result, len(x), got, stalls=0.3)
+
+    run_sim(top, deadline_cycles=4 * len(x) * top.cycles_per_image + 20 * len(beats) + 500, setup=setup)
+    assert len(got) == len(x), f"{len(got)} of {len(x)} results came out"
+    sb, n = top.score_shape.width, top.classes
+    for k, raw in enumerate(got):
+        scores = unpack(raw, sb, n, top.score_shape.signed)
+        index = raw >> (n * sb)
+        assert scores == want.scores[k].tolist(), f"image {k}: scores {scores}, want {want.scores[k].tolist()}"
+        assert index == want.argmax[k], f"image {k}: argmax {index}, want {want.argmax[k]}"
+
+
+@needs_conv
+def test_accelerator_throughput_and_latency(digits_model):
+    """Without stalls, results leave every cycles_per_image cycles and within latency_cycles."""
+    model = digits_model
+    x = digits_images(3)
+    top = Accelerator(model)
+    beats = [pack(x[n, :, r, col], 8) for n in range(len(x)) for r in range(8) for col in range(8)]
+    got, times = [], []
+
+    def setup(sim):
+        add_source(sim, top.pixels, beats, gaps=0.0)
+        add_sink(sim, top.result, len(x), got, stalls=0.0, times=times)
+
+    run_sim(top, deadline_cycles=3 * top.latency_cycles + 100, setup=setup)
+    assert len(got) == len(x)
+    assert times[0] <= top.latency_cycles + 1, f"first result at cycle {times[0]}, estimate {top.latency_cycles}"
+    gaps = np.diff(times)
+    assert (gaps <= top.cycles_per_image).all(), f"results every {gaps.tolist()} cycles, bound {top.cycles_per_image}"
+
+
+@needs_conv
+def test_generate_writes_verilog_and_manifest(digits_model, tmp_path):
+    doc = generate(digits_model, tmp_path)
+    v = (tmp_path / "hwgen_top.v").read_text()
+    on_disk = json.loads((tmp_path / "manifest.json").read_text())
+    assert on_disk == doc
+    assert v.startswith("`timescale 1ns/1ps\n")
+    assert re.search(r"^module hwgen_top\s*\(", v, re.M)
+    assert doc["format"] == "hwgen-build" and doc["version"] == 1 and doc["top"] == "hwgen_top"
+    assert doc["verilog"] == "hwgen_top.v" and doc["clock"] == "clk" and doc["reset"] == "rst"
+    assert doc["input_shape"] == [1, 8, 8]
+
+    def port_width(direction, name):
+        found = re.search(rf"^\s*{direction}\s+(?:wire\s+)?(?:\[(\d+):0\]\s+)?{name}\s*;", v, re.M)
+        assert found, f"no {direction} port {name} in the Verilog"
+        return int(found.group(1)) + 1 if found.group(1) else 1
+
+    px, res = doc["ports"]["pixels"], doc["ports"]["result"]
+    assert px == {"channels": 1, "bits": 8, "payload_width": 8}
+    assert port_width("input", "pixels__payload") == px["payload_width"]
+    assert port_width("output", "result__payload") == res["payload_width"]
+    for p in ("pixels__valid", "result__ready", "clk", "rst"):
+        assert port_width("input", p) == 1
+    for p in ("pixels__ready", "result__valid"):
+        assert port_width("output", p) == 1
+    lo, hi = digits_model.value_ranges()[-1]
+    assert (res["score_bits"], res["score_signed"]) == ir.bits_for(lo, hi)
+    assert res["classes"] == 10 and res["argmax_bits"] == 4
+    assert res["argmax_offset"] == 10 * res["score_bits"]
+    assert res["payload_width"] == res["argmax_offset"] + res["argmax_bits"]
+    kinds = [e["kind"] for e in doc["engines"]]
+    assert kinds == ["adder_conv2d", "maxpool2d", "adder_conv2d", "maxpool2d", "adder_dense", "argmax"]
+    assert doc["cycles_per_image"] == max(e["cycles_per_image"] for e in doc["engines"])
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_unsupported_layer_raises_model_error():
+    rng = np.random.default_rng(0)
+    model = ir.Model(name="mac", input_shape=(1, 4, 4), input_bits=8, input_scale=1.0, layers=[
+        ir.Conv2d("conv", weight=rng.integers(-2, 3, size=(2, 1, 3, 3)), padding=1),
+        ir.Requant("bn", mult=np.array([1, 1]), bias=np.array([0, 0]), shift=4),
+        ir.Flatten("flat"),
+        ir.AdderDense("fc", weight=rng.integers(0, 9, size=(3, 32))),
+        ir.Requant("bn2", mult=np.array([1, 1, 1]), bias=np.array([0, 0, 0]), shift=0, out_bits=16, relu=False),
+    ])
+    with pytest.raises(ir.ModelError, match=r"layer 'conv' of kind 'conv2d' has no hardware engine"):
+        Accelerator(model)
+
+
+def test_failed_generate_writes_nothing(tmp_path):
+    rng = np.random.default_rng(0)
+    model = ir.Model(name="mac", input_shape=(1, 4, 4), input_bits=8, input_scale=1.0, layers=[
+        ir.Flatten("flat"),
+        ir.Dense("fc", weight=rng.integers(-2, 3, size=(3, 16))),
+    ])
+    out = tmp_path / "build"
+    with pytest.raises(ir.ModelError, match=r"kind 'dense' has no hardware engine|followed by a"):
+        generate(model, out)
+    assert not out.exists() or not any(out.iterdir())
+
+
+@needs_conv
+def test_folding_override_reaches_the_engine(digits_model):
+    top = Accelerator(digits_model, folding={"conv2": {"pe": 4, "simd": 8}})
+    conv2 = next(s.engine for s in top.stages if s.name == "conv2")
+    assert (conv2.params["pe"], conv2.params["simd"]) == (4, 8)
+    assert top.folding == {"conv2": {"pe": 4, "simd": 8}}
+    Fragment.get(top, None)  # elaborates: the folded design builds
+
+
+def test_missing_requant_raises_model_error():
+    rng = np.random.default_rng(0)
+    model = ir.Model(name="bare", input_shape=(1, 4, 4), input_bits=8, input_scale=1.0, layers=[
+        ir.Flatten("flat"),
+        ir.AdderDense("fc", weight=rng.integers(0, 9, size=(3, 16))),
+    ])
+    with pytest.raises(ir.ModelError, match=r"must be followed by a requant layer"):
+        Accelerator(model)
+
+
+def test_unknown_folding_name_raises_model_error(digits_model):
+    with pytest.raises(ir.ModelError, match=r"folding names 'nope'"):
+        Accelerator(digits_model, folding={"nope": {"pe": 2}})
