@@ -227,6 +227,7 @@ def quantize(model: nn.Module, x_calib: np.ndarray, act_bits: int = 8, weight_bi
     layers: list[ir.Layer] = []
     scales: list[float] = []
     csd_err: dict[str, float] = {}
+    offsets: dict[str, list[int]] = {}
     counters = {"conv": 0, "dense": 0, "requant": 0, "pool": 0, "flatten": 0}
 
     def new_name(kind):
@@ -249,15 +250,19 @@ def quantize(model: nn.Module, x_calib: np.ndarray, act_bits: int = 8, weight_bi
             raise AssertionError(f"scale mismatch at stage {i}")  # the scale plan is one chain
         w = st.module.weight.detach().double().numpy()
         wq = np.round(w / s_in).astype(np.int64)
-        below = np.minimum(wq - w_lo, 0)                   # exact clip: x >= 0 > w there
-        wq = np.clip(wq, w_lo, w_lim)
-        offset = (-below).reshape(len(wq), -1).sum(axis=1)  # acc_int = acc_true + offset
+        # Clipping a weight changes |x - w| by a constant while x stays on the same side of it:
+        # always below (x >= 0), above for every x <= w_lim (all calibrated activations when the
+        # weights set the scale).  acc_int = acc_true + offset, removed in the requantizer.
+        clipped = np.clip(wq, w_lo, w_lim)
+        offset = np.abs(wq - clipped).reshape(len(wq), -1).sum(axis=1)
+        wq = clipped
         if isinstance(st.module, AdderConv2d):
             layers.append(ir.AdderConv2d(name=new_name("conv"), weight=wq, stride=st.module.stride,
                                          padding=st.module.padding))
         else:
             layers.append(ir.AdderDense(name=new_name("dense"), weight=wq))
         scales.append(s_in)
+        offsets[layers[-1].name] = [int(v) for v in offset]
 
         # ---- requantizer: BatchNorm folded, ReLU fused
         channels = wq.shape[0]
@@ -298,6 +303,7 @@ def quantize(model: nn.Module, x_calib: np.ndarray, act_bits: int = 8, weight_bi
         "percentile": percentile, "score_bits": score_bits,
         "layer_scales": [float(s) for s in scales],
         "requant_max_scale_error": csd_err,
+        "adder_offsets": offsets,
         "calibration_images": int(len(x_calib)),
     }
     qmodel = ir.Model(name=name, input_shape=(c, h, w), input_bits=act_bits,
@@ -323,7 +329,8 @@ def float_reference(model: nn.Module, x_float: np.ndarray) -> list[np.ndarray]:
     """Float tensors of ``model`` aligned with the layers :func:`quantize` makes from it.
 
     Entry ``i`` is the real-valued counterpart of integer layer ``i``; multiply the integer
-    output by ``meta["layer_scales"][i]`` to compare (adder layers: the raw l1 output).
+    output by ``meta["layer_scales"][i]`` to compare.  For an adder layer (the raw l1 output)
+    first subtract ``meta["adder_offsets"][name]`` per output channel (the clipped weights).
     """
     model.eval()
     stages = _parse(model)

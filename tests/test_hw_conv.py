@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The streaming l1 conv engine and the requantizer, in Amaranth's simulator, against hwgen.golden."""
 
 from __future__ import annotations
@@ -185,7 +186,6 @@ def test_digits_folding_and_verilog():
     assert "module conv" in verilog.convert(engine, name="conv")
 
 
-@pytest.mark.filterwarnings("ignore:.*created but never used")
 def test_validation():
     rng = np.random.default_rng(0)
     requant = random_requant(rng, 4, (-100, 0))

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The l1 PE in Amaranth's simulator, against hwgen.golden.l1_matrix."""
 
 from __future__ import annotations
@@ -78,7 +79,6 @@ def test_l1_pe_matches_golden(simd, steps, x_range, w_range):
     np.testing.assert_array_equal(-got, want)
 
 
-@pytest.mark.filterwarnings("ignore:.*created but never used")
 def test_l1_pe_widths_are_exact():
     pe = L1PE(8, (0, 15), (-8, 7), acc_max=8 * 9 * 23)
     assert (pe.x_shape, pe.w_shape, pe.diff_shape) == (unsigned(4), signed(4), signed(6))  # -7..23

@@ -13,7 +13,7 @@ from .pe import L1PE, lane_max
 from .requant import Requant, requant_shape
 from .window import WindowGenerator, tap_order, valid_simd
 
-__all__ = ["ConvEngine", "default_folding", "estimate_luts", "as_conv"]
+__all__ = ["ConvEngine", "default_folding", "balanced_foldings", "estimate_luts", "as_conv"]
 
 #: Most line-buffer read ports a default folding uses (each is a block-RAM copy on iCE40).
 MAX_PORTS = 3
@@ -63,6 +63,10 @@ def _widths(weight, padding, in_range):
     return x_range, w_range, acc_max
 
 
+def requant_bits(requant) -> int:
+    return requant.out_bits if requant is not None else 8
+
+
 def estimate_luts(layer, in_shape, in_range, requant: ir.Requant | None, pe: int, simd: int) -> int:
     """Rough iCE40 LUT4 count of an engine (for choosing the folding, not a report)."""
     weight, padding = as_conv(layer, in_shape)
@@ -78,39 +82,64 @@ def estimate_luts(layer, in_shape, in_range, requant: ir.Requant | None, pe: int
     terms = requant.max_terms if requant is not None else 3
     maxp = max((p for m in (requant.mult if requant is not None else [255]) for _, p in ir.csd(int(m))),
                default=0)
-    rq = terms * (accb + maxp) + 2 * 8
+    rq = terms * (accb + maxp) + 2 * requant_bits(requant)
     if groups > 1:
         rq += terms * (accb + maxp) * max(1, maxp.bit_length())
     ports = max(1, simd // c)
     slices = max(1, c // simd)
-    window = simd * xb * max(0, slices - 1).bit_length() + ports * 40 + 60
+    # Line-buffer read muxes and addressing, the schedule's counters, the output gather: a
+    # fixed part measured with Yosys (synth_ice40 -noabc) on the digits layers.
+    window = simd * xb * max(0, slices - 1).bit_length() + ports * 40 + 300 + 2 * o * requant_bits(requant)
     return int(pe * (simd * lane + tree + accb + rq) + window)
 
 
-def default_folding(layer, in_shape, in_range=(0, 255), requant: ir.Requant | None = None,
-                    lut_budget: int = LUT_BUDGET) -> tuple[int, int]:
-    """``(pe, simd)``: the fastest folding whose :func:`estimate_luts` fits ``lut_budget``.
-
-    Candidates: ``pe`` divides the output channels, ``simd`` is one of
-    :func:`hwgen.hw.window.valid_simd` with at most :data:`MAX_PORTS` read ports. Among the
-    fastest that fit, the cheapest wins; if none fits, the cheapest of all.
-    """
+def _candidates(layer, in_shape, in_range, requant):
     weight, _ = as_conv(layer, in_shape)
     o, c, kh, kw = weight.shape
     k = c * kh * kw
-    cands = []
+    oh, ow = layer.out_shape(in_shape)[1:] if isinstance(layer, ir.AdderConv2d) else (1, 1)
+    out = []
     for pe in _divisors(o):
         for simd in valid_simd(c, kh * kw):
             if max(1, simd // c) > MAX_PORTS:
                 continue
-            cycles = (o // pe) * (k // simd)
-            cands.append((cycles, estimate_luts(layer, in_shape, in_range, requant, pe, simd), pe, simd))
+            cycles = oh * ow * (o // pe) * (k // simd)
+            out.append((cycles, estimate_luts(layer, in_shape, in_range, requant, pe, simd), pe, simd))
+    return out
+
+
+def default_folding(layer, in_shape, in_range=(0, 255), requant: ir.Requant | None = None,
+                    lut_budget: int = LUT_BUDGET, target_cycles: int | None = None) -> tuple[int, int]:
+    """``(pe, simd)`` of an engine, from :func:`estimate_luts`.
+
+    Without ``target_cycles``: the fastest folding (fewest cycles per image) that fits
+    ``lut_budget``, the cheapest among equals. With ``target_cycles`` (the pipeline's
+    bottleneck, see :func:`balanced_foldings`): the cheapest folding that reaches it within
+    the budget, else the fastest that fits. If nothing fits, the cheapest of all.
+    Candidates: ``pe`` divides the output channels, ``simd`` is one of
+    :func:`hwgen.hw.window.valid_simd` with at most :data:`MAX_PORTS` read ports.
+    """
+    cands = _candidates(layer, in_shape, in_range, requant)
     fit = [cand for cand in cands if cand[1] <= lut_budget]
-    if fit:
-        best = min(fit, key=lambda t: (t[0], t[1]))
-    else:
+    if not fit:
         best = min(cands, key=lambda t: (t[1], t[0]))
+    elif target_cycles is not None and any(cand[0] <= target_cycles for cand in fit):
+        best = min((cand for cand in fit if cand[0] <= target_cycles), key=lambda t: (t[1], t[0]))
+    else:
+        best = min(fit, key=lambda t: (t[0], t[1]))
     return best[2], best[3]
+
+
+def balanced_foldings(specs, lut_budget: int = LUT_BUDGET) -> list[tuple[int, int]]:
+    """Foldings for a pipeline of engines, ``specs`` a list of
+    ``(layer, in_shape, in_range, requant)``: the slowest engine at its fastest within
+    ``lut_budget`` sets the throughput, and every other engine takes the cheapest folding that
+    keeps up with it (a faster engine than the bottleneck only costs LUTs)."""
+    fastest = [default_folding(*spec, lut_budget=lut_budget) for spec in specs]
+    target = 0
+    for spec, (pe, simd) in zip(specs, fastest):
+        target = max(target, next(c[0] for c in _candidates(*spec) if c[2:] == (pe, simd)))
+    return [default_folding(*spec, lut_budget=lut_budget, target_cycles=target) for spec in specs]
 
 
 class ConvEngine(wiring.Component):

@@ -32,8 +32,9 @@ class WindowGenerator(wiring.Component):
     """Line buffers plus the schedule of a folded, stride-1 convolution's taps.
 
     Input pixels are written into a circular buffer of ``R`` rows (one
-    :class:`~amaranth.lib.memory.Memory` word per pixel, all channels), ``R = min(KH + 1, H)``:
-    the ``KH`` rows one output row needs plus the row being written.  The reader walks
+    :class:`~amaranth.lib.memory.Memory` word per pixel, all channels),
+    ``R = max(min(KH + 1, H), KH)``: the ``KH`` rows one output row needs plus the row being
+    written (``H`` rows when the kernel spans the image, as a dense layer does).  The reader walks
     output pixels in raster order; for each it makes ``groups`` passes (one per group of
     output channels the PEs compute together) of ``steps = C*KH*KW / simd`` beats, each beat
     ``simd`` taps in :func:`tap_order`.  A beat reads whole pixels through

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -59,6 +60,7 @@ def save_checkpoint(path, model: nn.Module, arch: str, config: dict, metrics: di
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(doc, f)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a checkpoint is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -67,12 +69,16 @@ def save_checkpoint(path, model: nn.Module, arch: str, config: dict, metrics: di
     return path
 
 
+_BOILERPLATE = ("Weights only load failed", "Check the documentation", "Please file an issue",
+                "(1)", "(2)", "In PyTorch 2.6")
+
+
 def _first_line(e: BaseException) -> str:
+    """The informative line of an exception (the safe loader's message is a paragraph)."""
     lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
-    # The safe loader's message is a paragraph; its useful line names the refused global.
-    for line in lines:
-        if "WeightsUnpickler error:" in line:
-            return line.split("WeightsUnpickler error:", 1)[1].strip()
+    lines = [line.split("WeightsUnpickler error:", 1)[-1].strip() for line in lines
+             if not line.startswith(_BOILERPLATE)]
+    lines = [line for line in lines if line]
     return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
 
 
@@ -86,7 +92,9 @@ def load_checkpoint(path) -> tuple[nn.Module, dict]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        doc = torch.load(path, weights_only=True, map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. pickle protocol notices; the error below is what counts
+            doc = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as e:  # noqa: BLE001 -- anything the safe loader refuses is the same error to a user
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, or it holds code that the "
                               f"safe loader refuses ({_first_line(e)})") from None
