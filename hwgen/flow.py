@@ -42,9 +42,10 @@ def load_model(source: str | os.PathLike | None, act_bits: int = 8, weight_bits:
 
     path = embedded_checkpoint() if source is None else Path(source)
     module, info = load_checkpoint(path)
-    x_train, _, _, _ = data.digits()
+    x_train, _, x_test, y_test = data.digits()
     return quantize(module, x_train, act_bits=act_bits, weight_bits=weight_bits,
-                    name=f"digits-{info.get('arch', 'model')}", classes=data.CLASSES)
+                    name=f"digits-{info.get('arch', 'model')}", classes=data.CLASSES,
+                    x_test=x_test, y_test=y_test)
 
 
 def test_vectors(model: ir.Model) -> dict[str, np.ndarray]:

@@ -192,7 +192,7 @@ def quantize(model: nn.Module, x_calib: np.ndarray, act_bits: int = 8, weight_bi
             raise ValueError(f"quantize: {label} must be an integer in [{lo}, {hi}], got {v!r}")
     if not 50 <= percentile <= 100:
         raise ValueError(f"quantize: percentile must be in [50, 100], got {percentile}")
-    x_calib = np.asarray(x_calib, dtype=np.float32)
+    x_calib = np.array(x_calib, dtype=np.float32)  # a copy: torch wants a writable array
     if x_calib.ndim != 4 or len(x_calib) == 0:
         raise ValueError(f"quantize: x_calib must be a non-empty (N, C, H, W) array, got shape {x_calib.shape}")
     if x_calib.min() < 0:
@@ -311,7 +311,7 @@ def quantize(model: nn.Module, x_calib: np.ndarray, act_bits: int = 8, weight_bi
                       classes=list(classes) if classes is not None else [], meta=meta)
     if x_test is not None and y_test is not None:
         with torch.no_grad():
-            logits = model(torch.as_tensor(np.asarray(x_test, dtype=np.float32)))
+            logits = model(torch.as_tensor(np.array(x_test, dtype=np.float32)))
         meta["float_accuracy"] = float((logits.argmax(1).numpy() == np.asarray(y_test)).mean())
         meta["integer_accuracy"] = golden.accuracy(qmodel, quantize_input(qmodel, x_test), y_test)
         meta["test_images"] = int(len(x_test))
@@ -335,7 +335,7 @@ def float_reference(model: nn.Module, x_float: np.ndarray) -> list[np.ndarray]:
     model.eval()
     stages = _parse(model)
     out = []
-    for st, rec in zip(stages, _trace(stages, torch.as_tensor(np.asarray(x_float, dtype=np.float32)))):
+    for st, rec in zip(stages, _trace(stages, torch.as_tensor(np.array(x_float, dtype=np.float32)))):
         if st.kind == "adder":
             out.append(rec["acc"].double().numpy())
         out.append(rec["out"].double().numpy())

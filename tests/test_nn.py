@@ -198,6 +198,12 @@ def test_full_training_reaches_95_percent(tmp_path):
     m = train(out=tmp_path / "d.pt", progress=False)
     assert m["test_accuracy"] >= 0.95
     assert m["train_time_s"] < 300
+    # The embedded checkpoint is reproduced bit for bit by the default recipe.
+    mine, _ = load_checkpoint(tmp_path / "d.pt")
+    shipped, info = load_checkpoint(embedded_checkpoint())
+    assert m["test_accuracy"] == info["metrics"]["test_accuracy"]
+    for k, v in shipped.state_dict().items():
+        assert torch.equal(v, mine.state_dict()[k]), k
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -101,13 +101,40 @@ class Accelerator(wiring.Component):
         if unknown:
             raise ir.ModelError(f"folding names {', '.join(map(repr, unknown))}, not a conv or dense layer "
                                 f"of the model (those are: {', '.join(sorted(foldable)) or 'none'})")
-        stages, i, n = [], 0, len(layers)
+        self.auto_folding = self._balanced(layers, in_shapes, in_ranges)
+        stages = []
         try:
             return self._build_stages(layers, stages, in_shapes, in_ranges, out_shapes, out_ranges)
         except BaseException:
             for stage in stages:  # built before the error; not forgotten, just abandoned
                 stage.engine._MustUse__silence = True
             raise
+
+    @staticmethod
+    def _balanced(layers, in_shapes, in_ranges) -> dict:
+        """Default folding: the slowest engine at its fastest within the per-engine LUT
+        budget sets the pace; every other engine takes the cheapest folding that keeps up
+        (:func:`hwgen.hw.conv.balanced_foldings`). User overrides win over these."""
+        from .conv import balanced_foldings
+
+        specs, names = [], []
+        for i, layer in enumerate(layers):
+            nxt = layers[i + 1] if i + 1 < len(layers) else None
+            if layer.kind == "adder_conv2d" and nxt is not None and nxt.kind == "requant":
+                specs.append((layer, tuple(in_shapes[i]), tuple(in_ranges[i]), nxt))
+                names.append(layer.name)
+            elif (layer.kind == "flatten" and i + 2 < len(layers) and nxt.kind == "adder_dense"
+                  and layers[i + 2].kind == "requant"):
+                shape = tuple(in_shapes[i]) if len(in_shapes[i]) == 3 else (in_shapes[i][0], 1, 1)
+                specs.append((nxt, shape, tuple(in_ranges[i]), layers[i + 2]))
+                names.append(nxt.name)
+        if not specs:
+            return {}
+        try:
+            folds = balanced_foldings(specs)
+        except (TypeError, ValueError):
+            return {}  # the engine itself reports what is wrong with the layer
+        return {name: {"pe": pe, "simd": simd} for name, (pe, simd) in zip(names, folds)}
 
     def _build_stages(self, layers, stages, in_shapes, in_ranges, out_shapes, out_ranges):
         i, n = 0, len(layers)
@@ -169,6 +196,7 @@ class Accelerator(wiring.Component):
 
         fold = self.folding.get(layer.name, {})
         extra = set(fold) - {"pe", "simd"}
+        fold = {**self.auto_folding.get(layer.name, {}), **fold}
         if extra:
             raise ir.ModelError(f"folding of {layer.name!r}: unknown keys {sorted(extra)}; use 'pe' and 'simd'")
         try:
@@ -267,7 +295,8 @@ def manifest(top: Accelerator, name: str = "hwgen_top") -> dict:
         "cycles_per_image": top.cycles_per_image,
         "latency_cycles": top.latency_cycles,
         "engines": [s.describe() for s in top.stages],
-        "folding": top.folding,
+        "folding": {**top.auto_folding, **top.folding},
+        "folding_overrides": top.folding,
         "clock": "clk",
         "reset": "rst",
     }
