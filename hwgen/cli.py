@@ -51,8 +51,13 @@ def _parse_folding(items: list[str] | None) -> dict | None:
 
 
 def cmd_train(args) -> int:
+    from .nn.models import archs
     from .nn.train import train
 
+    if args.arch not in archs():
+        raise UserError(f"--arch {args.arch!r} is not supported; supported: {', '.join(archs())}")
+    if args.epochs is not None and args.epochs < 1:
+        raise UserError("--epochs must be at least 1")
     metrics = train(arch=args.arch, epochs=args.epochs, seed=args.seed, out=args.out, progress=not args.quiet)
     print(json.dumps(metrics, indent=2))
     return 0

@@ -203,31 +203,37 @@ def test_validation():
 
 # --------------------------------------------------------------------------- requantizer
 
-def run_requant(unit: Requant, sels, xs):
-    out = []
+def run_requant(unit: Requant, sels, xs, rng):
+    """Offer the values with random gaps and stalls (``en`` low: nothing may move); a value is
+    taken in an enabled cycle with ``ready`` high. Returns the results and their ``y_sel``."""
+    out, out_sel = [], []
 
     async def tb(ctx):
-        ctx.set(unit.en, 1)
-        for k in range(len(xs) + unit.latency):
-            if k < len(xs):
+        k = 0
+        for _ in range(len(xs) * (unit.slots + 2) * 3 + 20):
+            en = int(rng.random() > 0.2)
+            ctx.set(unit.en, en)
+            if k < len(xs) and rng.random() < 0.8:
                 ctx.set(unit.valid, 1)
                 ctx.set(unit.sel, int(sels[k]))
                 ctx.set(unit.x, int(xs[k]))
             else:
                 ctx.set(unit.valid, 0)
-            if k % 7 == 3:  # a stall: nothing may move
-                ctx.set(unit.en, 0)
-                await ctx.tick()
-                ctx.set(unit.en, 1)
-            _, _, valid, y = await ctx.tick().sample(unit.y_valid, unit.y)
-            if valid:
+                ctx.set(unit.x, int(xs[int(rng.integers(0, len(xs)))]))  # garbage while not valid
+            _, _, valid, ready, y_valid, y, y_sel = await ctx.tick().sample(
+                unit.valid, unit.ready, unit.y_valid, unit.y, unit.y_sel)
+            if en and valid and ready:
+                k += 1
+            if en and y_valid:
                 out.append(int(y))
+                out_sel.append(int(y_sel))
+        assert k == len(xs)
 
     sim = Simulator(unit)
     sim.add_clock(1e-8)
     sim.add_testbench(tb)
     sim.run()
-    return np.array(out, dtype=np.int64)
+    return np.array(out, dtype=np.int64), np.array(out_sel, dtype=np.int64)
 
 
 @pytest.mark.parametrize("relu,negate,terms", [(True, True, 1), (True, True, 3), (False, True, 2),
@@ -248,7 +254,9 @@ def test_requant_matches_golden(relu, negate, terms):
         sels = rng.integers(0, len(chans), size=n)
         xs = rng.integers(in_range[0], in_range[1] + 1, size=n)
         xs[:4] = [in_range[0], in_range[1], 0, in_range[1] - 1]
-        got = run_requant(unit, sels, xs)
+        got, got_sel = run_requant(unit, sels, xs, rng)
+        np.testing.assert_array_equal(got_sel, sels)
+        assert unit.latency == unit.slots <= terms
         acc = -xs if negate else xs
         want = np.array([golden.requant(rq, np.eye(channels, dtype=np.int64)[None, chans[s]] * a)[0, chans[s]]
                          for s, a in zip(sels, acc)])

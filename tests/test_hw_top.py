@@ -29,7 +29,7 @@ def head_case(classes, score_shape, vectors, *, gaps=0.3, stalls=0.3):
         add_source(sim, dut.i, beats, gaps=gaps)
         add_sink(sim, dut.result, len(beats), got, stalls=stalls)
 
-    run_sim(dut, deadline_cycles=6 * len(beats) + 50, setup=setup)
+    run_sim(dut, deadline_cycles=6 * dut.cycles_per_image * len(beats) + 50, setup=setup)
     assert len(got) == len(vectors)
     for k, (raw, v) in enumerate(zip(got, vectors)):
         scores = unpack(raw, sb, classes, score_shape.signed)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from amaranth import Module, Shape, Signal, unsigned
+from amaranth import Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -63,6 +63,13 @@ def _widths(weight, padding, in_range):
     return x_range, w_range, acc_max
 
 
+def requant_slots(requant) -> int:
+    """Cycles the requantizer spends on one value: the most digits of a multiplier."""
+    if requant is None:
+        return 3
+    return max(1, max(len(ir.csd(int(v))) for v in requant.mult))
+
+
 def requant_bits(requant) -> int:
     return requant.out_bits if requant is not None else 8
 
@@ -103,7 +110,7 @@ def _candidates(layer, in_shape, in_range, requant):
         for simd in valid_simd(c, kh * kw):
             if max(1, simd // c) > MAX_PORTS:
                 continue
-            cycles = oh * ow * (o // pe) * (k // simd)
+            cycles = oh * ow * (o // pe) * max(k // simd, requant_slots(requant))
             out.append((cycles, estimate_luts(layer, in_shape, in_range, requant, pe, simd), pe, simd))
     return out
 
@@ -175,10 +182,14 @@ class ConvEngine(wiring.Component):
 
     Timing
     ------
-    ``cycles_per_image = OH*OW * (O/pe) * (C*KH*KW/simd)`` when neither stream stalls.
-    ``latency`` (from the beat issuing an output's last taps to its ``o.valid``):
-    ``1 + L1PE.latency + Requant.latency + 1`` cycles. The input is accepted at up to one
-    pixel per cycle while the line buffer has a free row.
+    ``cycles_per_image = OH*OW * (O/pe) * max(C*KH*KW/simd, slots)`` when neither stream
+    stalls, ``slots`` (:func:`requant_slots`, at most ``max_terms``) the cycles the sequential
+    requantizer spends on one value: it works while the next value accumulates, and stalls the
+    PEs only when a pass is shorter.  ``latency`` (from the beat issuing an output's last taps
+    to its ``o.valid``): ``1 + L1PE.latency + slots + 1`` cycles.  The output register is also
+    the gather of a pixel's groups: a group finished while the previous pixel still waits in it
+    stalls the engine.  The input is accepted at up to one pixel per cycle while the line
+    buffer has a free row.
     """
 
     def __init__(self, layer, requant: ir.Requant, in_shape: tuple[int, int, int], in_range: tuple[int, int],
@@ -218,7 +229,8 @@ class ConvEngine(wiring.Component):
         self.w_shape = _shape(*self.w_range)
         self.out_elem = requant_shape(requant)
         self.pe_latency = 2 + max(0, (simd - 1).bit_length())
-        self.latency = 1 + self.pe_latency + Requant.latency + 1
+        self.rq_slots = requant_slots(requant)
+        self.latency = 1 + self.pe_latency + self.rq_slots + 1
         super().__init__({
             "i": In(stream.Signature(data.ArrayLayout(self.in_elem, c))),
             "o": Out(stream.Signature(data.ArrayLayout(self.out_elem, o))),
@@ -226,7 +238,7 @@ class ConvEngine(wiring.Component):
 
     @property
     def cycles_per_image(self) -> int:
-        return self.out_hw[0] * self.out_hw[1] * self.groups * self.steps
+        return self.out_hw[0] * self.out_hw[1] * self.groups * max(self.steps, self.rq_slots)
 
     @property
     def params(self) -> dict:
@@ -275,12 +287,15 @@ class ConvEngine(wiring.Component):
                                         init=self.weight_rom(), attrs=attrs)
         rp = rom.read_port()
 
-        ce = Signal()  # the pipeline's clock enable: low only while a finished pixel waits
+        ce = Signal()  # clock enable of the window, weight ROM and PEs
         m.d.comb += [win.en.eq(ce), rp.addr.eq(win.w_addr), rp.en.eq(ce)]
 
-        # PEs and requantizers.
-        ys = []
-        y_valid = None
+        # PEs and requantizers; the requantizers take ``slots`` cycles per value, all in step.
+        # ``ce_out`` stops everything while a finished pixel waits; ``ce`` also stops the window
+        # and the PEs while a magnitude waits for the requantizers (only when a pass is
+        # shorter than ``slots`` beats).
+        ce_out = Signal()
+        ys, rqs = [], []
         for p in range(pe):
             u = L1PE(simd, self.x_range, self.w_range, self.acc_max)
             m.submodules[f"pe{p}"] = u
@@ -288,47 +303,38 @@ class ConvEngine(wiring.Component):
                 u.en.eq(ce), u.valid.eq(win.valid), u.first.eq(win.first), u.last.eq(win.last),
                 u.x.eq(win.taps), u.w.eq(rp.data[p * simd * wb:(p + 1) * simd * wb]),
             ]
-            r = Requant(self.requant, [g * pe + p for g in range(G)], (0, self.acc_max), negate=True)
+            r = Requant(self.requant, [g * pe + p for g in range(G)], (0, self.acc_max), negate=True,
+                        slots=self.rq_slots)
             m.submodules[f"rq{p}"] = r
-            m.d.comb += [r.en.eq(ce), r.valid.eq(u.mag_valid), r.x.eq(u.mag)]
+            m.d.comb += [r.en.eq(ce_out), r.valid.eq(u.mag_valid), r.x.eq(u.mag)]
             ys.append(r.y)
-            y_valid = r.y_valid
-        # The group of each result: the window's tag, delayed like the data.
-        g_pe = _delay(m, ce, win.group, self.pe_latency, "g_pe")  # aligned with mag_valid
-        for p in range(pe):
-            m.d.comb += m.submodules[f"rq{p}"].sel.eq(g_pe)
-        g_rq = _delay(m, ce, g_pe, Requant.latency, "g_rq")  # aligned with y_valid
+            rqs.append(r)
+        mag_valid = m.submodules["pe0"].mag_valid
+        m.d.comb += ce.eq(ce_out & ~(mag_valid & ~rqs[0].ready))
+        # The group of the next magnitude: passes arrive in group order.
+        g_in = Signal(range(G))
+        if G > 1:
+            with m.If(ce_out & mag_valid & rqs[0].ready):
+                m.d.sync += g_in.eq(Mux(g_in == G - 1, 0, g_in + 1))
+        for r in rqs:
+            m.d.comb += r.sel.eq(g_in)
+        y_valid, g_out = rqs[0].y_valid, rqs[0].y_sel
 
-        # Gather the groups of a pixel; send it when the last group is done.
+        # The results go straight into the output register, group by group; a group that
+        # arrives while the previous pixel still waits there stalls the engine.
         layout = data.ArrayLayout(self.out_elem, o)
-        gather = Signal(layout)
-        full = Signal(layout)
-        for ch in range(o):
-            g, p = divmod(ch, pe)
-            m.d.comb += full[ch].eq(ys[p] if g == G - 1 else gather[ch])
-        last_group = g_rq == G - 1
-        ovalid = Signal()
-        m.d.comb += [self.o.valid.eq(ovalid), ce.eq(~(y_valid & last_group & ovalid & ~self.o.ready))]
         obuf = Signal(layout)
-        m.d.comb += self.o.payload.eq(obuf)
+        ovalid = Signal()
+        last_group = g_out == G - 1
+        m.d.comb += [self.o.valid.eq(ovalid), self.o.payload.eq(obuf),
+                     ce_out.eq(~(y_valid & ovalid & ~self.o.ready))]
         with m.If(self.o.ready):
             m.d.sync += ovalid.eq(0)
-        with m.If(ce & y_valid):
+        with m.If(ce_out & y_valid):
             with m.If(last_group):
-                m.d.sync += [obuf.eq(full), ovalid.eq(1)]
-            with m.Else():
-                with m.Switch(g_rq):
-                    for g in range(G - 1):
-                        with m.Case(g):
-                            m.d.sync += [gather[g * pe + p].eq(ys[p]) for p in range(pe)]
+                m.d.sync += ovalid.eq(1)
+            with m.Switch(g_out):
+                for g in range(G):
+                    with m.Case(g):
+                        m.d.sync += [obuf[g * pe + p].eq(ys[p]) for p in range(pe)]
         return m
-
-
-def _delay(m, en, sig, n, name):
-    """``sig`` through ``n`` registers clocked when ``en``."""
-    for i in range(n):
-        r = Signal(sig.shape(), name=f"{name}{i}")
-        with m.If(en):
-            m.d.sync += r.eq(sig)
-        sig = r
-    return sig

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Shape, Signal, unsigned
+from amaranth import Const, Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -33,15 +33,20 @@ class ArgmaxHead(wiring.Component):
     Members
     -------
     i : ``In(stream.Signature(data.ArrayLayout(score_shape, classes)))``
-        One beat per image: the last layer's 1×1×n output.
+        One beat per image: the last layer's 1×1×n output. The source must hold ``payload``
+        stable while ``valid`` is asserted and ``ready`` is not (the usual stream rule): the
+        head reads the beat in place instead of copying it.
     result : ``Out(stream.Signature(result_layout(classes, score_shape)))``
         The scores unchanged and ``argmax``, ``ceil_log2(classes)`` bits.
 
     Timing
     ------
-    A pipelined comparator tree, one register per tree level: latency
-    ``max(1, ceil(log2(classes)))`` cycles, one image per cycle. The whole pipeline stalls
-    while ``result`` is valid and not ready (``i.ready = ~result.valid | result.ready``).
+    Sequential: one comparator scans the waiting beat's scores, one per cycle, keeping the
+    running maximum and its index (``score_shape`` plus ``ceil_log2(classes)`` bits of state).
+    ``result`` becomes valid ``n - 1`` cycles after ``i`` does (latency ``n - 1``; 0 for one
+    class), its ``scores`` are ``i.payload`` itself and its ``argmax`` is combinational from the
+    last comparison. ``i.ready`` is ``result.ready`` in that last cycle and 0 before it, so the
+    input beat and the result leave together: ``n`` cycles per image.
     """
 
     def __init__(self, classes: int, score_shape):
@@ -57,14 +62,12 @@ class ArgmaxHead(wiring.Component):
         })
 
     @property
-    def levels(self) -> int:
-        return (self.classes - 1).bit_length()
+    def latency(self) -> int:
+        return self.classes - 1
 
     @property
-    def latency(self) -> int:
-        return max(1, self.levels)
-
-    cycles_per_image = 1
+    def cycles_per_image(self) -> int:
+        return self.classes
 
     @property
     def params(self) -> dict:
@@ -73,41 +76,28 @@ class ArgmaxHead(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        advance = Signal()
-        m.d.comb += [
-            advance.eq(~self.result.valid | self.result.ready),
-            self.i.ready.eq(advance),
-        ]
-
-        valid = self.i.valid
+        n = self.classes
         scores = self.i.payload
-        cands = [(scores[c], c) for c in range(self.classes)]
-        for level in range(self.latency):
-            # Pair neighbours; the left one has the lower index, so it wins ties.
-            nxt = []
-            for j in range(0, len(cands), 2):
-                if j + 1 == len(cands):
-                    nxt.append(cands[j])
-                    continue
-                (va, ia), (vb, ib) = cands[j], cands[j + 1]
-                nxt.append((Mux(vb > va, vb, va), Mux(vb > va, ib, ia)))
-            r_valid = Signal(name=f"l{level}_valid")
-            r_scores = Signal(scores.shape(), name=f"l{level}_scores")
-            regs = []
-            for j, (v, i) in enumerate(nxt):
-                rv = Signal(self.score_shape, name=f"l{level}_v{j}")
-                ri = Signal(self.index_bits, name=f"l{level}_i{j}")
-                with m.If(advance):
-                    m.d.sync += [rv.eq(v), ri.eq(i)]
-                regs.append((rv, ri))
-            with m.If(advance):
-                m.d.sync += [r_valid.eq(valid), r_scores.eq(scores)]
-            valid, scores, cands = r_valid, r_scores, regs
-
-        assert len(cands) == 1
         m.d.comb += [
-            self.result.valid.eq(valid),
             self.result.payload.scores.eq(scores),
-            self.result.payload.argmax.eq(cands[0][1]),
+            self.i.ready.eq(self.result.valid & self.result.ready),
         ]
+        # Index of the score compared this cycle; scores 0 .. at-1 are folded into best/best_at.
+        at = Signal(range(n))
+        best = Signal(self.score_shape)
+        best_at = Signal(self.index_bits)
+        cur = scores[at]
+        # Strictly greater, scanning upwards: the first maximum wins ties.
+        take = (at == 0) | (cur > best)
+        last = at == Const(n - 1, at.shape())
+        m.d.comb += [
+            self.result.valid.eq(self.i.valid & last),
+            self.result.payload.argmax.eq(Mux(cur > best, at, best_at)),
+        ]
+        with m.If(self.i.valid & ~last):
+            m.d.sync += at.eq(at + 1)
+            with m.If(take):
+                m.d.sync += [best.eq(cur), best_at.eq(at)]
+        with m.If(self.i.ready & self.i.valid):
+            m.d.sync += at.eq(0)
         return m

@@ -47,9 +47,11 @@ class MaxPoolEngine(wiring.Component):
     ------
     Accepts one pixel per cycle while ``o`` is not stalled (``i.ready = ~o.valid | o.ready``),
     so ``H*W`` cycles per image. A pooled pixel is valid one cycle after the last pixel of its
-    block is accepted (latency 1). Storage: one register of ``C`` partial maxima for the
-    current block row, and a row buffer of ``W // size`` pixels (a memory with an
-    asynchronous read port) for the partial maxima of the block row above.
+    block is accepted (latency 1). Storage: a ``C``-wide register of the running maximum of
+    the current block's row segment, the output register, and a row buffer of ``W // size``
+    pixels of ``C`` partial maxima of the block rows above: a memory with a synchronous read
+    port (block RAM on FPGAs: on iCE40, ``ceil(C * bits / 16)`` SB_RAM40_4K), a register when
+    ``W // size == 1``.
     """
 
     def __init__(self, channels: int, in_hw: tuple[int, int], size: int, elem_shape):
@@ -126,7 +128,9 @@ class MaxPoolEngine(wiring.Component):
         if oh * k < h:
             in_block &= y < Const(oh * k, y.shape())
 
-        # Horizontal: running maximum of the current block's row segment.
+        # Horizontal: running maximum of the current block's row segment. Kept apart from the
+        # output register: sharing one saves its flip-flops but adds a 2:1 mux per bit in front,
+        # and on iCE40 a flip-flop fed by a LUT packs into that LUT's logic cell for free.
         hreg = Signal(self.layout)
         hcur = Signal(self.layout)
         with m.If(dx_first):
@@ -139,11 +143,17 @@ class MaxPoolEngine(wiring.Component):
         row_we = Signal()
         m.d.comb += row_we.eq(fire & in_block & dx_last & ~dy_last)
         if ow > 1:
-            rows = Memory(shape=self.layout, depth=ow, init=[])
+            # A synchronous read port so the row buffer can be block RAM: ``bx`` settles at
+            # least one cycle (the block's first pixel, k >= 2) before its last pixel reads it.
+            # Yosys would put a memory this shallow in flip-flops unless told otherwise.
+            rows = Memory(shape=self.layout, depth=ow, init=[], attrs={"ram_style": "block"})
             m.submodules.rows = rows
-            rd = rows.read_port(domain="comb")
+            rd = rows.read_port()
             wr = rows.write_port()
-            m.d.comb += [rd.addr.eq(bx), wr.addr.eq(bx), wr.data.eq(vcur), wr.en.eq(row_we)]
+            m.d.comb += [rd.addr.eq(bx), wr.addr.eq(bx), wr.data.eq(vcur), wr.en.eq(row_we),
+                         # Never read while writing (the cycle after a write is a block's first
+                         # pixel, which needs no row), so Yosys needs no read-during-write logic.
+                         rd.en.eq(~row_we)]
             row = rd.data
         else:  # a memory of depth 1 would have a 0-bit address
             row = Signal(self.layout)

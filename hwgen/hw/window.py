@@ -41,6 +41,11 @@ class WindowGenerator(wiring.Component):
     ``ports = max(1, simd // C)`` read ports (or one pixel and a ``simd``-channel slice of it);
     taps outside the image (zero padding) read as 0.
 
+    When a beat takes a slice of a pixel (``simd < C``) a memory word is one slice: the input
+    pixel is written one slice per cycle (``i.ready`` rises with the last), so its payload must
+    stay put while ``i.valid`` waits for ``i.ready``, as the stream rules ask.  The reader
+    spends at least ``KH*KW*slices`` beats on every output pixel, so this never slows it.
+
     Flow control: output row ``oy`` starts once the input rows it needs have all arrived;
     ``i.ready`` is low while the next input row would overwrite a row still needed (also
     across images: the next image's rows wait for the slots the current image frees).
@@ -77,7 +82,8 @@ class WindowGenerator(wiring.Component):
     Timing
     ------
     At most one beat per cycle; ``cycles_per_image = OH*OW*groups*steps`` when the input
-    keeps up. Latency from issue to ``taps``: 1 enabled cycle.
+    keeps up. Latency from issue to ``taps``: 1 enabled cycle. Input: one pixel per
+    ``max(1, C // simd)`` cycles while a row is free.
     """
 
     def __init__(self, channels: int, height: int, width: int, kernel: tuple[int, int], padding: int,
@@ -135,7 +141,13 @@ class WindowGenerator(wiring.Component):
         eb = self.elem_shape.width
         en = self.en
 
-        m.submodules.mem = mem = Memory(shape=unsigned(C * eb), depth=R * W, init=[])
+        # With slices a word holds one slice of a pixel (``slice + pixel << sb``): a narrow
+        # memory fits one block RAM where a whole-pixel word would need one per 16 bits.
+        sl, sb = self.slices, max(0, (self.slices - 1).bit_length())
+        # The flow control never lets a beat read the row being written: ``no_rw_check`` spares
+        # Yosys the soft logic that would emulate a read-during-write to the same address.
+        m.submodules.mem = mem = Memory(shape=unsigned(C * eb // sl), depth=(R * W) << sb, init=[],
+                                        attrs={"no_rw_check": 1})
         wp = mem.write_port()
         rps = [mem.read_port() for _ in range(self.ports)]
 
@@ -185,16 +197,25 @@ class WindowGenerator(wiring.Component):
                             m.d.sync += row_slot.eq(_add_mod(row_slot, 1, R))
         m.d.comb += self.w_addr.eq(widx)
 
-        # ---- writer
-        m.d.comb += self.i.ready.eq(wr_ahead < low + R)
+        # ---- writer: a pixel's slices one per cycle, the pixel taken with the last
+        space = Signal()
+        m.d.comb += space.eq(wr_ahead < low + R)
+        wr_slice = Signal(range(sl))
+        take = Signal()
         row_done = Signal()
         m.d.comb += [
-            wp.addr.eq(wr_addr),
-            wp.data.eq(self.i.payload.as_value()),
-            wp.en.eq(self.i.valid & self.i.ready),
-            row_done.eq(wp.en & (wr_x == W - 1)),
+            wp.addr.eq(Cat(wr_slice, wr_addr) if sb else wr_addr),
+            wp.data.eq(self.i.payload.as_value().word_select(wr_slice, C * eb // sl) if sl > 1
+                       else self.i.payload.as_value()),
+            wp.en.eq(self.i.valid & space),
+            self.i.ready.eq(space & (wr_slice == sl - 1)),
+            take.eq(self.i.valid & self.i.ready),
+            row_done.eq(take & (wr_x == W - 1)),
         ]
-        with m.If(wp.en):
+        if sl > 1:
+            with m.If(wp.en):
+                m.d.sync += wr_slice.eq(Mux(wr_slice == sl - 1, 0, wr_slice + 1))
+        with m.If(take):
             m.d.sync += [wr_x.eq(wr_x + 1), wr_addr.eq(wr_addr + 1)]
             with m.If(wr_x == W - 1):
                 m.d.sync += wr_x.eq(0)
@@ -206,7 +227,6 @@ class WindowGenerator(wiring.Component):
         inside = [Signal(name=f"inside{j}") for j in range(self.ports)]
         inside_q = [Signal(name=f"inside{j}_q") for j in range(self.ports)]
         slice_sel = Signal(range(self.slices))
-        slice_q = Signal(range(self.slices))
         for j, rp in enumerate(rps):
             dy = Signal(range(self.KH), name=f"dy{j}")
             dx = Signal(range(self.KW), name=f"dx{j}")
@@ -227,12 +247,12 @@ class WindowGenerator(wiring.Component):
                 for r in range(R):
                     with m.Case(r):
                         m.d.comb += base.eq(r * W)
-            m.d.comb += [rp.addr.eq(base + ix.as_unsigned()), rp.en.eq(en)]
+            pixel = base + ix.as_unsigned()
+            m.d.comb += [rp.addr.eq(Cat(slice_sel, pixel[:len(wr_addr)]) if sb else pixel), rp.en.eq(en)]
             with m.If(en):
                 m.d.sync += inside_q[j].eq(inside[j])
         with m.If(en):
             m.d.sync += [
-                slice_q.eq(slice_sel),
                 self.valid.eq(issue),
                 self.first.eq(step == 0),
                 self.last.eq(last_step),
@@ -243,8 +263,6 @@ class WindowGenerator(wiring.Component):
         words = [Mux(inside_q[j], rp.data, 0) for j, rp in enumerate(rps)]
         if self.ports > 1:
             m.d.comb += self.taps.eq(_cat(words))
-        elif self.slices > 1:
-            m.d.comb += self.taps.eq(words[0].word_select(slice_q, self.simd * eb))
         else:
             m.d.comb += self.taps.eq(words[0])
         return m
