@@ -89,9 +89,11 @@ def estimate_luts(layer, in_shape, in_range, requant: ir.Requant | None, pe: int
     terms = requant.max_terms if requant is not None else 3
     maxp = max((p for m in (requant.mult if requant is not None else [255]) for _, p in ir.csd(int(m))),
                default=0)
-    rq = terms * (accb + maxp) + 2 * requant_bits(requant)
-    if groups > 1:
-        rq += terms * (accb + maxp) * max(1, maxp.bit_length())
+    # Sequential requantizer: one adder over the sum, one shifter unless a single constant
+    # digit, the clamp.
+    rq = 2 * (accb + maxp) + 2 * requant_bits(requant)
+    if groups > 1 or terms > 1:
+        rq += (accb + maxp) * max(1, maxp.bit_length()) // 2
     ports = max(1, simd // c)
     slices = max(1, c // simd)
     # Line-buffer read muxes and addressing, the schedule's counters, the output gather: a
