@@ -54,10 +54,12 @@ def _last_line(log: Path) -> str:
 
 
 def _check_build_dir(build: Path) -> dict:
-    for name in ("manifest.json", "model.json", "model.npz", "vectors.npz"):
+    from .flow import read_manifest
+
+    manifest = read_manifest(build)
+    for name in ("model.json", "model.npz", "vectors.npz"):
         if not (build / name).is_file():
-            raise SimulationError(f"{build}: {name} missing; run `hwgen build` first")
-    manifest = json.loads((build / "manifest.json").read_text())
+            raise SimulationError(f"{build}: {name} missing; run `hwgen build` again")
     verilog = build / manifest.get("verilog", "hwgen_top.v")
     if not verilog.is_file():
         raise SimulationError(f"{build}: {verilog.name} missing; run `hwgen build` first")

@@ -224,10 +224,9 @@ def synthesize(build_dir, device_name: str, seed: int = 1, freq_mhz: float | Non
     """Synthesize, place and route ``build_dir`` for ``device_name``; returns the report dict."""
     dev = device(device_name)
     build = Path(build_dir).resolve()
-    mpath = build / "manifest.json"
-    if not mpath.is_file():
-        raise SynthError(f"{build}: manifest.json missing; run `hwgen build` first")
-    manifest = json.loads(mpath.read_text())
+    from .flow import read_manifest
+
+    manifest = read_manifest(build)
     verilog = build / manifest.get("verilog", "hwgen_top.v")
     if not verilog.is_file():
         raise SynthError(f"{build}: {verilog.name} missing; run `hwgen build` first")

@@ -124,7 +124,7 @@ def write_build(directory, model: ir.Model | None = None, error: bool = False, i
     np.savez(directory / "vectors.npz", x=x, labels=labels)
     n, sb, ab = top.n, top.sb, top.ab
     manifest = {
-        "top": "hwgen_top", "verilog": "hwgen_top.v",
+        "format": "hwgen-build", "version": 1, "top": "hwgen_top", "verilog": "hwgen_top.v",
         "ports": {"pixels": {"channels": c, "bits": model.input_bits, "payload_width": c * model.input_bits},
                   "result": {"classes": n, "score_bits": sb, "argmax_offset": n * sb, "argmax_bits": ab,
                              "payload_width": n * sb + ab}},

@@ -72,7 +72,9 @@ def test_verilator_catches_mismatch(bad):
 
 
 def test_missing_files(tmp_path):
-    with pytest.raises(SimulationError, match="manifest.json missing"):
+    from hwgen.flow import BuildError
+
+    with pytest.raises(BuildError, match="not an hwgen build folder"):
         simulate(tmp_path, "icarus")
     with pytest.raises(SimulationError, match="unknown simulator"):
         simulate(tmp_path, "modelsim")
