@@ -106,3 +106,40 @@ def test_synth_fits(built, device):
     report = json.loads((built / "report.json").read_text())["synth"][device]
     assert 0 < report["luts"] and report["logic_cells"] <= report["logic_cells_available"]
     assert report["fmax_mhz"] > 5
+
+
+def test_model_that_does_not_fit(tmp_path):
+    out = tmp_path / "big"
+    assert hwgen("build", "--out", out, "--fold", "conv1=pe:8,simd:8").returncode == 0
+    assert_user_error(hwgen("synth", out, "--device", "ice40-up5k"), "fold more or pick a larger device")
+    assert not (out / "report.json").exists()
+
+
+def test_bad_folding_is_one_line(tmp_path):
+    out = tmp_path / "b"
+    assert_user_error(hwgen("build", "--out", out, "--fold", "conv1=pe:3"), "conv1")
+    assert_user_error(hwgen("build", "--out", out, "--fold", "nolayer=pe:1"), "nolayer")
+    assert_user_error(hwgen("build", "--out", out, "--fold", "garbage"), "--fold")
+    assert not out.exists()
+
+
+def test_train_refuses_unknown_arch(tmp_path):
+    assert_user_error(hwgen("train", "--arch", "capsule", "--out", tmp_path / "m.pt"), "capsule")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
+def test_whole_test_set_bit_exact(built, simulator):
+    proc = hwgen("sim", built, "--simulator", simulator, "--images", "360")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((built / f"sim_{simulator}.json").read_text())
+    assert report["images"] == 360 and report["mismatches"] == []
+    assert report["accuracy"] >= 0.95
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("device", ["ice40-hx8k", "ecp5-85f"])
+def test_synth_other_devices(built, device):
+    proc = hwgen("synth", built, "--device", device)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
