@@ -1,6 +1,6 @@
 """Measure the flow end to end and write benchmarks/results.json + benchmarks/RESULTS.md.
 
-    .venv/bin/python benchmarks/run.py [--train] [--images 20] [--out build/bench]
+    .venv/bin/python benchmarks/run.py [--train] [--images 50] [--out build/bench]
 
 Records: train time (with --train; trains a fresh model), generation time of the build,
 simulated images/s on Icarus and on Verilator, LUTs / FFs / BRAMs and Fmax for the iCE40
@@ -30,7 +30,7 @@ def _hwgen(*args: str) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train", action="store_true", help="also time training from scratch")
-    parser.add_argument("--images", type=int, default=20)
+    parser.add_argument("--images", type=int, default=50)
     parser.add_argument("--out", default="build/bench")
     args = parser.parse_args()
     out = Path(args.out)
@@ -50,12 +50,14 @@ def main() -> int:
     for sim in ("icarus", "verilator"):
         wall = _hwgen("sim", str(out), "--simulator", sim, "--images", str(args.images))
         rep = json.loads((out / f"sim_{sim}.json").read_text())
-        results[f"sim_{sim}"] = {"images": rep.get("images"), "images_per_second": rep.get("images_per_second"),
+        results[f"sim_{sim}"] = {"images": rep.get("images"), "images_per_second": rep.get("images_per_s"),
+                                 "streaming_images_per_second": rep.get("stream_images_per_s"),
                                  "mismatches": len(rep.get("mismatches", [])), "wall_seconds_incl_build": round(wall, 1)}
     for device in ("ice40-up5k", "ecp5-85f"):
         wall = _hwgen("synth", str(out), "--device", device)
         rep = json.loads((out / "report.json").read_text())["synth"][device]
-        results[f"synth_{device}"] = {k: rep.get(k) for k in ("luts", "ffs", "carry", "brams", "dsps", "fmax_mhz")}
+        results[f"synth_{device}"] = {k: rep.get(k) for k in ("logic_cells", "logic_cells_available", "luts", "ffs",
+                                                                  "carry", "brams", "dsps", "fmax_mhz")}
         results[f"synth_{device}"]["seconds"] = round(wall, 1)
         fmax = rep.get("fmax_mhz")
         if fmax and manifest.get("cycles_per_image"):

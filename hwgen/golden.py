@@ -49,6 +49,23 @@ def mac_matrix(cols: np.ndarray, weight: np.ndarray) -> np.ndarray:
     return cols.astype(np.int64) @ weight.astype(np.int64).T
 
 
+def shift_matrix(cols: np.ndarray, sign: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """``sum_k sign[o, k] * (cols[..., k] << shift[o, k])`` in exact int64: ``(..., K)`` → ``(..., O)``.
+
+    Computed as the hardware does, shift then signed add: for every shift amount ``p`` present,
+    ``x << p`` is added with the signs of the weights that shift by ``p``.  Only left shifts occur
+    (``shift >= 0``), and a left shift of an int64 is exact for any sign of ``x`` while the value
+    stays in range (the derived ranges and ``max_shift <= 30`` keep it so); with the non-negative
+    post-ReLU activations the hardware sees, no negative number is ever shifted at all.
+    """
+    x = cols.astype(np.int64)
+    sign, shift = sign.astype(np.int64), shift.astype(np.int64)
+    out = np.zeros(x.shape[:-1] + (sign.shape[0],), dtype=np.int64)
+    for p in np.unique(shift[sign != 0]):
+        out += (x << p) @ np.where(shift == p, sign, 0).T
+    return out
+
+
 def _conv(layer: ir._Conv, x: np.ndarray, matrix) -> np.ndarray:
     o, _, kh, kw = layer.weight.shape
     cols, (oh, ow) = im2col(x, kh, kw, layer.stride, layer.padding)
@@ -69,9 +86,18 @@ def maxpool(layer: ir.MaxPool2d, x: np.ndarray) -> np.ndarray:
     return x.reshape(n, c, h // k, k, w // k, k).max(axis=(3, 5))
 
 
+def shift_conv(layer: ir.ShiftConv2d, x: np.ndarray) -> np.ndarray:
+    o, _, kh, kw = layer.sign.shape
+    cols, (oh, ow) = im2col(x, kh, kw, layer.stride, layer.padding)
+    y = shift_matrix(cols, layer.sign.reshape(o, -1), layer.shift.reshape(o, -1))  # (N, L, O)
+    return y.transpose(0, 2, 1).reshape(x.shape[0], o, oh, ow)
+
+
 EXECUTORS = {
     "adder_conv2d": lambda layer, x: _conv(layer, x, l1_matrix),
     "conv2d": lambda layer, x: _conv(layer, x, mac_matrix),
+    "shift_conv2d": shift_conv,
+    "shift_dense": lambda layer, x: shift_matrix(x, layer.sign, layer.shift),
     "adder_dense": lambda layer, x: l1_matrix(x, layer.weight),
     "dense": lambda layer, x: mac_matrix(x, layer.weight),
     "requant": requant,

@@ -228,6 +228,89 @@ class Dense(_Dense):
         return _mac_range(self.weight, lo, hi)
 
 
+class _Shift:
+    """Shared part of the shift layers: ``sign`` and ``shift`` arrays, the weight ``sign << shift``.
+
+    ``weight`` is derived (not stored, not a constructor argument) so the shape logic and the
+    multiplier reference apply unchanged.  ``max_shift`` bounds every shift (it sizes the
+    hardware's barrel shifter); at most 30 so that ``x << shift`` stays far inside int64.
+    """
+
+    def _init_shift(self, ndim):
+        self.sign = _int_array(f"{self.name}.sign", self.sign, ndim)
+        self.shift = _int_array(f"{self.name}.shift", self.shift, ndim)
+        if self.sign.shape != self.shift.shape:
+            raise ModelError(f"{self.name}: sign has shape {self.sign.shape} but shift has {self.shift.shape}; "
+                             f"they must be the same (the weight shape)")
+        if isinstance(self.max_shift, bool) or not isinstance(self.max_shift, (int, np.integer)) \
+                or not 0 <= self.max_shift <= 30:
+            raise ModelError(f"{self.name}: max_shift must be an integer in [0, 30], got {self.max_shift!r}")
+        self.max_shift = int(self.max_shift)
+        if self.sign.size and not np.isin(self.sign, (-1, 0, 1)).all():
+            bad = self.sign[~np.isin(self.sign, (-1, 0, 1))].flat[0]
+            raise ModelError(f"{self.name}: sign must be -1, 0 or 1, found {bad}")
+        if self.shift.size and self.shift.min() < 0:
+            raise ModelError(f"{self.name}: shift must be >= 0 (the integer weight is sign << shift), "
+                             f"found {self.shift.min()}")
+        if self.shift.size and self.shift.max() > self.max_shift:
+            raise ModelError(f"{self.name}: shift {self.shift.max()} exceeds max_shift={self.max_shift}; "
+                             f"raise max_shift or narrow the exponent range")
+        self.weight = self.sign << self.shift
+
+    def _shift_params(self):
+        return {"max_shift": int(self.max_shift)}
+
+
+@register
+@dataclass
+class ShiftConv2d(_Shift, _Conv):
+    """DeepShift convolution: ``y[o] = sum_{c,ky,kx} sign * (x[c, y+ky, x+kx] << shift)``.
+
+    The integer weight is ``sign << shift`` with ``sign`` in ``{-1, 0, 1}``, ``shift`` in
+    ``[0, max_shift]``; arrays of shape ``(O, C, KH, KW)``.
+    """
+
+    kind: ClassVar[str] = "shift_conv2d"
+    array_fields: ClassVar[tuple[str, ...]] = ("sign", "shift")
+    weight: np.ndarray = field(default=None, init=False, repr=False)
+    sign: np.ndarray = field(default=None, repr=False)
+    shift: np.ndarray = field(default=None, repr=False)
+    max_shift: int = 15
+
+    def __post_init__(self):
+        self._init_shift(4)
+        super().__post_init__()
+
+    def params(self):
+        return {**super().params(), **self._shift_params()}
+
+    def out_range(self, lo, hi):
+        return _mac_range(self.weight.reshape(self.weight.shape[0], -1), *self._range_in(lo, hi))
+
+
+@register
+@dataclass
+class ShiftDense(_Shift, _Dense):
+    """DeepShift fully connected layer: ``y[o] = sum_k sign[o, k] * (x[k] << shift[o, k])``."""
+
+    kind: ClassVar[str] = "shift_dense"
+    array_fields: ClassVar[tuple[str, ...]] = ("sign", "shift")
+    weight: np.ndarray = field(default=None, init=False, repr=False)
+    sign: np.ndarray = field(default=None, repr=False)
+    shift: np.ndarray = field(default=None, repr=False)
+    max_shift: int = 15
+
+    def __post_init__(self):
+        self._init_shift(2)
+        super().__post_init__()
+
+    def params(self):
+        return self._shift_params()
+
+    def out_range(self, lo, hi):
+        return _mac_range(self.weight, lo, hi)
+
+
 @register
 @dataclass
 class Requant(Layer):
