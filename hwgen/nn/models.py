@@ -59,19 +59,8 @@ def _adder(channels, in_channels, input_size, num_classes, eta):
 
     With the defaults (8 and 16 channels on 8×8 digits) it has 1,864 adder weights.
     """
-    channels = list(channels)
-    if not channels or any(not isinstance(c, int) or c < 1 for c in channels):
-        raise ValueError(f"channels must be a non-empty list of positive integers, got {channels!r}")
-    size = input_size
-    layers: list[nn.Module] = []
-    c_in = in_channels
-    for c in channels:
-        if size < 2:
-            raise ValueError(f"{len(channels)} pooling blocks are too many for a {input_size}×{input_size} input")
-        layers += [AdderConv2d(c_in, c, 3, padding=1, eta=eta), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2)]
-        c_in, size = c, size // 2
-    layers += [nn.Flatten(), AdderLinear(c_in * size * size, num_classes, eta=eta), nn.BatchNorm1d(num_classes)]
-    return nn.Sequential(*layers)
+    return _digits_net(lambda c_in, c: AdderConv2d(c_in, c, 3, padding=1, eta=eta),
+                       lambda k, o: AdderLinear(k, o, eta=eta), channels, in_channels, input_size, num_classes)
 
 
 def _digits_net(conv, dense, channels, in_channels, input_size, num_classes):
