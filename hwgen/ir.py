@@ -128,6 +128,12 @@ def _mac_range(weight2d: np.ndarray, lo: int, hi: int) -> tuple[int, int]:
     return int(np.minimum(a, b).sum(axis=1).min()), int(np.maximum(a, b).sum(axis=1).max())
 
 
+def _matrix_range(arithmetic: str, weight: np.ndarray, lo: int, hi: int) -> tuple[int, int]:
+    """Output interval of a conv or dense layer, its weight flattened to ``(O, K)``."""
+    fn = {"l1": _l1_range, "mac": _mac_range}[arithmetic]
+    return fn(weight.reshape(weight.shape[0], -1), lo, hi)
+
+
 @dataclass
 class _Conv(Layer):
     weight: np.ndarray = field(default=None, repr=False)  # (O, C, KH, KW)
@@ -160,6 +166,9 @@ class _Conv(Layer):
             raise ModelError(f"{self.name}: kernel {kh}×{kw} larger than padded input {h}×{w}")
         return (o, oh, ow)
 
+    def out_range(self, lo, hi):
+        return _matrix_range(self.arithmetic, self.weight, *self._range_in(lo, hi))
+
     def _range_in(self, lo, hi):
         # Zero padding feeds the value 0 into the receptive field.
         return (min(lo, 0), max(hi, 0)) if self.padding else (lo, hi)
@@ -180,6 +189,9 @@ class _Dense(Layer):
             raise ModelError(f"{self.name}: weight takes {self.weight.shape[1]} inputs, input has {in_shape[0]}")
         return (self.weight.shape[0],)
 
+    def out_range(self, lo, hi):
+        return _matrix_range(self.arithmetic, self.weight, *self._range_in(lo, hi))
+
     def _range_in(self, lo, hi):
         return lo, hi
 
@@ -191,8 +203,7 @@ class AdderConv2d(_Conv):
 
     kind: ClassVar[str] = "adder_conv2d"
 
-    def out_range(self, lo, hi):
-        return _l1_range(self.weight.reshape(self.weight.shape[0], -1), *self._range_in(lo, hi))
+    arithmetic: ClassVar[str] = "l1"
 
 
 @register
@@ -202,8 +213,7 @@ class AdderDense(_Dense):
 
     kind: ClassVar[str] = "adder_dense"
 
-    def out_range(self, lo, hi):
-        return _l1_range(self.weight, lo, hi)
+    arithmetic: ClassVar[str] = "l1"
 
 
 @register
@@ -213,8 +223,7 @@ class Conv2d(_Conv):
 
     kind: ClassVar[str] = "conv2d"
 
-    def out_range(self, lo, hi):
-        return _mac_range(self.weight.reshape(self.weight.shape[0], -1), *self._range_in(lo, hi))
+    arithmetic: ClassVar[str] = "mac"
 
 
 @register
@@ -224,8 +233,7 @@ class Dense(_Dense):
 
     kind: ClassVar[str] = "dense"
 
-    def out_range(self, lo, hi):
-        return _mac_range(self.weight, lo, hi)
+    arithmetic: ClassVar[str] = "mac"
 
 
 class _Shift:
@@ -284,8 +292,7 @@ class ShiftConv2d(_Shift, _Conv):
     def params(self):
         return {**super().params(), **self._shift_params()}
 
-    def out_range(self, lo, hi):
-        return _mac_range(self.weight.reshape(self.weight.shape[0], -1), *self._range_in(lo, hi))
+    arithmetic: ClassVar[str] = "mac"
 
 
 @register
@@ -307,8 +314,7 @@ class ShiftDense(_Shift, _Dense):
     def params(self):
         return self._shift_params()
 
-    def out_range(self, lo, hi):
-        return _mac_range(self.weight, lo, hi)
+    arithmetic: ClassVar[str] = "mac"
 
 
 @register
