@@ -15,12 +15,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+
+from .util import atomic_write
 
 FORMAT = "hwgen-integer-model"
 FORMAT_VERSION = 1
@@ -508,9 +509,9 @@ class Model:
         for i, layer in enumerate(self.layers):
             for key, arr in layer.arrays().items():
                 arrays[f"{i}.{key}"] = np.asarray(arr, dtype=np.int64)
-        _atomic_write(directory / "model.npz", lambda f: np.savez(f, **arrays), binary=True)
+        atomic_write(directory / "model.npz", lambda f: np.savez(f, **arrays), binary=True)
         text = json.dumps(self.to_json(), indent=2) + "\n"
-        _atomic_write(directory / "model.json", lambda f: f.write(text))
+        atomic_write(directory / "model.json", lambda f: f.write(text))
         return directory / "model.json"
 
     @classmethod
@@ -565,19 +566,6 @@ class Model:
 
 def layer_kinds() -> list[str]:
     return sorted(_KINDS)
-
-
-def _atomic_write(path: Path, write, binary=False):
-    """Write through a temporary file in the same folder, then rename: no half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def ceil_log2(n: int) -> int:

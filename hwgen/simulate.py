@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from .toolchain import ToolError, require, tool_env
+from .util import atomic_write_json
 
 SIMULATORS = ("icarus", "verilator")
 TEST_MODULE = "hwgen.sim.testbench"
@@ -163,7 +164,7 @@ def simulate(build_dir, simulator: str = "icarus", images: int | None = 16, back
     })
     if waves:
         summary["waves"] = str(next(iter(sorted(sim_dir.glob("*.fst")) + sorted(sim_dir.glob("*.vcd"))), ""))
-    _atomic_write_json(build / f"sim_{simulator}.json", summary)
+    atomic_write_json(build / f"sim_{simulator}.json", summary)
     return summary
 
 
@@ -179,12 +180,6 @@ def format_summary(s: dict) -> str:
     for m in s["mismatches"][:5]:
         lines.append(f"  image {m['index']}: expected {m['expected']}, got {m['got']}")
     return "\n".join(lines)
-
-
-def _atomic_write_json(path: Path, doc: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

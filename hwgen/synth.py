@@ -22,12 +22,12 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .toolchain import ToolError, require, tool_env
+from .util import atomic_write_json
 
 
 class SynthError(ValueError):
@@ -324,7 +324,7 @@ def synthesize(build_dir, device_name: str, seed: int = 1, freq_mhz: float | Non
         "bitstream": str(out / bit) if bit else None,
         "folder": str(out),
     }
-    _write_json_atomic(out / "report.json", report)
+    atomic_write_json(out / "report.json", report)
     _merge_report(build / "report.json", dev.name, report)
     return report
 
@@ -344,18 +344,6 @@ def format_summary(r: dict) -> str:
     return "\n".join(lines)
 
 
-def _write_json_atomic(path: Path, doc: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(doc, indent=2) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _merge_report(path: Path, device_name: str, report: dict) -> None:
     doc = {}
     if path.is_file():
@@ -367,7 +355,7 @@ def _merge_report(path: Path, device_name: str, report: dict) -> None:
                                       "logic_cells", "logic_cells_available", "utilization_pct",
                                       "fmax_mhz", "freq_target_mhz", "timing_met", "seed")}
     doc.setdefault("synth", {})[device_name] = summary
-    _write_json_atomic(path, doc)
+    atomic_write_json(path, doc)
 
 
 if __name__ == "__main__":

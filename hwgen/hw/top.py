@@ -17,6 +17,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .. import ir
+from ..util import atomic_write
 from . import constructing, elem_shape
 from .head import ArgmaxHead, result_layout
 from .pool import MaxPoolEngine
@@ -317,8 +318,8 @@ def generate(model: ir.Model, out_dir, folding: dict | None = None, name: str = 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     body = json.dumps(doc, indent=2) + "\n"
-    ir._atomic_write(out / f"{name}.v", lambda f: f.write(text))
-    ir._atomic_write(out / "manifest.json", lambda f: f.write(body))
+    atomic_write(out / f"{name}.v", lambda f: f.write(text))
+    atomic_write(out / "manifest.json", lambda f: f.write(body))
     return doc
 
 

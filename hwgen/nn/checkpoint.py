@@ -9,13 +9,13 @@ that names any callable is refused.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..util import atomic_write
 from .models import build_model
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "embedded_checkpoint",
@@ -56,16 +56,7 @@ def save_checkpoint(path, model: nn.Module, arch: str, config: dict, metrics: di
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "metrics": _plain(dict(metrics), "metrics"),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(doc, f)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a checkpoint is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: torch.save(doc, f), binary=True)
     return path
 
 
