@@ -8,7 +8,6 @@ that names any callable is refused.
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
