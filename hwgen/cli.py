@@ -93,7 +93,8 @@ def cmd_synth(args) -> int:
     from .synth import format_summary, synthesize
 
     device = args.device or read_manifest(args.dir).get("device") or "ice40-up5k"
-    report = synthesize(args.dir, device, seed=args.seed, freq_mhz=args.freq, abc9=args.abc9, dsp=not args.no_dsp)
+    report = synthesize(args.dir, device, seed=args.seed, freq_mhz=args.freq, abc9=args.abc9, dsp=not args.no_dsp,
+                        hierarchy=not args.flat)
     print(format_summary(report))
     return 0
 
@@ -160,6 +161,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--freq", type=float, default=None, help="target clock in MHz")
     p.add_argument("--abc9", action="store_true", help="use Yosys's abc9 flow")
     p.add_argument("--no-dsp", action="store_true", help="do not infer DSP blocks")
+    p.add_argument("--flat", action="store_true",
+                   help="flatten the whole design (default: keep one module per engine for per-layer LUTs)")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("doctor", help="list the tools hwgen uses, their versions, and how to install missing ones")
