@@ -10,14 +10,20 @@ command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
   || { echo "setup: hwgen needs Python 3.11 (found $("$PYTHON" --version 2>&1))" >&2; exit 2; }
 
-# Icarus Verilog comes from Debian's package.
-if ! command -v iverilog >/dev/null 2>&1; then
+# From Debian's packages: Icarus Verilog (the default simulator) and Chromium (the tests render
+# the HTML report in it, headless).
+missing=()
+command -v iverilog >/dev/null 2>&1 || missing+=(iverilog)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "setup: installing Icarus Verilog (apt-get install iverilog)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog >/dev/null
-  else
+    echo "setup: installing ${missing[*]} (apt-get)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  elif [[ " ${missing[*]} " == *" iverilog "* ]]; then
     echo "setup: Icarus Verilog is missing; install it with: sudo apt-get install -y iverilog" >&2
     exit 2
+  else
+    echo "setup: Chromium is missing (the HTML report test will skip); sudo apt-get install -y chromium" >&2
   fi
 fi
 

@@ -28,7 +28,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     types: list[type[BaseException]] = [UserError, ir.ModelError, BuildError, FileNotFoundError]
     for module, name in (("hwgen.nn.checkpoint", "CheckpointError"), ("hwgen.toolchain", "ToolError"),
-                         ("hwgen.synth", "SynthError"), ("hwgen.simulate", "SimError")):
+                         ("hwgen.synth", "SynthError"), ("hwgen.simulate", "SimError"),
+                         ("hwgen.compare", "CompareError")):
         try:
             types.append(getattr(__import__(module, fromlist=[name]), name))
         except (ImportError, AttributeError):
@@ -44,10 +45,36 @@ def _parse_folding(items: list[str] | None) -> dict | None:
     for item in items:
         try:
             layer, spec = item.split("=", 1)
-            folding[layer] = {k: int(v) for k, v in (kv.split(":") for kv in spec.split(","))}
+            pairs = [kv.split(":") for kv in spec.split(",")]
+            folding[layer] = {k: int(v) if v.lstrip("-").isdigit() else v for k, v in pairs}
         except ValueError:
-            raise UserError(f"--fold {item!r}: expected LAYER=pe:N,simd:M") from None
+            raise UserError(f"--fold {item!r}: expected LAYER=pe:N,simd:M[,weights:rom|const]") from None
     return folding
+
+
+def _parse_config(items: list[str] | None, arch: str) -> dict | None:
+    """``--set mode=q --set channels=[4,8]`` → ``{"mode": "q", "channels": [4, 8]}``.
+
+    Values are JSON where they parse as JSON, else plain strings; the names are checked
+    against the architecture's options."""
+    if not items:
+        return None
+    from .nn.models import default_config
+
+    options = default_config(arch)
+    config = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise UserError(f"--set {item!r}: expected NAME=VALUE")
+        if key not in options:
+            raise UserError(f"--set {key}: architecture {arch!r} has no option {key!r}; "
+                            f"options: {', '.join(sorted(options))}")
+        try:
+            config[key] = json.loads(value)
+        except json.JSONDecodeError:
+            config[key] = value
+    return config
 
 
 def cmd_train(args) -> int:
@@ -58,7 +85,8 @@ def cmd_train(args) -> int:
         raise UserError(f"--arch {args.arch!r} is not supported; supported: {', '.join(archs())}")
     if args.epochs is not None and args.epochs < 1:
         raise UserError("--epochs must be at least 1")
-    metrics = train(arch=args.arch, epochs=args.epochs, seed=args.seed, out=args.out, progress=not args.quiet)
+    metrics = train(arch=args.arch, epochs=args.epochs, seed=args.seed, out=args.out, progress=not args.quiet,
+                    config=_parse_config(args.set, args.arch))
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -99,6 +127,20 @@ def cmd_synth(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from .compare import compare, format_table
+
+    archs = [a.strip() for a in args.archs.split(",") if a.strip()]
+    sim = None if args.simulator == "none" else args.simulator
+    if args.images < 1:
+        raise UserError("--images must be at least 1")
+    doc = compare(args.out, archs, device=args.device, source=args.source, simulator=sim, images=args.images,
+                  seed=args.seed, epochs=args.epochs, jobs=args.jobs, progress=not args.quiet)
+    print(format_table(doc))
+    print(f"table: {Path(args.out) / 'compare.md'}, rows: {Path(args.out) / 'compare.json'}")
+    return EXIT_MISMATCH if any(r["status"] == "MISMATCH" for r in doc["rows"]) else 0
+
+
 def cmd_doctor(args) -> int:
     from .toolchain import doctor, print_doctor
 
@@ -133,6 +175,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="checkpoint to write (.pt)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE",
+                   help="architecture option, e.g. --set mode=q, --set freeze=shift (repeatable)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("build", help="quantize a model and write its Verilog, test vectors and manifest")
@@ -167,6 +211,21 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("doctor", help="list the tools hwgen uses, their versions, and how to install missing ones")
     p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("compare", help="build the digits network as conv, adder, shift and shift-add, side by side")
+    p.add_argument("--out", default="build/compare", help="folder for the builds and the table")
+    p.add_argument("--archs", default="conv,adder,shift,shiftadd", help="families, comma-separated")
+    p.add_argument("--device", default="ice40-up5k")
+    p.add_argument("--source", choices=["shipped", "train", "random"], default="shipped",
+                   help="models: the shipped checkpoints, trained now, or random weights (cost only)")
+    p.add_argument("--simulator", choices=["icarus", "verilator", "none"], default="icarus",
+                   help="verify each build against the golden model first (default: icarus)")
+    p.add_argument("--images", type=int, default=10, help="test images per simulation")
+    p.add_argument("--jobs", type=int, default=2, help="synthesis runs in parallel")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=None, help="with --source train")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("flow", help="build, simulate and synthesize in one go (default: the embedded model)")
     p.add_argument("model", nargs="?", default=None)

@@ -1,0 +1,273 @@
+"""``hwgen compare``: one network shape built as several arithmetic families, side by side.
+
+Every variant is the digits network of :mod:`hwgen.nn.models` (two 3×3 conv blocks and a dense
+layer) with its weight layers of one family:
+
+=============  ===========================================================================
+``conv``       multiplier conv / dense: the baseline (MAC processing elements)
+``adder``      AdderNet: ``-Σ|x - w|`` (l1 processing elements)
+``shift``      DeepShift: weights ``±2**p`` (barrel-shifter processing elements)
+``shiftadd``   ShiftAddNet: a shift layer followed by an adder layer
+=============  ===========================================================================
+
+Each variant is quantized, built (:func:`hwgen.flow.build`), optionally simulated against the
+golden model (:func:`hwgen.simulate.simulate`) and synthesized for one device
+(:func:`hwgen.synth.synthesize`); the table holds the figures of the tools' own reports, the
+golden model's accuracy on the 360 test digits, and the ratio of each variant's LUTs to the
+multiplier version's.  Models come from the checkpoints shipped with hwgen (``shipped``,
+the default), from training now (``train``) or from random weights (``random``: hardware
+cost only, the accuracy is meaningless).
+
+Everything lands in ``OUT/``: one build folder per variant, ``compare.json`` (the rows) and
+``compare.md`` (the table).
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+from . import ir
+from .util import atomic_write, atomic_write_json
+
+__all__ = ["FAMILIES", "SOURCES", "variant_model", "compare", "format_table", "markdown_table"]
+
+FAMILIES = ("conv", "adder", "shift", "shiftadd")
+SOURCES = ("shipped", "train", "random")
+COMPARE_FORMAT = "hwgen-compare"
+COMPARE_VERSION = 1
+BASELINE = "conv"
+
+
+class CompareError(ValueError):
+    """A bad request to :func:`compare`; the message is one line."""
+
+
+def variant_model(arch: str, source: str = "shipped", seed: int = 0, epochs: int | None = None,
+                  workdir: Path | None = None) -> ir.Model:
+    """The integer model of family ``arch`` from ``source`` (see the module docstring)."""
+    from . import flow
+
+    if source == "random":
+        from .hw.top import random_digits_model
+        return random_digits_model(seed, kind=arch)
+    if source == "shipped":
+        from .nn.checkpoint import embedded_checkpoint
+        return flow.load_model(embedded_checkpoint(arch))
+    if source == "train":
+        from .nn.train import train
+        ckpt = Path(workdir or ".") / f"{arch}.pt"
+        train(arch=arch, epochs=epochs, seed=seed, out=ckpt, progress=False)
+        return flow.load_model(ckpt)
+    raise CompareError(f"unknown model source {source!r}; pick one of {', '.join(SOURCES)}")
+
+
+def _check(archs, source, device_name, simulator):
+    from .synth import device
+
+    archs = list(archs)
+    bad = [a for a in archs if a not in FAMILIES]
+    if bad or not archs:
+        raise CompareError(f"unknown family {bad[0]!r}; pick from {', '.join(FAMILIES)}" if bad
+                           else "no family to compare")
+    if len(set(archs)) != len(archs):
+        raise CompareError("a family is named twice")
+    if source not in SOURCES:
+        raise CompareError(f"unknown model source {source!r}; pick one of {', '.join(SOURCES)}")
+    if simulator not in (None, "icarus", "verilator"):
+        raise CompareError(f"unknown simulator {simulator!r}; pick icarus, verilator or none")
+    device(device_name)  # raises SynthError for an unknown device
+    return archs
+
+
+def compare(out_dir, archs=FAMILIES, device: str = "ice40-up5k", source: str = "shipped", *,
+            simulator: str | None = "icarus", images: int = 10, seed: int = 0, epochs: int | None = None,
+            jobs: int = 2, synth_seed: int = 1, progress: bool = True) -> dict:
+    """Build, verify and synthesize every family in ``archs``; returns the comparison document.
+
+    ``jobs`` synthesis runs go in parallel (each Yosys / nextpnr run is one process).  A
+    variant that does not fit ``device`` gets a row with ``status`` ``"does not fit: …"``; a
+    simulation mismatch makes ``status`` ``"MISMATCH"`` (the document says so; it is not an
+    exception, so the other variants are still reported).
+    """
+    from . import flow
+    from .simulate import simulate
+    from .synth import SynthError, synthesize
+
+    archs = _check(archs, source, device, simulator)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: dict[str, dict] = {}
+    t0 = time.perf_counter()
+
+    bar = _progress(progress, total=len(archs) * (3 if simulator else 2))
+    with bar:
+        # Models and builds one after the other: quantizing and elaborating are fast, and
+        # training (source="train") is single-threaded and deterministic by design.
+        for arch in archs:
+            bar.set(f"{arch}: model")
+            model = variant_model(arch, source, seed=seed, epochs=epochs, workdir=out)
+            manifest = flow.build(model, out / arch, device=device)
+            bar.advance()
+            meta = model.meta
+            rows[arch] = {
+                "family": arch, "model": model.name, "source": source,
+                "float_accuracy": meta.get("float_accuracy"),
+                "integer_accuracy": manifest.get("golden_accuracy"),
+                "cycles_per_image": manifest["cycles_per_image"],
+                "weights": _weight_count(model), "build": str(out / arch), "status": "ok",
+            }
+            if simulator:
+                bar.set(f"{arch}: {simulator}")
+                sim = simulate(out / arch, simulator=simulator, images=images, seed=seed)
+                rows[arch]["sim"] = {"simulator": simulator, "images": sim["images"],
+                                     "mismatches": len(sim["mismatches"]), "passed": bool(sim.get("passed"))}
+                if sim["mismatches"] or not sim.get("passed", True):
+                    rows[arch]["status"] = "MISMATCH"
+                bar.advance()
+
+        def run_synth(arch):
+            try:
+                return arch, synthesize(out / arch, device, seed=synth_seed, bitstream=False), None
+            except SynthError as e:
+                return arch, None, str(e)
+
+        with ThreadPoolExecutor(max_workers=max(1, int(jobs))) as pool:
+            futures = [pool.submit(run_synth, arch) for arch in archs]
+            bar.set(f"synthesis for {device}")
+            for fut in as_completed(futures):
+                arch, rep, err = fut.result()
+                row = rows[arch]
+                if err is not None:
+                    row["status"] = f"does not fit: {err}" if "fold more" in err else f"synthesis failed: {err}"
+                else:
+                    row.update({k: rep[k] for k in ("luts", "lut4_equivalent", "ffs", "carry", "brams", "dsps",
+                                                     "logic_cells", "logic_cells_available", "fmax_mhz")})
+                    row["modules"] = rep.get("modules", {})
+                    row["images_per_s"] = (rep["fmax_mhz"] * 1e6 / row["cycles_per_image"]
+                                           if rep.get("fmax_mhz") else None)
+                    row["synth_report"] = str(Path(rep["folder"]) / "report.json")
+                bar.advance()
+
+    _energy(rows, out)
+    base = rows.get(BASELINE, {})
+    for row in rows.values():
+        for key in ("luts", "lut4_equivalent", "ffs", "dsps"):
+            b, v = base.get(key), row.get(key)
+            row[f"{key}_vs_{BASELINE}"] = (round(v / b, 3) if b and v is not None else None)
+    doc = {"format": COMPARE_FORMAT, "version": COMPARE_VERSION, "device": device, "source": source,
+           "seed": seed, "baseline": BASELINE, "families": archs,
+           "rows": [rows[a] for a in archs], "seconds": round(time.perf_counter() - t0, 1)}
+    atomic_write_json(out / "compare.json", doc)
+    text = markdown_table(doc)
+    atomic_write(out / "compare.md", lambda f: f.write(text))
+    return doc
+
+
+def _weight_count(model: ir.Model) -> int:
+    return int(sum(getattr(layer, "weight").size for layer in model.layers
+                   if getattr(layer, "weight", None) is not None))
+
+
+def _energy(rows: dict, out: Path) -> None:
+    """Op-count energy per inference (45 nm table) of every variant, when hwgen.energy is there."""
+    try:
+        from .energy import op_energy
+    except ImportError:
+        return
+    for arch, row in rows.items():
+        model = ir.Model.load(out / arch)
+        e = op_energy(model)
+        row["energy_pj_45nm"] = e.get("total_pj") if isinstance(e, dict) else None
+
+
+# --------------------------------------------------------------------------- tables
+
+_COLUMNS = [
+    ("family", "family", "{}"),
+    ("integer_accuracy", "accuracy", "{:.2%}"),
+    ("luts", "LUT4", "{}"),
+    ("luts_vs_conv", "LUT ratio", "{:.2f}"),
+    ("ffs", "FF", "{}"),
+    ("carry", "carry", "{}"),
+    ("brams", "BRAM", "{}"),
+    ("dsps", "DSP", "{}"),
+    ("fmax_mhz", "Fmax MHz", "{:.1f}"),
+    ("cycles_per_image", "cycles/img", "{}"),
+    ("images_per_s", "img/s", "{:,.0f}"),
+    ("energy_pj_45nm", "pJ/inf (45nm ops)", "{:,.0f}"),
+    ("status", "status", "{}"),
+]
+
+
+def _cells(row: dict) -> list[str]:
+    cells = []
+    for key, _, fmt in _COLUMNS:
+        v = row.get(key)
+        cells.append("–" if v is None else fmt.format(v))
+    return cells
+
+
+def markdown_table(doc: dict) -> str:
+    lines = [f"# hwgen compare: {', '.join(doc['families'])} on {doc['device']}", "",
+             f"Models: {doc['source']}; LUT ratio = LUT4 / LUT4 of the `{doc['baseline']}` (multiplier) version. "
+             "LUT4, FF, carry, BRAM, DSP: Yosys `stat`; Fmax: nextpnr `--report`; accuracy: the golden "
+             "model on the 360 test digits; energy: operation counts × the 45 nm table of `hwgen.energy` "
+             "(an estimate).", "",
+             "| " + " | ".join(h for _, h, _ in _COLUMNS) + " |",
+             "|" + "|".join("---" for _ in _COLUMNS) + "|"]
+    for row in doc["rows"]:
+        lines.append("| " + " | ".join(_cells(row)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def format_table(doc: dict) -> str:
+    """The comparison as a terminal table (rich), with the LUT ratios spelled out below."""
+    from io import StringIO
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{', '.join(doc['families'])} on {doc['device']} (models: {doc['source']})")
+    for _, head, _ in _COLUMNS:
+        table.add_column(head, justify="left" if head in ("family", "status") else "right")
+    for row in doc["rows"]:
+        table.add_row(*_cells(row))
+    buf = StringIO()
+    Console(file=buf, width=160, force_terminal=False).print(table)
+    lines = [buf.getvalue().rstrip()]
+    base = next((r for r in doc["rows"] if r["family"] == doc["baseline"]), None)
+    if base and base.get("luts"):
+        for row in doc["rows"]:
+            if row["family"] != doc["baseline"] and row.get("luts"):
+                lines.append(f"{row['family']}: {row['luts']} LUT4 = {row['luts'] / base['luts']:.2f} × the "
+                             f"multiplier version's {base['luts']}")
+    return "\n".join(lines)
+
+
+class _progress:
+    """A rich progress bar, or nothing when ``enabled`` is false."""
+
+    def __init__(self, enabled: bool, total: int):
+        self.enabled, self.total = enabled, total
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import Progress
+            self._p = Progress(transient=True)
+            self._p.__enter__()
+            self._task = self._p.add_task("compare", total=self.total)
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self._p.__exit__(*exc)
+
+    def set(self, what: str):
+        if self.enabled:
+            self._p.update(self._task, description=what)
+
+    def advance(self):
+        if self.enabled:
+            self._p.advance(self._task)
