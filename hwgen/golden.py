@@ -5,8 +5,14 @@ re-derives the arithmetic.  All arithmetic is in ``int64`` and every intermediat
 checked against the exact interval derived by :meth:`hwgen.ir.Model.value_ranges`, so an
 overflow of the derived bit widths is an error here, not a silent wrap.
 
-Rounding: ``Requant`` shifts right arithmetically (``>>`` on int64: toward minus infinity),
-exactly as the hardware's arithmetic shift right of a two's-complement number.
+Rounding.  The only right shift is the one in ``Requant``: ``>>`` on int64, an arithmetic shift
+right, which rounds toward minus infinity (floor) for negative numbers too: ``-5 >> 1 == -3``,
+``-1 >> 4 == -1`` (not toward zero, as ``int(-5 / 2) == -2`` would).  That is exactly the
+hardware's arithmetic shift right of a two's-complement number (Verilog ``>>>`` on a signed
+value, Amaranth ``>>`` on a signed ``Value``), so the two agree bit for bit; the quantizer makes
+this round-to-nearest by adding ``1 << (shift - 1)`` into the requantizer's bias.  Shift layers
+only shift *left* (``x << p``, ``p >= 0``), which is exact for negative ``x`` as well (a signed
+input occurs after a requantizer without ReLU) while the value stays inside the derived range.
 """
 
 from __future__ import annotations
@@ -54,9 +60,10 @@ def shift_matrix(cols: np.ndarray, sign: np.ndarray, shift: np.ndarray) -> np.nd
 
     Computed as the hardware does, shift then signed add: for every shift amount ``p`` present,
     ``x << p`` is added with the signs of the weights that shift by ``p``.  Only left shifts occur
-    (``shift >= 0``), and a left shift of an int64 is exact for any sign of ``x`` while the value
-    stays in range (the derived ranges and ``max_shift <= 30`` keep it so); with the non-negative
-    post-ReLU activations the hardware sees, no negative number is ever shifted at all.
+    (``shift >= 0``), and a left shift of an int64 is exact for any sign of ``x`` (multiplication
+    by ``2**p``) while the value stays in range (the derived ranges and ``max_shift <= 30`` keep it
+    so).  The inputs are non-negative after a ReLU; they can be negative when the requantizer before
+    has no ReLU, and the hardware's left shift of a two's-complement number is the same exact product.
     """
     x = cols.astype(np.int64)
     sign, shift = sign.astype(np.int64), shift.astype(np.int64)

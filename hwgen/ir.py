@@ -237,13 +237,56 @@ class Dense(_Dense):
     arithmetic: ClassVar[str] = "mac"
 
 
+def _check_max_shift(name, max_shift) -> int:
+    if isinstance(max_shift, bool) or not isinstance(max_shift, (int, np.integer)) or not 0 <= max_shift <= 30:
+        raise ModelError(f"{name}: max_shift must be an integer in [0, 30], got {max_shift!r}")
+    return int(max_shift)
+
+
+def split_power_of_two(name: str, weight, ndim: int, max_shift: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(sign, shift)`` with ``weight == sign << shift``, or :class:`ModelError` naming the first bad entry.
+
+    Every entry must be 0 or ``±2**p`` with ``0 <= p <= max_shift``; a zero weight gets shift 0.
+    """
+    max_shift = _check_max_shift(name, max_shift)
+    w = _int_array(f"{name}.weight", weight, ndim)
+    mag = np.abs(w)  # abs of the most negative int64 stays negative: refused below with the rest
+    power = (mag > 0) & ((mag & (mag - 1)) == 0)
+    ok = (w == 0) | (power & (mag <= (1 << max_shift)))
+    if not ok.all():
+        idx = tuple(int(v) for v in np.argwhere(~ok)[0])
+        value = int(w[idx])
+        hint = f"; raise max_shift to {abs(value).bit_length() - 1}" if power[idx] else ""
+        raise ModelError(f"{name}: weight[{', '.join(map(str, idx))}] = {value} is not a signed power of two "
+                         f"(0 or ±2**p, 0 <= p <= {max_shift}){hint}")
+    shift = np.zeros(w.shape, dtype=np.int64)
+    nz = w != 0
+    shift[nz] = np.round(np.log2(mag[nz].astype(np.float64))).astype(np.int64)  # exact: powers <= 2**30
+    return np.sign(w).astype(np.int64), shift
+
+
 class _Shift:
     """Shared part of the shift layers: ``sign`` and ``shift`` arrays, the weight ``sign << shift``.
 
     ``weight`` is derived (not stored, not a constructor argument) so the shape logic and the
     multiplier reference apply unchanged.  ``max_shift`` bounds every shift (it sizes the
     hardware's barrel shifter); at most 30 so that ``x << shift`` stays far inside int64.
+    A layer written by hand from a ``weight`` array goes through :meth:`from_weight`, which
+    refuses any entry that is not 0 or a signed power of two in range.
     """
+
+    _ndim: ClassVar[int] = 0
+
+    @classmethod
+    def from_weight(cls, name: str, weight, max_shift: int = 15, **params):
+        """The layer whose integer weight is ``weight`` (every entry 0 or ``±2**p``, ``0 <= p <= max_shift``).
+
+        ``params`` are the other fields (``stride``, ``padding`` for a conv).  Raises
+        :class:`ModelError` naming the layer, the index and the value of the first entry that is
+        not a signed power of two in range.
+        """
+        sign, shift = split_power_of_two(name, weight, cls._ndim, max_shift)
+        return cls(name=name, sign=sign, shift=shift, max_shift=max_shift, **params)
 
     def _init_shift(self, ndim):
         self.sign = _int_array(f"{self.name}.sign", self.sign, ndim)
@@ -251,10 +294,7 @@ class _Shift:
         if self.sign.shape != self.shift.shape:
             raise ModelError(f"{self.name}: sign has shape {self.sign.shape} but shift has {self.shift.shape}; "
                              f"they must be the same (the weight shape)")
-        if isinstance(self.max_shift, bool) or not isinstance(self.max_shift, (int, np.integer)) \
-                or not 0 <= self.max_shift <= 30:
-            raise ModelError(f"{self.name}: max_shift must be an integer in [0, 30], got {self.max_shift!r}")
-        self.max_shift = int(self.max_shift)
+        self.max_shift = _check_max_shift(self.name, self.max_shift)
         if self.sign.size and not np.isin(self.sign, (-1, 0, 1)).all():
             bad = self.sign[~np.isin(self.sign, (-1, 0, 1))].flat[0]
             raise ModelError(f"{self.name}: sign must be -1, 0 or 1, found {bad}")
@@ -280,6 +320,7 @@ class ShiftConv2d(_Shift, _Conv):
     """
 
     kind: ClassVar[str] = "shift_conv2d"
+    _ndim: ClassVar[int] = 4
     array_fields: ClassVar[tuple[str, ...]] = ("sign", "shift")
     weight: np.ndarray = field(default=None, init=False, repr=False)
     sign: np.ndarray = field(default=None, repr=False)
@@ -302,6 +343,7 @@ class ShiftDense(_Shift, _Dense):
     """DeepShift fully connected layer: ``y[o] = sum_k sign[o, k] * (x[k] << shift[o, k])``."""
 
     kind: ClassVar[str] = "shift_dense"
+    _ndim: ClassVar[int] = 2
     array_fields: ClassVar[tuple[str, ...]] = ("sign", "shift")
     weight: np.ndarray = field(default=None, init=False, repr=False)
     sign: np.ndarray = field(default=None, repr=False)
@@ -550,9 +592,18 @@ class Model:
                     raise ModelError(f"layer {i}: kind {kind!r} is not supported "
                                      f"(supported: {', '.join(sorted(_KINDS))})")
                 layer_cls = _KINDS[kind]
+                if issubclass(layer_cls, _Shift) and f"{i}.weight" in arrays:
+                    # A hand-written shift layer may give its integer weight instead of sign and shift.
+                    given = [k for k in layer_cls.array_fields if f"{i}.{k}" in arrays]
+                    if given:
+                        raise ModelError(f"layer {i} ({kind}): the .npz gives both 'weight' and {given[0]!r}; "
+                                         f"give either 'weight' or 'sign' and 'shift'")
+                    layers.append(layer_cls.from_weight(weight=arrays[f"{i}.weight"], **spec))
+                    continue
                 for key in layer_cls.array_fields:
                     if f"{i}.{key}" not in arrays:
-                        raise ModelError(f"layer {i} ({kind}): array {key!r} missing from the .npz")
+                        alt = " (or give 'weight')" if issubclass(layer_cls, _Shift) else ""
+                        raise ModelError(f"layer {i} ({kind}): array {key!r} missing from the .npz{alt}")
                     spec[key] = arrays[f"{i}.{key}"]
                 layers.append(layer_cls(**spec))
             return cls(name=doc["name"], input_shape=tuple(doc["input_shape"]),

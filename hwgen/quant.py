@@ -2,31 +2,69 @@
 
 Supported module sequences (a flat or nested :class:`torch.nn.Sequential`):
 
-* ``AdderConv2d | AdderLinear`` optionally followed by ``BatchNorm2d | BatchNorm1d`` and ``ReLU``:
-  an adder layer plus one :class:`hwgen.ir.Requant` (BatchNorm folded, ReLU fused);
+* a weight layer optionally followed by ``BatchNorm2d | BatchNorm1d`` and ``ReLU``: the weight
+  layer plus one :class:`hwgen.ir.Requant` (BatchNorm folded, ReLU fused).  Weight layers:
+
+  - ``AdderConv2d | AdderLinear`` (AdderNet) → ``ir.AdderConv2d | ir.AdderDense``;
+  - ``ShiftConv2d | ShiftLinear`` (DeepShift, both forms) → ``ir.ShiftConv2d | ir.ShiftDense``;
+  - ``nn.Conv2d | nn.Linear`` (the multiplier baseline; a bias is folded into the requantizer's
+    bias; no groups or dilation) → ``ir.Conv2d | ir.Dense``;
+
 * ``MaxPool2d`` (kernel = stride, no padding), ``Flatten``: mapped 1:1;
 * ``Identity`` and ``Dropout`` (no-ops at inference) are dropped.
 
-Scales.  Every activation tensor is unsigned ``act_bits`` wide with one real scale ``s`` (the
-value of one LSB).  An adder layer needs its input and its weights on the *same* scale (the
-l1 distance subtracts them), so the scale of a tensor that feeds an adder layer is
+Two weight layers may follow each other directly (ShiftAddNet's shift → adder pair): the first
+then gets a requantizer of its own with neither BatchNorm nor ReLU.
 
-    s = max(a / (2**act_bits - 1), w_max / (2**(weight_bits - 1) - 1))
+Names: conv-type layers are ``conv0, conv1, …``, dense-type ``dense0, …``, requantizers
+``requant0, …``, then ``pool0, …`` and ``flatten0``, numbered in order of appearance.
 
-with ``a`` the calibrated maximum of the float activation (a ``percentile`` of the
-calibration images, the maximum by default) and ``w_max`` the largest weight that matters
-(weights above ``a`` are clipped: few activations reach them).  Weights below the signed range
-are clipped *exactly*: activations are never negative, so ``|x - w| = x - w`` there and the
-difference is a per-channel constant folded into the requantizer's bias.
+Scales.  Every activation tensor is ``act_bits`` wide with one real scale ``s`` (the value of
+one LSB): unsigned ``[0, 2**act_bits - 1]`` after a ReLU (and the input image), signed
+``[-2**(act_bits-1), 2**(act_bits-1) - 1]`` after a requantizer without ReLU that is not the
+last (the shift layer of a shift-add block).  ``a`` is the calibrated maximum of the float
+tensor (its absolute value when signed; a ``percentile`` of the calibration images, the
+maximum by default) and ``top`` the largest code, ``2**act_bits - 1`` or ``2**(act_bits-1) - 1``.
 
-Requantization.  The adder layer gives ``acc = -sum |x_q - w_q|``, the real value ``acc * s_in``.
-BatchNorm is ``z = A_c * acc * s_in + B_c`` and the output ``y = z / s_out`` is computed as
+* Shift and multiplier layers take ``s = a / top``.
+* An adder layer needs its input and its weights on the *same* scale (the l1 distance subtracts
+  them), so the scale of a tensor that feeds it is
+
+      s = max(a / top, w_max / (2**(weight_bits - 1) - 1))
+
+  with ``w_max`` the largest weight that matters (``max(w)`` for unsigned inputs, ``max |w|``
+  for signed ones, at most ``a``: weights beyond the activations are clipped, as few
+  activations reach them).  Clipping a weight outside the integer range ``[w_lo, w_hi]``
+  changes ``|x - w|`` by a constant while ``x`` stays on the same side of it, and the
+  difference is a per-channel constant (``meta["adder_offsets"]``) folded into the
+  requantizer's bias.  Unsigned inputs: weights below ``w_lo`` are always exact (``x >= 0``),
+  weights above ``w_hi`` for every ``x <= w_hi`` (all calibrated activations when the weights
+  set the scale).  Signed inputs: clipping is exact for *every* input when
+  ``weight_bits >= act_bits`` (the input codes ``[-2**(act_bits-1), 2**(act_bits-1) - 1]`` lie
+  inside ``[w_lo, w_hi]``), else for every input inside ``[w_lo, w_hi]``, which includes all
+  calibrated activations whenever the weights set the scale.
+
+Integer weights.  Adder: ``round(w / s)`` clipped to ``weight_bits``.  Shift: ``sign << (p - pmin)``
+from the layer's :meth:`~hwgen.nn.shift.ShiftConv2d.exported` ``(sign, p)``, ``max_shift = pmax - pmin``,
+and ``2**pmin`` goes into the accumulator's scale: ``acc_real = acc_int * s_in * 2**pmin`` (the
+weights are exact: no weight error at all).  Multiplier: symmetric ``weight_bits`` integers
+``round(w / ws_c)`` in ``[-(2**(weight_bits-1) - 1), 2**(weight_bits-1) - 1]`` with one scale
+``ws_c = max |w_c| / (2**(weight_bits-1) - 1)`` per output channel (``mac_per_channel=True``) or per
+layer; ``acc_real = acc_int * s_in * ws_c``.
+
+Requantization.  ``acc_real = acc_int * s_acc`` (``s_acc`` as above, per channel for a multiplier
+layer).  BatchNorm is ``z = A_c * acc_real + B_c`` and the output ``y = z / s_out`` is computed as
 ``clamp((acc * mult_c + bias_c) >> shift, ...)``: ``shift`` is per layer and makes the largest
 ``|mult|`` about ``mult_bits`` bits wide, then each ``mult_c`` is rounded to the nearest integer
 with at most ``requant_terms`` canonical-signed-digit terms, and ``bias_c`` holds ``B_c / s_out``
 rescaled by the rounded multiplier (so a channel's error is a pure scale error) plus the
-round-to-nearest term ``1 << (shift - 1)``.  The last adder layer's requantizer is signed,
-``score_bits`` wide, with its scale set so the largest calibrated score uses about 3/4 of the range.
+round-to-nearest term ``1 << (shift - 1)``.  ``s_out`` is the scale of the next weight layer's
+input.  The last weight layer's requantizer is signed, ``score_bits`` wide, with its scale set so
+the largest calibrated score uses about 3/4 of the range.
+
+``meta`` records ``layer_scales`` (the real value of one LSB of every layer's output; for a
+multiplier layer times ``meta["channel_scales"][name][c]``), ``adder_offsets`` and, given test
+images, ``float_accuracy`` and ``integer_accuracy``.
 """
 
 from __future__ import annotations
@@ -40,6 +78,7 @@ from torch import nn
 
 from . import golden, ir
 from .nn.adder import AdderConv2d, AdderLinear
+from .nn.shift import ShiftConv2d, ShiftLinear
 
 __all__ = ["quantize", "quantize_input", "float_reference", "csd_round"]
 
@@ -66,15 +105,28 @@ def csd_round(value: int, max_terms: int) -> int:
         d += 1
 
 
+_ADDER = (AdderConv2d, AdderLinear)
+_SHIFT = (ShiftConv2d, ShiftLinear)
+_MAC = (nn.Conv2d, nn.Linear)
+_WEIGHT = _ADDER + _SHIFT + _MAC
+_CONV = (AdderConv2d, ShiftConv2d, nn.Conv2d)  # 4-D weight layers, followed by BatchNorm2d
+
+
 @dataclass
 class _Stage:
     """One unit of the integer model, in order."""
 
-    kind: str                       # "adder", "pool", "flatten"
+    kind: str                       # "weight", "pool", "flatten"
     module: nn.Module | None = None
     bn: nn.Module | None = None
     relu: bool = False
     pool: int = 0
+
+    @property
+    def arithmetic(self) -> str:
+        """``"adder"``, ``"shift"`` or ``"mac"`` for a weight stage."""
+        m = self.module
+        return "adder" if isinstance(m, _ADDER) else "shift" if isinstance(m, _SHIFT) else "mac"
 
 
 _SKIP = (nn.Identity, nn.Dropout)
@@ -89,9 +141,28 @@ def _leaves(model: nn.Module, prefix=""):
 
 
 def _unsupported(name, module, why=""):
-    supported = "AdderConv2d, AdderLinear, BatchNorm1d/2d, ReLU, MaxPool2d, Flatten"
+    supported = ("AdderConv2d, AdderLinear, ShiftConv2d, ShiftLinear, Conv2d, Linear, BatchNorm1d/2d, "
+                 "ReLU, MaxPool2d, Flatten")
     raise ir.ModelError(f"quantize: module {name!r} of type {type(module).__name__} is not supported"
                         f"{why} (supported: {supported})")
+
+
+def _pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def _check_conv(name, m: nn.Conv2d):
+    """An ``nn.Conv2d`` the integer conv can express: square stride and padding, no groups or dilation."""
+    stride, padding = _pair(m.stride), m.padding
+    if (isinstance(padding, str) or _pair(padding)[0] != _pair(padding)[1] or stride[0] != stride[1]
+            or _pair(m.dilation) != (1, 1) or m.groups != 1 or m.padding_mode != "zeros"):
+        _unsupported(name, m, " with these options: only equal stride and padding in both dimensions, "
+                              "zero padding, no dilation, groups=1")
+
+
+def _conv_geometry(m) -> tuple[int, int]:
+    """``(stride, padding)`` of a conv-type module as ints."""
+    return int(_pair(m.stride)[0]), int(_pair(m.padding)[0])
 
 
 def _parse(model: nn.Module) -> list[_Stage]:
@@ -99,46 +170,48 @@ def _parse(model: nn.Module) -> list[_Stage]:
     leaves = [(n, m) for n, m in _leaves(model) if not isinstance(m, _SKIP)]
     for name, m in leaves:
         last = stages[-1] if stages else None
-        if isinstance(m, (AdderConv2d, AdderLinear)):
-            stages.append(_Stage("adder", module=m))
+        if isinstance(m, _WEIGHT):
+            if isinstance(m, nn.Conv2d):
+                _check_conv(name, m)
+            stages.append(_Stage("weight", module=m))
         elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            want = nn.BatchNorm2d if (last and isinstance(last.module, AdderConv2d)) else nn.BatchNorm1d
-            if last is None or last.kind != "adder" or last.bn is not None or last.relu or not isinstance(m, want):
-                _unsupported(name, m, " here: a BatchNorm must directly follow an adder layer of matching rank")
+            want = nn.BatchNorm2d if (last and isinstance(last.module, _CONV)) else nn.BatchNorm1d
+            if last is None or last.kind != "weight" or last.bn is not None or last.relu or not isinstance(m, want):
+                _unsupported(name, m, " here: a BatchNorm must directly follow a weight layer of matching rank")
             if not m.track_running_stats or m.running_mean is None:
                 _unsupported(name, m, " without running statistics")
             last.bn = m
         elif isinstance(m, nn.ReLU):
-            if last is None or last.kind != "adder" or last.relu:
-                _unsupported(name, m, " here: a ReLU must follow an adder layer or its BatchNorm")
+            if last is None or last.kind != "weight" or last.relu:
+                _unsupported(name, m, " here: a ReLU must follow a weight layer or its BatchNorm")
             last.relu = True
         elif isinstance(m, nn.MaxPool2d):
             k, s = m.kernel_size, m.stride if m.stride is not None else m.kernel_size
-            pair = lambda v: v if isinstance(v, tuple) else (v, v)  # noqa: E731
-            if (pair(k)[0] != pair(k)[1] or pair(s) != pair(k) or pair(m.padding) != (0, 0)
-                    or pair(m.dilation) != (1, 1) or m.ceil_mode):
+            if (_pair(k)[0] != _pair(k)[1] or _pair(s) != _pair(k) or _pair(m.padding) != (0, 0)
+                    or _pair(m.dilation) != (1, 1) or m.ceil_mode):
                 _unsupported(name, m, " with these options: only square kernel = stride, no padding, floor mode")
-            stages.append(_Stage("pool", pool=int(pair(k)[0])))
+            stages.append(_Stage("pool", pool=int(_pair(k)[0])))
         elif isinstance(m, nn.Flatten):
             if m.start_dim != 1 or m.end_dim != -1:
                 _unsupported(name, m, " with start_dim/end_dim other than 1/-1")
             stages.append(_Stage("flatten"))
         else:
             _unsupported(name, m)
-    if not stages or not any(s.kind == "adder" for s in stages):
-        raise ir.ModelError("quantize: the model has no adder layer")
+    if not stages or not any(s.kind == "weight" for s in stages):
+        raise ir.ModelError("quantize: the model has no weight layer (adder, shift, conv or linear)")
     return stages
 
 
 @torch.no_grad()
 def _trace(stages: list[_Stage], x: torch.Tensor) -> list[dict]:
-    """Float tensors of every stage: input, the adder's raw output, and the stage output."""
+    """Float tensors of every stage: input, the weight layer's raw output (without a bias), the output."""
     out = []
     for st in stages:
         rec = {"in": x}
-        if st.kind == "adder":
+        if st.kind == "weight":
             a = st.module(x)
-            rec["acc"] = a
+            bias = getattr(st.module, "bias", None) if isinstance(st.module, _MAC) else None
+            rec["acc"] = a if bias is None else a - bias.reshape((1, -1) + (1,) * (a.dim() - 2))
             if st.bn is not None:
                 a = st.bn(a)
             if st.relu:
@@ -163,14 +236,63 @@ def _calib_max(t: torch.Tensor, percentile: float) -> float:
 
 
 def _bn_affine(st: _Stage, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(A_c, B_c)`` of ``z = A_c * acc + B_c``: BatchNorm folded, with a multiplier layer's bias."""
+    bias = getattr(st.module, "bias", None) if isinstance(st.module, _MAC) else None
+    bias = np.zeros(channels) if bias is None else bias.detach().double().numpy()
     if st.bn is None:
-        return np.ones(channels), np.zeros(channels)
+        return np.ones(channels), bias
     bn = st.bn
     var = bn.running_var.double().numpy()
     gamma = bn.weight.detach().double().numpy() if bn.affine else np.ones(channels)
     beta = bn.bias.detach().double().numpy() if bn.affine else np.zeros(channels)
     a = gamma / np.sqrt(var + bn.eps)
-    return a, beta - a * bn.running_mean.double().numpy()
+    return a, beta + a * (bias - bn.running_mean.double().numpy())
+
+
+def _input_scale(st: _Stage, a: float, signed: bool, act_bits: int, weight_bits: int) -> float:
+    """Scale of the tensor feeding weight stage ``st`` (see the module docstring)."""
+    top = (1 << (act_bits - 1)) - 1 if signed else (1 << act_bits) - 1
+    s = a / top
+    if st.arithmetic == "adder":
+        w = st.module.weight.detach().double().numpy()
+        w_top = float(np.abs(w).max()) if signed else float(w.max())
+        w_max = max(0.0, min(w_top, a))
+        s = max(s, w_max / ((1 << (weight_bits - 1)) - 1))
+    return s
+
+
+def _adder_weights(module, s_in: float, weight_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Integer adder weights on the input's scale, clipped, and the per-channel clipping offset."""
+    w_lim = (1 << (weight_bits - 1)) - 1
+    w_lo = -(1 << (weight_bits - 1))
+    w = module.weight.detach().double().numpy()
+    wq = np.round(w / s_in).astype(np.int64)
+    # Clipping a weight changes |x - w| by a constant while x stays on the same side of it (see the
+    # module docstring): acc_int = acc_true + offset, removed in the requantizer.
+    clipped = np.clip(wq, w_lo, w_lim)
+    offset = np.abs(wq - clipped).reshape(len(wq), -1).sum(axis=1)
+    return clipped, offset
+
+
+def _shift_weights(name: str, module) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(sign, shift, max_shift)`` of a shift layer: the integer weight ``sign << (p - pmin)``."""
+    sign, p = module.exported()
+    max_shift = module.pmax - module.pmin
+    if max_shift > 30:
+        raise ir.ModelError(f"quantize: shift layer {name!r} has prange ({module.pmin}, {module.pmax}), "
+                            f"{max_shift} shifts wide; the integer model allows at most 30")
+    return sign, (p - module.pmin).astype(np.int64), int(max_shift)
+
+
+def _mac_weights(module, weight_bits: int, per_channel: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric integer weights and the weight scale of every output channel."""
+    w_lim = (1 << (weight_bits - 1)) - 1
+    w = module.weight.detach().double().numpy()
+    flat = np.abs(w).reshape(len(w), -1)
+    peak = flat.max(axis=1) if per_channel else np.full(len(w), flat.max())
+    ws = np.where(peak > 0, peak / w_lim, 1.0)
+    wq = np.clip(np.round(w / ws.reshape((-1,) + (1,) * (w.ndim - 1))), -w_lim, w_lim).astype(np.int64)
+    return wq, ws
 
 
 # --------------------------------------------------------------------------- public API
@@ -178,12 +300,15 @@ def _bn_affine(st: _Stage, channels: int) -> tuple[np.ndarray, np.ndarray]:
 def quantize(model: nn.Module, x_calib: np.ndarray, act_bits: int = 8, weight_bits: int = 8,
              requant_terms: int = 3, name: str = "digits-adder", classes=None, *,
              x_test: np.ndarray | None = None, y_test: np.ndarray | None = None,
-             percentile: float = 100.0, score_bits: int = 16, mult_bits: int = 12) -> ir.Model:
+             percentile: float = 100.0, score_bits: int = 16, mult_bits: int = 12,
+             mac_per_channel: bool = True) -> ir.Model:
     """Quantize ``model`` (float, eval mode is set) to an :class:`hwgen.ir.Model`.
 
     ``x_calib``: float images ``(N, C, H, W)``, non-negative (the training images).  With
     ``x_test``/``y_test`` the float and integer test accuracies go into ``meta``.
-    Raises :class:`hwgen.ir.ModelError` for a module it cannot map.
+    ``weight_bits`` applies to adder and multiplier weights (shift weights are exact);
+    ``mac_per_channel`` picks one weight scale per output channel (else per layer) for
+    multiplier layers.  Raises :class:`hwgen.ir.ModelError` for a module it cannot map.
     """
     for label, v, lo, hi in (("act_bits", act_bits, 2, 16), ("weight_bits", weight_bits, 2, 16),
                              ("requant_terms", requant_terms, 1, 16), ("score_bits", score_bits, 2, 32),
@@ -201,33 +326,30 @@ def quantize(model: nn.Module, x_calib: np.ndarray, act_bits: int = 8, weight_bi
     model.eval()
     stages = _parse(model)
     trace = _trace(stages, torch.from_numpy(x_calib))
-    adders = [i for i, st in enumerate(stages) if st.kind == "adder"]
-    for i in adders[:-1]:
-        if not stages[i].relu:
-            raise ir.ModelError(f"quantize: adder layer {i} is not followed by a ReLU; only the last "
-                                f"adder layer may give signed outputs")
-    act_max = (1 << act_bits) - 1
-    w_lim = (1 << (weight_bits - 1)) - 1
-    w_lo = -(1 << (weight_bits - 1))
+    weights = [i for i, st in enumerate(stages) if st.kind == "weight"]
 
-    # Scale of every tensor that feeds an adder layer (its input scale = its weights' scale).
+    # Scale of every tensor that feeds a weight layer.  Its input is signed when the weight layer
+    # before it has no ReLU (the image, before the first, is unsigned).
     in_scale: dict[int, float] = {}
-    for i in adders:
-        a = _calib_max(trace[i]["in"], percentile)
-        w = stages[i].module.weight.detach().double().numpy()
-        w_max = max(0.0, min(float(w.max()), a))
-        s = max(a / act_max, w_max / w_lim)
+    signed_in: dict[int, bool] = {}
+    for k, i in enumerate(weights):
+        signed = k > 0 and not stages[weights[k - 1]].relu
+        x_in = trace[i]["in"]
+        a = _calib_max(x_in.abs() if signed else x_in, percentile)
+        s = _input_scale(stages[i], a, signed, act_bits, weight_bits)
         if s <= 0:
-            raise ir.ModelError(f"quantize: the input of adder layer {i} is all zero on the calibration images")
-        in_scale[i] = s
+            raise ir.ModelError(f"quantize: the input of weight layer {k} ({type(stages[i].module).__name__}) "
+                                f"is all zero on the calibration images")
+        in_scale[i], signed_in[i] = s, signed
 
     # The scale flowing through the stages: the input's, then each requantizer's.
-    first = adders[0]
+    first = weights[0]
     scale = in_scale[first]
     layers: list[ir.Layer] = []
     scales: list[float] = []
     csd_err: dict[str, float] = {}
     offsets: dict[str, list[int]] = {}
+    channel_scales: dict[str, list[float]] = {}
     counters = {"conv": 0, "dense": 0, "requant": 0, "pool": 0, "flatten": 0}
 
     def new_name(kind):
@@ -244,46 +366,56 @@ def quantize(model: nn.Module, x_calib: np.ndarray, act_bits: int = 8, weight_bi
             layers.append(ir.Flatten(name=new_name("flatten")))
             scales.append(scale)
             continue
-        # ---- adder layer
+        # ---- weight layer: integer weights and the real value of one accumulator LSB (per channel)
         s_in = in_scale[i]
         if not math.isclose(s_in, scale, rel_tol=1e-12):
             raise AssertionError(f"scale mismatch at stage {i}")  # the scale plan is one chain
-        w = st.module.weight.detach().double().numpy()
-        wq = np.round(w / s_in).astype(np.int64)
-        # Clipping a weight changes |x - w| by a constant while x stays on the same side of it:
-        # always below (x >= 0), above for every x <= w_lim (all calibrated activations when the
-        # weights set the scale).  acc_int = acc_true + offset, removed in the requantizer.
-        clipped = np.clip(wq, w_lo, w_lim)
-        offset = np.abs(wq - clipped).reshape(len(wq), -1).sum(axis=1)
-        wq = clipped
-        if isinstance(st.module, AdderConv2d):
-            layers.append(ir.AdderConv2d(name=new_name("conv"), weight=wq, stride=st.module.stride,
-                                         padding=st.module.padding))
+        m = st.module
+        is_conv = isinstance(m, _CONV)
+        lname = new_name("conv" if is_conv else "dense")
+        geometry = dict(zip(("stride", "padding"), _conv_geometry(m))) if is_conv else {}
+        if st.arithmetic == "adder":
+            wq, offset = _adder_weights(m, s_in, weight_bits)
+            layer = (ir.AdderConv2d if is_conv else ir.AdderDense)(name=lname, weight=wq, **geometry)
+            acc_scale = np.full(len(wq), s_in)
+            offsets[lname] = [int(v) for v in offset]
+            scales.append(s_in)
+        elif st.arithmetic == "shift":
+            sign, shift, max_shift = _shift_weights(lname, m)
+            layer = (ir.ShiftConv2d if is_conv else ir.ShiftDense)(name=lname, sign=sign, shift=shift,
+                                                                    max_shift=max_shift, **geometry)
+            acc_scale = np.full(len(sign), s_in * 2.0 ** m.pmin)
+            offset = np.zeros(len(sign), dtype=np.int64)
+            scales.append(s_in * 2.0 ** m.pmin)
         else:
-            layers.append(ir.AdderDense(name=new_name("dense"), weight=wq))
-        scales.append(s_in)
-        offsets[layers[-1].name] = [int(v) for v in offset]
+            wq, ws = _mac_weights(m, weight_bits, mac_per_channel)
+            layer = (ir.Conv2d if is_conv else ir.Dense)(name=lname, weight=wq, **geometry)
+            acc_scale = s_in * ws
+            offset = np.zeros(len(wq), dtype=np.int64)
+            channel_scales[lname] = [float(v) for v in ws]
+            scales.append(s_in)
+        layers.append(layer)
 
         # ---- requantizer: BatchNorm folded, ReLU fused
-        channels = wq.shape[0]
+        channels = len(acc_scale)
         a_c, b_c = _bn_affine(st, channels)
-        last = i == adders[-1]
-        z = trace[i]["out"]
+        last = i == weights[-1]
+        relu = st.relu
         if last:
             out_bits = score_bits
-            relu = st.relu
             top = (1 << out_bits) - 1 if relu else (1 << (out_bits - 1)) - 1
-            s_out = max(_calib_max(z.abs(), 100.0), 1e-12) / (0.75 * top)
+            s_out = max(_calib_max(trace[i]["out"].abs(), 100.0), 1e-12) / (0.75 * top)
         else:
-            out_bits, relu = act_bits, True
-            nxt = next(j for j in adders if j > i)
+            out_bits = act_bits
+            nxt = next(j for j in weights if j > i)
+            assert signed_in[nxt] == (not relu)
             s_out = in_scale[nxt]
-        ratio = a_c * s_in / s_out
+        ratio = a_c * acc_scale / s_out
         r_max = float(np.abs(ratio).max())
         shift = 1 if r_max == 0 else mult_bits - 1 - math.floor(math.log2(r_max))
         shift = int(min(62, max(1, shift)))
         mult_exact = ratio * 2.0 ** shift
-        mult = np.array([csd_round(int(round(m)), requant_terms) for m in mult_exact], dtype=np.int64)
+        mult = np.array([csd_round(int(round(v)), requant_terms) for v in mult_exact], dtype=np.int64)
         # Rescale the BatchNorm bias by the rounded multiplier: the channel's error is then a pure scale.
         gain = np.where(mult_exact != 0, mult / np.where(mult_exact != 0, mult_exact, 1.0), 1.0)
         bias = (np.round(b_c / s_out * gain * 2.0 ** shift).astype(np.int64)
@@ -306,6 +438,8 @@ def quantize(model: nn.Module, x_calib: np.ndarray, act_bits: int = 8, weight_bi
         "adder_offsets": offsets,
         "calibration_images": int(len(x_calib)),
     }
+    if channel_scales:
+        meta["channel_scales"] = channel_scales
     qmodel = ir.Model(name=name, input_shape=(c, h, w), input_bits=act_bits,
                       input_scale=float(in_scale[first]), layers=layers,
                       classes=list(classes) if classes is not None else [], meta=meta)
@@ -330,13 +464,15 @@ def float_reference(model: nn.Module, x_float: np.ndarray) -> list[np.ndarray]:
 
     Entry ``i`` is the real-valued counterpart of integer layer ``i``; multiply the integer
     output by ``meta["layer_scales"][i]`` to compare.  For an adder layer (the raw l1 output)
-    first subtract ``meta["adder_offsets"][name]`` per output channel (the clipped weights).
+    first subtract ``meta["adder_offsets"][name]`` per output channel (the clipped weights); for
+    a multiplier layer also multiply channel ``c`` by ``meta["channel_scales"][name][c]`` (its
+    entry is the weighted sum without the bias, which the requantizer adds).
     """
     model.eval()
     stages = _parse(model)
     out = []
     for st, rec in zip(stages, _trace(stages, torch.as_tensor(np.array(x_float, dtype=np.float32)))):
-        if st.kind == "adder":
+        if st.kind == "weight":
             out.append(rec["acc"].double().numpy())
         out.append(rec["out"].double().numpy())
     return out

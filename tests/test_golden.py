@@ -65,3 +65,25 @@ def test_run_checks_input_and_ranges():
         golden.run(m, x + 16)
     with pytest.raises(ValueError, match="shape"):
         golden.run(m, x[:, :1])
+
+
+def test_right_shift_of_negative_numbers_is_floor():
+    """The documented rounding: ``>>`` of a negative number rounds toward minus infinity, as the
+    hardware's two's-complement arithmetic shift (not toward zero)."""
+    layer = ir.Requant("r", mult=np.array([1]), bias=np.array([0]), shift=2, out_bits=8, relu=False)
+    x = np.array([[-9], [-8], [-7], [-1], [0], [1], [7]])
+    np.testing.assert_array_equal(golden.requant(layer, x).ravel(), [-3, -2, -2, -1, 0, 0, 1])
+    np.testing.assert_array_equal(golden.requant(layer, x).ravel(), np.floor(x.ravel() / 4).astype(int))
+
+
+def test_shift_layer_with_negative_inputs_equals_multiplier():
+    """Signed inputs (after a requantizer without ReLU): the left shifts stay exact."""
+    rng = np.random.default_rng(5)
+    sign, shift = rng.integers(-1, 2, (4, 30)), rng.integers(0, 8, (4, 30))
+    x = rng.integers(-128, 128, (20, 30))
+    x[0] = -128
+    np.testing.assert_array_equal(golden.shift_matrix(x, sign, shift), golden.mac_matrix(x, sign << shift))
+    layer = ir.ShiftDense("d", sign=sign, shift=shift, max_shift=7)
+    lo, hi = layer.out_range(-128, 127)
+    y = golden.execute(layer, x)
+    assert lo <= y.min() and y.max() <= hi

@@ -86,3 +86,57 @@ def test_bad_models_are_refused(tmp_path):
     (tmp_path / "model.npz").write_bytes(b"garbage")
     with pytest.raises(ir.ModelError, match="NumPy archive"):
         ir.Model.load(tmp_path)
+
+
+def _write_hand_model(directory, weight_name="weight", conv_weight=None, extra=None):
+    """A model written by hand, as a user would: JSON manifest plus an .npz with a plain weight."""
+    conv_weight = (np.array([[[[1, -2, 0], [4, 0, -1], [0, 8, 0]]], [[[0, 0, 1], [2, 0, 0], [-4, 0, 0]]]])
+                   if conv_weight is None else conv_weight)
+    doc = {"format": ir.FORMAT, "version": ir.FORMAT_VERSION, "name": "hand", "input_shape": [1, 4, 4],
+           "input_bits": 8, "input_scale": 1 / 255, "classes": [],
+           "layers": [{"kind": "shift_conv2d", "name": "conv0", "stride": 1, "padding": 1, "max_shift": 7},
+                      {"kind": "requant", "name": "requant0", "shift": 4, "out_bits": 8, "relu": True},
+                      {"kind": "flatten", "name": "flatten0"},
+                      {"kind": "shift_dense", "name": "dense0", "max_shift": 3},
+                      {"kind": "requant", "name": "requant1", "shift": 0, "out_bits": 16, "relu": False}]}
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "model.json").write_text(json.dumps(doc))
+    arrays = {f"0.{weight_name}": conv_weight, "1.mult": np.array([3, 5]), "1.bias": np.array([8, 8]),
+              "3.weight": np.array([[1, 0, -8] * 10 + [2, 2], [0, 4, 1] * 10 + [-1, 0]]),
+              "4.mult": np.array([1, 1]), "4.bias": np.array([0, 0]), **(extra or {})}
+    np.savez(directory / "model.npz", **arrays)
+    return directory
+
+
+def test_hand_written_shift_layers_given_as_weight(tmp_path):
+    m = ir.Model.load(_write_hand_model(tmp_path / "ok"))
+    conv, dense = m.layers[0], m.layers[3]
+    assert (conv.kind, conv.max_shift, dense.max_shift) == ("shift_conv2d", 7, 3)
+    np.testing.assert_array_equal(conv.weight, [[[[1, -2, 0], [4, 0, -1], [0, 8, 0]]],
+                                                [[[0, 0, 1], [2, 0, 0], [-4, 0, 0]]]])
+    np.testing.assert_array_equal(conv.shift[0, 0], [[0, 1, 0], [2, 0, 0], [0, 3, 0]])
+    x = np.random.default_rng(0).integers(0, 256, (4, 1, 4, 4))
+    # Saved again, it holds sign and shift, and computes the same.
+    again = ir.Model.load(m.save(tmp_path / "again"))
+    with np.load(tmp_path / "again" / "model.npz") as data:
+        assert {"0.sign", "0.shift", "3.sign", "3.shift"} <= set(data.files) and "0.weight" not in data.files
+    np.testing.assert_array_equal(golden.run(m, x).scores, golden.run(again, x).scores)
+
+
+def test_hand_written_non_power_of_two_is_refused(tmp_path):
+    bad = np.zeros((2, 1, 3, 3), dtype=np.int64)
+    bad[1, 0, 2, 1] = 3
+    with pytest.raises(ir.ModelError) as e:
+        ir.Model.load(_write_hand_model(tmp_path / "a", conv_weight=bad))
+    assert str(e.value) == "conv0: weight[1, 0, 2, 1] = 3 is not a signed power of two (0 or ±2**p, 0 <= p <= 7)"
+    big = np.zeros((2, 1, 3, 3), dtype=np.int64)
+    big[0, 0, 0, 0] = -256
+    with pytest.raises(ir.ModelError, match=r"conv0: weight\[0, 0, 0, 0\] = -256 .*raise max_shift to 8"):
+        ir.Model.load(_write_hand_model(tmp_path / "b", conv_weight=big))
+    with pytest.raises(ir.ModelError, match=r"conv0\.weight: expected an integer array, got dtype float64"):
+        ir.Model.load(_write_hand_model(tmp_path / "c", conv_weight=np.full((2, 1, 3, 3), 0.5)))
+    with pytest.raises(ir.ModelError, match=r"layer 0 \(shift_conv2d\): the .npz gives both 'weight' and 'sign'"):
+        ir.Model.load(_write_hand_model(tmp_path / "d", extra={"0.sign": np.ones((2, 1, 3, 3), int)}))
+    with pytest.raises(ir.ModelError, match=r"layer 0 \(shift_conv2d\): array 'sign' missing from the .npz "
+                                            r"\(or give 'weight'\)"):
+        ir.Model.load(_write_hand_model(tmp_path / "e", weight_name="wrong"))

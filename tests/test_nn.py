@@ -277,9 +277,44 @@ def test_save_refuses_non_plain_metadata(tmp_path):
 def test_embedded_checkpoint():
     path = embedded_checkpoint()
     assert path.name == "digits_adder.pt" and path.stat().st_size < 1_000_000
+    assert embedded_checkpoint("adder") == path
     model, info = load_checkpoint(path)
     assert info["arch"] == "adder"
     _, _, x_te, y_te = data.digits()
     acc = evaluate(model, x_te, y_te)
     assert acc >= 0.95
     assert acc == pytest.approx(info["metrics"]["test_accuracy"])
+
+
+@pytest.mark.parametrize("arch", ["shift", "shiftadd", "conv"])
+def test_embedded_checkpoints_of_other_archs(arch):
+    path = embedded_checkpoint(arch)
+    assert path.name == f"digits_{arch}.pt" and path.stat().st_size < 1_000_000
+    model, info = load_checkpoint(path)
+    assert info["arch"] == arch and info["config"] == default_config(arch)  # the default recipe
+    assert info["metrics"]["seed"] == 0 and info["metrics"]["epochs"] == 100
+    _, _, x_te, y_te = data.digits()
+    acc = evaluate(model, x_te, y_te)
+    assert acc >= 0.95
+    assert acc == pytest.approx(info["metrics"]["test_accuracy"])
+
+
+def test_embedded_checkpoint_unknown_arch():
+    for arch in ("transformer", "../adder", ""):
+        with pytest.raises(CheckpointError, match="no embedded checkpoint for architecture") as e:
+            embedded_checkpoint(arch)
+        assert "\n" not in str(e.value)
+    with pytest.raises(CheckpointError, match="shipped: adder, conv, shift, shiftadd"):
+        embedded_checkpoint("transformer")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["shift", "shiftadd", "conv"])
+def test_shipped_checkpoints_are_reproduced(arch, tmp_path):
+    """The default recipe with seed 0 gives the shipped weights bit for bit."""
+    m = train(arch, seed=0, out=tmp_path / "m.pt", progress=False)
+    mine, _ = load_checkpoint(tmp_path / "m.pt")
+    shipped, info = load_checkpoint(embedded_checkpoint(arch))
+    assert m["test_accuracy"] == info["metrics"]["test_accuracy"]
+    for k, v in shipped.state_dict().items():
+        assert torch.equal(v, mine.state_dict()[k]), k

@@ -1,4 +1,5 @@
-"""Shift layers (DeepShift): PyTorch training forms, integer IR layers, golden executor, archs."""
+"""Shift layers (DeepShift) and ShiftAddNet: PyTorch training forms, integer IR layers (from sign and
+shift, or from a power-of-two weight), golden executor, archs, freezing."""
 
 import math
 
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 from hwgen import golden, ir
+from hwgen.nn import AdderConv2d, AdderLinear, load_checkpoint
 from hwgen.nn.models import archs, build_model, default_config
 from hwgen.nn.shift import ShiftConv2d, ShiftLinear, round_power_of_two
 from hwgen.nn.train import train
@@ -120,6 +122,45 @@ def test_ir_validation_errors():
     assert "\n" not in str(pytest.raises(ir.ModelError, ir.ShiftDense, "d", sign=s * 2, shift=s).value)
 
 
+def test_from_weight_splits_signed_powers_of_two():
+    rng = np.random.default_rng(4)
+    sign, shift = _shift_arrays(rng, (3, 2, 3, 3), 7).values()
+    w = sign << shift
+    layer = ir.ShiftConv2d.from_weight("conv0", w, max_shift=7, padding=1, stride=2)
+    assert (layer.padding, layer.stride, layer.max_shift) == (1, 2, 7)
+    np.testing.assert_array_equal(layer.weight, w)
+    np.testing.assert_array_equal(layer.sign, np.sign(w))
+    np.testing.assert_array_equal(layer.shift[w != 0], shift[w != 0])
+    assert (layer.shift[w == 0] == 0).all()
+    dense = ir.ShiftDense.from_weight("d", np.array([[0, 1, -1, 2, -128, 1 << 30]]), max_shift=30)
+    assert dense.shift.tolist() == [[0, 0, 0, 1, 7, 30]] and dense.sign.tolist() == [[0, 1, -1, 1, -1, 1]]
+
+
+@pytest.mark.parametrize("value,index,hint", [(3, (3, 0, 1, 2), ""), (-6, (0, 1, 2, 0), ""),
+                                               (256, (2, 1, 0, 0), "; raise max_shift to 8"),
+                                               (-(1 << 62), (1, 0, 0, 1), "; raise max_shift to 62"),
+                                               (np.iinfo(np.int64).min, (0, 0, 0, 0), "")])
+def test_from_weight_refuses_non_powers_of_two(value, index, hint):
+    w = np.ones((4, 2, 3, 3), dtype=np.int64) * 4
+    w[index] = value
+    with pytest.raises(ir.ModelError) as e:
+        ir.ShiftConv2d.from_weight("conv0", w, max_shift=7)
+    idx = ", ".join(map(str, index))
+    assert str(e.value) == (f"conv0: weight[{idx}] = {value} is not a signed power of two "
+                            f"(0 or ±2**p, 0 <= p <= 7){hint}")
+
+
+def test_from_weight_other_errors():
+    with pytest.raises(ir.ModelError, match="expected an integer array"):
+        ir.ShiftDense.from_weight("d", np.array([[0.5, 1.0]]))
+    with pytest.raises(ir.ModelError, match="expected 4 dimensions"):
+        ir.ShiftConv2d.from_weight("c", np.ones((2, 3), int))
+    with pytest.raises(ir.ModelError, match=r"max_shift must be an integer in \[0, 30\]"):
+        ir.ShiftDense.from_weight("d", np.ones((2, 3), int), max_shift=40)
+    with pytest.raises(ir.ModelError, match=r"weight\[0, 1\] = 2 .*0 <= p <= 0\); raise max_shift to 1"):
+        ir.ShiftDense.from_weight("d", np.array([[1, 2]]), max_shift=0)
+
+
 def _shift_model(seed=0):
     rng = np.random.default_rng(seed)
     return ir.Model("s", (2, 5, 5), 8, 1 / 255, [
@@ -202,7 +243,7 @@ def test_value_range_is_exact_by_brute_force():
 # --------------------------------------------------------------------------- archs and training
 
 def test_archs_are_registered():
-    assert {"adder", "shift", "conv"} <= set(archs())
+    assert {"adder", "shift", "shiftadd", "conv"} <= set(archs())
     assert default_config("shift")["mode"] == "ps" and default_config("shift")["prange"] == [-7, 0]
     shift = build_model("shift", mode="q")
     types = [type(m) for m in shift]
@@ -217,7 +258,61 @@ def test_archs_are_registered():
         build_model("shift", eta=0.1)
 
 
-@pytest.mark.parametrize("arch,config", [("shift", {}), ("shift", {"mode": "q"}), ("conv", {})])
+@pytest.mark.parametrize("arch,config", [("shift", {}), ("shift", {"mode": "q"}), ("conv", {}),
+                                         ("shiftadd", {}), ("shiftadd", {"freeze": "shift", "mode": "q"})])
 def test_three_epochs_learn(arch, config):
     m = train(arch=arch, epochs=3, seed=0, progress=False, config=config)
     assert m["test_accuracy"] > 0.5 and m["arch"] == arch
+
+
+# --------------------------------------------------------------------------- ShiftAddNet
+
+
+def test_shiftadd_structure():
+    cfg = default_config("shiftadd")
+    assert cfg == {"channels": [8, 16], "in_channels": 1, "input_size": 8, "num_classes": 10, "mode": "ps",
+                   "prange": [-7, 0], "eta": 0.1, "add_kernel": 1, "freeze": "none"}
+    model = build_model("shiftadd")
+    types = [type(m) for m in model]
+    nn = torch.nn
+    assert types == [ShiftConv2d, AdderConv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d,
+                     ShiftConv2d, AdderConv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d,
+                     nn.Flatten, ShiftLinear, AdderLinear, nn.BatchNorm1d]
+    assert (model[0].in_channels, model[0].out_channels, model[0].kernel_size) == (1, 8, 3)
+    assert (model[1].in_channels, model[1].out_channels, model[1].kernel_size, model[1].padding) == (8, 8, 1, 0)
+    assert (model[11].in_features, model[11].out_features, model[12].in_features) == (64, 10, 10)
+    assert model.eval()(torch.rand(2, 1, 8, 8)).shape == (2, 10)
+    k3 = build_model("shiftadd", add_kernel=3, mode="q", prange=[-4, 1], eta=None)
+    assert (k3[1].kernel_size, k3[1].padding, k3[1].eta, k3[0].mode, k3[0].pmax) == (3, 1, None, "q", 1)
+    assert k3.eval()(torch.rand(2, 1, 8, 8)).shape == (2, 10)
+    for bad, match in (({"freeze": "both"}, "freeze must be one of none, shift, add"),
+                       ({"add_kernel": 2}, "add_kernel must be an odd integer"),
+                       ({"mode": "x"}, "mode must be one of ps, q")):
+        with pytest.raises(ValueError, match=match) as e:
+            build_model("shiftadd", **bad)
+        assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("freeze", ["none", "shift", "add"])
+def test_shiftadd_freeze_really_freezes(freeze, tmp_path):
+    model = build_model("shiftadd", freeze=freeze)
+    frozen_types = {"none": (), "shift": (ShiftConv2d, ShiftLinear), "add": (AdderConv2d, AdderLinear)}[freeze]
+    for m in model.modules():
+        for p in m.parameters(recurse=False):
+            assert p.requires_grad == (not isinstance(m, frozen_types))
+    # One epoch of the real training loop (45 SGD steps), from the same initial weights.
+    torch.manual_seed(0)
+    before = {k: v.clone() for k, v in build_model("shiftadd", freeze=freeze).state_dict().items()}
+    train("shiftadd", epochs=1, seed=0, out=tmp_path / "m.pt", progress=False, config={"freeze": freeze})
+    after, info = load_checkpoint(tmp_path / "m.pt")
+    assert info["config"]["freeze"] == freeze
+    for m_name, m in after.named_children():
+        if not isinstance(m, (ShiftConv2d, ShiftLinear, AdderConv2d, AdderLinear)):
+            continue
+        for p_name, p in m.named_parameters(recurse=False):
+            key = f"{m_name}.{p_name}"
+            assert not p.requires_grad if isinstance(m, frozen_types) else p.requires_grad  # after loading too
+            if isinstance(m, frozen_types):
+                assert torch.equal(p.detach(), before[key]), key
+            else:
+                assert not torch.equal(p.detach(), before[key]), key

@@ -22,7 +22,8 @@ __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "embedded_ch
 
 FORMAT = "hwgen-checkpoint"
 VERSION = 1
-_EMBEDDED = Path(__file__).resolve().parent.parent / "models" / "digits_adder.pt"
+_MODELS = Path(__file__).resolve().parent.parent / "models"
+_EMBEDDED = _MODELS / "digits_adder.pt"
 
 
 class CheckpointError(ValueError):
@@ -118,8 +119,18 @@ def load_checkpoint(path) -> tuple[nn.Module, dict]:
     return model, info
 
 
-def embedded_checkpoint() -> Path:
-    """Path of the digits AdderNet shipped with hwgen (trained by :func:`hwgen.nn.train.train`)."""
-    if not _EMBEDDED.is_file():
-        raise CheckpointError(f"{_EMBEDDED}: the embedded checkpoint is missing from this installation")
-    return _EMBEDDED
+def embedded_checkpoint(arch: str = "adder") -> Path:
+    """Path of the digits model of ``arch`` shipped with hwgen, ``hwgen/models/digits_<arch>.pt``.
+
+    Shipped: ``adder`` (the default), ``shift`` (DeepShift-PS), ``shiftadd`` and ``conv``, each trained
+    by :func:`hwgen.nn.train.train` with the default recipe and seed 0.
+    """
+    if not isinstance(arch, str) or not arch.replace("_", "").isalnum():
+        raise CheckpointError(f"no embedded checkpoint for architecture {arch!r}")
+    path = _MODELS / f"digits_{arch}.pt"
+    if not path.is_file():
+        shipped = sorted(p.stem[len("digits_"):] for p in _MODELS.glob("digits_*.pt"))
+        if arch == "adder" or arch in shipped:
+            raise CheckpointError(f"{path}: the embedded checkpoint is missing from this installation")
+        raise CheckpointError(f"no embedded checkpoint for architecture {arch!r}; shipped: {', '.join(shipped)}")
+    return path

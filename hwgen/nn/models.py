@@ -2,7 +2,10 @@
 
 Every architecture is a flat :class:`torch.nn.Sequential` of plain module types, so the
 quantizer (:mod:`hwgen.quant`) can walk it layer by layer.  A configuration holds only JSON
-values (ints, floats, lists), because it is stored in checkpoints.
+values (ints, floats, strings, lists, null), because it is stored in checkpoints.
+
+The digits architectures share one shape (:func:`_digits_net`): ``adder`` (AdderNet), ``shift``
+(DeepShift), ``shiftadd`` (ShiftAddNet) and ``conv`` (the multiplier baseline).
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from torch import nn
 from .adder import DEFAULT_ETA, AdderConv2d, AdderLinear
 from .shift import DEFAULT_PRANGE, ShiftConv2d, ShiftLinear
 
-__all__ = ["build_model", "register_arch", "archs", "default_config"]
+__all__ = ["build_model", "register_arch", "archs", "default_config", "FREEZE"]
+
+FREEZE = ("none", "shift", "add")  # the shiftadd arch's ``freeze`` options
 
 _ARCHS: dict[str, tuple[Callable[..., nn.Module], dict]] = {}
 
@@ -66,7 +71,8 @@ def _adder(channels, in_channels, input_size, num_classes, eta):
 def _digits_net(conv, dense, channels, in_channels, input_size, num_classes):
     """Two (conv 3×3 pad 1 → BN → ReLU → max-pool 2) blocks, flatten, dense, BN1d.
 
-    ``conv(c_in, c_out)`` and ``dense(k, o)`` build the weight layers; the same shape as "adder".
+    ``conv(c_in, c_out)`` and ``dense(k, o)`` build the weight layers: a module, or a list of
+    modules applied in turn (kept flat in the Sequential); the same shape as "adder".
     """
     channels = list(channels)
     if not channels or any(not isinstance(c, int) or c < 1 for c in channels):
@@ -77,10 +83,14 @@ def _digits_net(conv, dense, channels, in_channels, input_size, num_classes):
     for c in channels:
         if size < 2:
             raise ValueError(f"{len(channels)} pooling blocks are too many for a {input_size}×{input_size} input")
-        layers += [conv(c_in, c), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2)]
+        layers += [*_as_list(conv(c_in, c)), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2)]
         c_in, size = c, size // 2
-    layers += [nn.Flatten(), dense(c_in * size * size, num_classes), nn.BatchNorm1d(num_classes)]
+    layers += [nn.Flatten(), *_as_list(dense(c_in * size * size, num_classes)), nn.BatchNorm1d(num_classes)]
     return nn.Sequential(*layers)
+
+
+def _as_list(built) -> list[nn.Module]:
+    return list(built) if isinstance(built, (list, tuple)) else [built]
 
 
 @register_arch("shift", {"channels": [8, 16], "in_channels": 1, "input_size": 8, "num_classes": 10,
@@ -101,3 +111,45 @@ def _conv(channels, in_channels, input_size, num_classes):
     return _digits_net(lambda i, o: nn.Conv2d(i, o, 3, padding=1, bias=False),
                        lambda k, o: nn.Linear(k, o, bias=False),
                        channels, in_channels, input_size, num_classes)
+
+
+@register_arch("shiftadd", {"channels": [8, 16], "in_channels": 1, "input_size": 8, "num_classes": 10,
+                            "mode": "ps", "prange": list(DEFAULT_PRANGE), "eta": DEFAULT_ETA,
+                            "add_kernel": 1, "freeze": "none"})
+def _shiftadd(channels, in_channels, input_size, num_classes, mode, prange, eta, add_kernel, freeze):
+    """The digits net of "adder" with ShiftAddNet blocks (You et al., "ShiftAddNet: A
+    Hardware-Inspired Deep Network", NeurIPS 2020).
+
+    Every conv becomes a shift conv 3×3 (``c_in → c``, DeepShift ``mode``/``prange``) followed
+    directly, with no BatchNorm or ReLU between, by an adder conv (``c → c``, ``add_kernel``,
+    zero padding ``add_kernel // 2`` so the size is kept), then BN → ReLU → max-pool 2; the dense
+    becomes ShiftLinear(k → classes) followed directly by AdderLinear(classes → classes), then BN1d.
+
+    ``freeze``: ``"none"`` trains both parts; ``"shift"`` keeps the shift layers at their random
+    initialisation and ``"add"`` the adder layers (their parameters get ``requires_grad=False``
+    and :func:`hwgen.nn.train.train` leaves them out of the optimizer).  The paper reports that
+    fixed shift layers keep the accuracy (its "ShiftAddNet (fixed shift)").
+
+    Same as the paper's code: the block ``nn.Sequential(SEConv2d shift conv, Adder2D)`` with no
+    BatchNorm between; a 1×1 adder after the 3×3 shift conv as in its small-CNN model
+    (``add_kernel=1``; its ResNet-20 uses a 3×3 adder: ``add_kernel=3``); the adder's adaptive
+    learning rate ``eta``; freezing one part.  Not the same: the shift layers are DeepShift
+    PS/Q (:mod:`hwgen.nn.shift`) rather than the paper's SEConv2d with weight sparsification
+    thresholds; no residual connections; the dense head is also a shift → adder pair.
+    With the defaults it has 1,864 shift and 420 adder weights.
+    """
+    if freeze not in FREEZE:
+        raise ValueError(f"shiftadd: freeze must be one of {', '.join(FREEZE)}, got {freeze!r}")
+    if not isinstance(add_kernel, int) or isinstance(add_kernel, bool) or add_kernel < 1 or add_kernel % 2 == 0:
+        raise ValueError(f"shiftadd: add_kernel must be an odd integer >= 1 (the size is kept), got {add_kernel!r}")
+    model = _digits_net(
+        lambda i, o: [ShiftConv2d(i, o, 3, padding=1, mode=mode, prange=prange),
+                      AdderConv2d(o, o, add_kernel, padding=add_kernel // 2, eta=eta)],
+        lambda k, o: [ShiftLinear(k, o, mode=mode, prange=prange), AdderLinear(o, o, eta=eta)],
+        channels, in_channels, input_size, num_classes)
+    frozen = {"none": (), "shift": (ShiftConv2d, ShiftLinear), "add": (AdderConv2d, AdderLinear)}[freeze]
+    for m in model.modules():
+        if frozen and isinstance(m, frozen):
+            for p in m.parameters():
+                p.requires_grad_(False)
+    return model

@@ -2,10 +2,11 @@
 
 The recipe follows the AdderNet paper: SGD with momentum 0.9 and a cosine learning-rate
 schedule, the adaptive per-layer learning rate of the adder layers (``eta`` in the model
-config), cross-entropy.  Augmentation: each training image is shifted by a random
-``(dy, dx)`` in ``{-1, 0, 1}²`` (zero fill), drawn from a seeded generator.  The same seed
-gives the same weights (``torch.use_deterministic_algorithms`` is on and one thread is used
-while training).
+config), cross-entropy.  Parameters with ``requires_grad=False`` (the frozen part of a
+``shiftadd`` model) are not given to the optimizer.  Augmentation: each training image is
+shifted by a random ``(dy, dx)`` in ``{-1, 0, 1}²`` (zero fill), drawn from a seeded generator.
+The same seed gives the same weights (``torch.use_deterministic_algorithms`` is on and one
+thread is used while training).
 """
 
 from __future__ import annotations
@@ -83,7 +84,9 @@ def train(arch: str = "adder", epochs: int | None = None, seed: int = 0, out=Non
         xt = torch.as_tensor(np.array(x_tr))
         yt = torch.as_tensor(np.array(y_tr))
         steps_per_epoch = (len(xt) + hp["batch_size"] - 1) // hp["batch_size"]
-        opt = torch.optim.SGD(model.parameters(), lr=hp["lr"], momentum=hp["momentum"],
+        # Frozen parameters (shiftadd's ``freeze``) stay out of the optimizer: no weight decay, no momentum.
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.SGD(trainable, lr=hp["lr"], momentum=hp["momentum"],
                               weight_decay=hp["weight_decay"], nesterov=True)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp["lr"], epochs=hp["epochs"],
                                                     steps_per_epoch=steps_per_epoch, pct_start=0.15)
