@@ -54,6 +54,29 @@ def _last_line(log: Path) -> str:
     return lines[-1] if lines else ""
 
 
+def _IcarusVCD():
+    """cocotb's Icarus runner, with waves written as VCD by a Verilog-2005 dump module.
+
+    cocotb 2's own dump module declares a SystemVerilog ``string`` (rejected under the
+    ``-g2005`` hwgen needs, see :func:`simulate`), and its ``vvp`` call asks for FST, which the
+    switching-activity reader of :mod:`hwgen.energy` does not read.  Both come from two
+    methods of the runner, overridden here.
+    """
+    from cocotb_tools.runner import Icarus
+
+    class IcarusVCD(Icarus):
+        def _create_iverilog_dump_file(self) -> None:
+            path = str(self.build_dir / f"{self.hdl_toplevel}.vcd").replace("\\", "/")
+            with open(self.iverilog_dump_file, "w") as f:
+                f.write(f"module cocotb_iverilog_dump;\ninitial begin\n  $dumpfile(\"{path}\");\n"
+                        f"  $dumpvars(0, {self.hdl_toplevel});\nend\nendmodule\n")
+
+        def _test_command(self):
+            return [["-vcd" if arg == "-fst" else arg for arg in cmd] for cmd in super()._test_command()]
+
+    return IcarusVCD()
+
+
 def _check_build_dir(build: Path) -> dict:
     from .flow import read_manifest
 
@@ -128,7 +151,7 @@ def simulate(build_dir, simulator: str = "icarus", images: int | None = 16, back
 
     t0 = time.perf_counter()
     with _environ(env):
-        runner = get_runner(simulator)
+        runner = _IcarusVCD() if simulator == "icarus" else get_runner(simulator)
         try:
             runner.build(sources=[verilog], hdl_toplevel=top, build_dir=sim_dir, timescale=("1ns", "1ps"),
                          build_args=build_args, waves=waves, always=simulator == "icarus", log_file=None if verbose else build_log)

@@ -1,0 +1,424 @@
+"""The report of one build or of several compared builds: ``report.json``, ``report.md``, ``report.html``.
+
+:func:`write_report` takes one build folder, or a list of compared variants (conv / adder /
+shift / shift-add versions of a network), gathers what each build's stages wrote, adds the
+energy estimates of :mod:`hwgen.energy`, and writes three files into ``out_dir``:
+
+``report.json``   machine-readable, schema below (merged into an existing file: the ``synth``
+                  summary that :func:`hwgen.synth.synthesize` keeps there survives)
+``report.md``     Markdown tables, every figure with its source
+``report.html``   the same, self-contained: plots are inline base64 PNGs (matplotlib, Agg
+                  backend), no external file, script or style sheet
+
+Every number carries its source: the tool report file and key it was read from, or the module
+and the sourced constants it was computed with (see :mod:`hwgen.energy`).
+
+Schema (``"schema": "hwgen-report", "version": 1``)::
+
+    {
+      "schema": "hwgen-report", "version": 1,
+      "title": str, "device": str | null,
+      "variants": [{
+        "name": str, "build_dir": str | null,
+        "accuracy":     {"value": float | null, "images": int | null, "source": str},
+        "sim_accuracy": {"value": float | null, "images": int | null, "simulator": str, "source": str} | null,
+        "synth": {"device": str, "logic_cells": int, "luts": int, "ffs": int, "brams": int, "dsps": int,
+                  "fmax_mhz": float | null, "modules": {engine: {"luts": int, ...}} | null,
+                  "source": str} | null,
+        "energy_ops": {"total_pj": float, "pj_by_op": {op: pJ}, "ops_by_type": {op: count},
+                       "layers": [{"layer", "kind", "pj", "pj_by_op", "by_type"}],
+                       "source": str, "constants": {op: source}} | null,
+        "energy_fpga": {"total_pj": float, "pj_by_part": {part: pJ}, "power_mw": float,
+                        "engines": [{"engine", "layers", "activity", "cells", "pj"}],
+                        "source": str, "inputs": {...}, "coefficients": {...}} | null,
+        "notes": [str]        # why a part is missing
+      }],
+      "figures": [{"id": str, "title": str, "file": str, "sources": [str]}],
+      "estimates": str        # the caveat that every energy figure is an estimate
+    }
+
+A variant given as a dict may carry its figures directly (``name``, ``accuracy``, ``synth``,
+``energy_ops``, ``energy_fpga`` in the shapes above, each with its ``source``) or point at a
+build folder with ``build_dir``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import energy, ir
+from .util import atomic_write, atomic_write_json
+
+__all__ = ["SCHEMA", "VERSION", "collect_build", "write_report", "pareto_front"]
+
+SCHEMA = "hwgen-report"
+VERSION = 1
+
+ESTIMATES = ("Energy figures are estimates: the op-count figure prices the arithmetic with published 45 nm "
+             "per-operation energies; the FPGA figure combines simulated switching activity, synthesis "
+             "utilization and a coefficient model. Neither is a measurement.")
+
+
+class ReportError(ValueError):
+    """A report that cannot be written (no build, nothing to report); one line."""
+
+
+# --------------------------------------------------------------------------- collecting
+
+def _load(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def collect_build(build_dir, device: str | None = None, name: str | None = None, vcd=None) -> dict:
+    """One variant of the report from a build folder (see the schema in the module docstring)."""
+    build = Path(build_dir)
+    manifest = _load(build / "manifest.json")
+    if manifest is None:
+        raise ReportError(f"{build} is not an hwgen build folder (no manifest.json); run `hwgen build` first")
+    notes = []
+    model = ir.Model.load(build)
+    v = {"name": name or model.name, "build_dir": str(build), "notes": notes}
+
+    v["accuracy"] = {"value": manifest.get("golden_accuracy"), "images": None,
+                     "source": f"{build / 'manifest.json'}: golden_accuracy (golden model on the digits test set; "
+                               f"the hardware is bit-exact with it, see the sim report)"}
+    try:
+        with np.load(build / "vectors.npz", allow_pickle=False) as vec:
+            v["accuracy"]["images"] = int(len(vec["labels"]))
+    except (OSError, KeyError, ValueError):
+        pass
+    v["sim_accuracy"] = None
+    for sim in ("verilator", "icarus"):
+        s = _load(build / f"sim_{sim}.json")
+        if s:
+            v["sim_accuracy"] = {"value": s.get("accuracy"), "images": s.get("images"), "simulator": sim,
+                                 "mismatches": len(s.get("mismatches", [])),
+                                 "source": f"{build / f'sim_{sim}.json'}: accuracy, images, mismatches"}
+            break
+
+    summary = _load(build / "report.json") or {}
+    devices = sorted((summary.get("synth") or {}).keys())
+    dev = device or (devices[0] if devices else None)
+    synth = (summary.get("synth") or {}).get(dev) if dev else None
+    if synth:
+        v["synth"] = {"device": dev, **{k: synth.get(k) for k in ("logic_cells", "luts", "ffs", "carry", "brams",
+                                                                   "dsps", "fmax_mhz")},
+                      "modules": synth.get("modules"),
+                      "source": f"{build / 'report.json'}: synth.{dev} (Yosys stat, nextpnr report; "
+                                f"full report in {build / 'synth' / dev / 'report.json'})"}
+    else:
+        v["synth"] = None
+        notes.append(f"no synthesis report{' for ' + dev if dev else ''}: run `hwgen synth {build}`")
+
+    ops = energy.op_energy(model)
+    v["energy_ops"] = {
+        "total_pj": ops["total_pj"], "pj_by_op": ops["pj_by_op"], "ops_by_type": ops["ops_by_type"],
+        "layers": [{k: l[k] for k in ("layer", "kind", "pj", "pj_by_op", "by_type")} for l in ops["layers"]],
+        "source": f"hwgen.energy.op_energy({build / 'model.json'}) × table {ops['table']['name']}; "
+                  f"rule: {ops['table']['rule']}",
+        "constants": ops["table"]["sources"], "table": ops["table"],
+    }
+    v["energy_fpga"] = None
+    if synth:
+        try:
+            f = energy.fpga_energy(build, dev, vcd=vcd)
+            v["energy_fpga"] = {
+                "total_pj": f["total_pj"], "pj_by_part": f["pj_by_part"], "power_mw": f["power_mw"],
+                "cycles_per_image": f["cycles_per_image"], "fmax_mhz": f["fmax_mhz"],
+                "engines": [{k: r[k] for k in ("engine", "layers", "activity", "busy", "cells", "pj")}
+                            for r in f["engines"]],
+                "source": "hwgen.energy.fpga_energy: " + "; ".join(f"{k}={val}" for k, val in f["inputs"].items()),
+                "inputs": f["inputs"], "coefficients": f["coefficients"],
+            }
+        except energy.EnergyError as e:
+            notes.append(f"no FPGA energy estimate: {e}")
+    return v
+
+
+def _as_variant(item, device, vcd=None) -> dict:
+    if isinstance(item, (str, os.PathLike)):
+        return collect_build(item, device=device, vcd=vcd)
+    if isinstance(item, dict):
+        if item.get("build_dir") and not item.get("energy_ops"):
+            v = collect_build(item["build_dir"], device=device, name=item.get("name"), vcd=item.get("vcd", vcd))
+            for key in ("accuracy", "synth", "energy_fpga"):
+                if item.get(key) is not None:
+                    v[key] = item[key]
+            return v
+        v = {"name": item.get("name", "variant"), "build_dir": item.get("build_dir"), "notes": list(item.get("notes", [])),
+             "sim_accuracy": item.get("sim_accuracy")}
+        for key in ("accuracy", "synth", "energy_ops", "energy_fpga"):
+            v[key] = item.get(key)
+        if isinstance(v["accuracy"], (int, float)):
+            v["accuracy"] = {"value": float(v["accuracy"]), "images": None, "source": "given by the caller"}
+        return v
+    raise ReportError(f"a build must be a folder path or a dict, not {type(item).__name__}")
+
+
+# --------------------------------------------------------------------------- plots
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points ``(luts, accuracy)`` no other point beats (fewer LUTs and at least
+    as accurate, or as few LUTs and more accurate), sorted by LUTs."""
+    front = []
+    for i, (l, a) in enumerate(points):
+        if not any((l2 <= l and a2 >= a) and (l2 < l or a2 > a) for l2, a2 in points):
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return buf.getvalue()
+
+
+_OP_COLOURS = {"add": "#4C72B0", "absdiff": "#DD8452", "shift": "#55A868", "mult": "#C44E52", "compare": "#8172B3"}
+_PART_COLOURS = {"logic": "#4C72B0", "clock": "#DD8452", "bram": "#55A868", "dsp": "#C44E52", "static": "#8172B3"}
+
+
+def _figures(variants: list[dict]) -> list[dict]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figs = []
+    with_modules = [v for v in variants if v.get("synth") and v["synth"].get("modules")]
+    if with_modules:
+        n = len(with_modules)
+        fig, axes = plt.subplots(1, n, figsize=(max(6, 4.5 * n), 4), squeeze=False)
+        for ax, v in zip(axes[0], with_modules):
+            mods = v["synth"]["modules"]
+            names = list(mods)
+            luts = [m["luts"] if isinstance(m, dict) else m for m in mods.values()]
+            ax.bar(names, luts, color="#4C72B0")
+            for x, y in enumerate(luts):
+                ax.text(x, y, str(y), ha="center", va="bottom", fontsize=8)
+            ax.set_title(f"{v['name']} — LUT4s per engine ({v['synth']['device']})", fontsize=9)
+            ax.set_ylabel("LUT4s")
+            ax.tick_params(axis="x", rotation=45, labelsize=8)
+        figs.append({"id": "luts_per_layer", "title": "LUTs per layer engine", "png": _png(fig),
+                     "sources": [v["synth"]["source"] + " modules" for v in with_modules]})
+
+    with_ops = [v for v in variants if v.get("energy_ops")]
+    if with_ops:
+        if len(with_ops) == 1:
+            layers = [l for l in with_ops[0]["energy_ops"]["layers"] if l["pj"] > 0]
+            labels = [l["layer"] for l in layers]
+            stacks = {op: [l["pj_by_op"].get(op, 0.0) for l in layers] for op in energy.OP_TYPES}
+            title = f"{with_ops[0]['name']} — op-count energy per layer (estimate)"
+        else:
+            labels = [v["name"] for v in with_ops]
+            stacks = {op: [v["energy_ops"]["pj_by_op"].get(op, 0.0) for v in with_ops] for op in energy.OP_TYPES}
+            title = "op-count energy per inference by op type (estimate)"
+        fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels) + 3), 4))
+        bottom = [0.0] * len(labels)
+        for op, vals in stacks.items():
+            if any(vals):
+                ax.bar(labels, vals, bottom=bottom, label=op, color=_OP_COLOURS[op])
+                bottom = [b + x for b, x in zip(bottom, vals)]
+        ax.set_ylabel("pJ per inference")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=8)
+        ax.tick_params(axis="x", rotation=45, labelsize=8)
+        figs.append({"id": "energy_ops", "title": "Energy breakdown, op counts × 45 nm energies (estimate)",
+                     "png": _png(fig), "sources": [v["energy_ops"]["source"] for v in with_ops]})
+
+    with_fpga = [v for v in variants if v.get("energy_fpga")]
+    if with_fpga:
+        labels = [v["name"] for v in with_fpga]
+        fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(labels) + 3), 4))
+        bottom = [0.0] * len(labels)
+        for part, colour in _PART_COLOURS.items():
+            vals = [v["energy_fpga"]["pj_by_part"].get(part, 0.0) / 1e3 for v in with_fpga]
+            if any(vals):
+                ax.bar(labels, vals, bottom=bottom, label=part, color=colour)
+                bottom = [b + x for b, x in zip(bottom, vals)]
+        ax.set_ylabel("nJ per image")
+        ax.set_title("FPGA energy per image by part (estimate)", fontsize=9)
+        ax.legend(fontsize=8)
+        figs.append({"id": "energy_fpga", "title": "FPGA energy breakdown (estimate)", "png": _png(fig),
+                     "sources": [v["energy_fpga"]["source"] for v in with_fpga]})
+
+    pts = [(v["synth"].get("logic_cells") or v["synth"].get("luts"), v["accuracy"]["value"], v)
+           for v in variants if v.get("synth") and v.get("accuracy") and v["accuracy"].get("value") is not None]
+    if pts:
+        fig, ax = plt.subplots(figsize=(6, 4.2))
+        xy = [(p[0], p[1]) for p in pts]
+        front = pareto_front(xy)
+        ax.scatter([p[0] for p in pts], [100 * p[1] for p in pts], s=50, color="#C44E52", zorder=3)
+        for l, a, v in pts:
+            ax.annotate(v["name"], (l, 100 * a), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        if len(front) > 1:
+            ax.plot([xy[i][0] for i in front], [100 * xy[i][1] for i in front], "--", color="#4C72B0",
+                    label="Pareto front")
+            ax.legend(fontsize=8)
+        ax.set_xlabel("logic cells (LUTs)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title("accuracy vs LUTs" + (" (one variant)" if len(pts) == 1 else ""), fontsize=9)
+        ax.grid(alpha=0.3)
+        figs.append({"id": "pareto", "title": "Accuracy vs LUTs across variants", "png": _png(fig),
+                     "sources": sorted({p[2]["accuracy"]["source"] for p in pts} |
+                                       {p[2]["synth"]["source"] for p in pts})})
+    return figs
+
+
+# --------------------------------------------------------------------------- writing
+
+def _fmt_pj(v):
+    if v is None:
+        return "—"
+    return f"{v / 1e3:,.2f} nJ" if v >= 1e3 else f"{v:,.1f} pJ"
+
+
+def _fmt(v, spec=""):
+    return "—" if v is None else format(v, spec)
+
+
+def _tables(variants: list[dict]) -> list[tuple[str, list[str], list[list[str]], str]]:
+    """(title, header, rows, source note) of every table of the report."""
+    out = []
+    rows = []
+    for v in variants:
+        s = v.get("synth") or {}
+        acc = (v.get("accuracy") or {}).get("value")
+        e_ops = (v.get("energy_ops") or {}).get("total_pj")
+        e_f = (v.get("energy_fpga") or {}).get("total_pj")
+        rows.append([v["name"], _fmt(None if acc is None else 100 * acc, ".2f"), _fmt(s.get("logic_cells")),
+                     _fmt(s.get("luts")), _fmt(s.get("ffs")), _fmt(s.get("brams")), _fmt(s.get("dsps")),
+                     _fmt(s.get("fmax_mhz"), ".1f"), _fmt_pj(e_ops), _fmt_pj(e_f)])
+    src = []
+    for v in variants:
+        src.append(f"{v['name']}: accuracy — {(v.get('accuracy') or {}).get('source', 'none')}; "
+                   f"synthesis — {(v.get('synth') or {}).get('source', 'none')}; "
+                   f"op energy — {(v.get('energy_ops') or {}).get('source', 'none')}; "
+                   f"FPGA energy — {(v.get('energy_fpga') or {}).get('source', 'none')}")
+    out.append(("Summary", ["variant", "accuracy %", "logic cells", "LUT4", "FF", "BRAM", "DSP", "Fmax MHz",
+                            "op-count energy / inference (estimate)", "FPGA energy / image (estimate)"], rows,
+                "\n".join(src)))
+    for v in variants:
+        eo = v.get("energy_ops")
+        if eo:
+            rows = [[l["layer"], l["kind"], *(str(l["by_type"].get(t, 0)) for t in energy.OP_TYPES), _fmt_pj(l["pj"])]
+                    for l in eo["layers"]]
+            consts = "; ".join(f"{k}: {s}" for k, s in eo.get("constants", {}).items())
+            out.append((f"{v['name']}: operations and energy per layer (estimate)",
+                        ["layer", "kind", *energy.OP_TYPES, "energy"], rows, f"{eo['source']}. Constants — {consts}"))
+        ef = v.get("energy_fpga")
+        if ef:
+            rows = [[r["engine"], ", ".join(r["layers"]), f"{r['activity']:.4f}", f"{r['busy']:.3f}",
+                     f"{r['cells']:.0f}", _fmt_pj(r["pj"])] for r in ef["engines"]]
+            rows.append(["parts", "", "", "", "", ", ".join(f"{k} {_fmt_pj(x)}" for k, x in ef["pj_by_part"].items())])
+            coefs = "; ".join(f"{k} = {c['value']:.3g} {c['unit']} ({'ASSUMPTION: ' if c['assumption'] else ''}"
+                              f"{c['source']})" for k, c in ef["coefficients"].items() if isinstance(c, dict))
+            out.append((f"{v['name']}: FPGA energy per engine (estimate, {ef['cycles_per_image']:.0f} cycles/image "
+                        f"at {ef['fmax_mhz']:.1f} MHz, ≈ {ef['power_mw']:.2f} mW)",
+                        ["engine", "layers", "activity (toggles/bit/cycle)", "busy fraction", "cells", "energy"],
+                        rows, f"{ef['source']}. Coefficients — {coefs}"))
+    return out
+
+
+def _markdown(doc: dict, tables, figs) -> str:
+    lines = [f"# {doc['title']}", "", f"> {ESTIMATES}", ""]
+    for title, header, rows, source in tables:
+        lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+        lines += ["", "Sources:", ""] + [f"- {s}" for s in source.split("\n")] + [""]
+    for f in figs:
+        lines += [f"## {f['title']}", "", f"![{f['title']}]({f['file']})", "", "Sources:", ""]
+        lines += [f"- {s}" for s in f["sources"]] + [""]
+    for v in doc["variants"]:
+        for n in v.get("notes", []):
+            lines.append(f"- note ({v['name']}): {n}")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _html(doc: dict, tables, figs) -> str:
+    e = html.escape
+    parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
+             f"<title>{e(doc['title'])}</title>",
+             "<style>body{font-family:sans-serif;margin:2em;max-width:1150px;color:#222}"
+             "table{border-collapse:collapse;margin:0.5em 0;font-size:13px}"
+             "td,th{border:1px solid #bbb;padding:3px 7px;text-align:right}th{background:#eef}"
+             "td:first-child,th:first-child{text-align:left}.src{font-size:11px;color:#555}"
+             ".note{background:#ffe;border:1px solid #dd9;padding:0.5em}img{max-width:100%}</style>",
+             "</head><body>", f"<h1>{e(doc['title'])}</h1>", f"<p class=\"note\">{e(ESTIMATES)}</p>"]
+    for title, header, rows, source in tables:
+        parts.append(f"<h2>{e(title)}</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
+        for row in rows:
+            parts.append("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>")
+        parts.append("</table><div class=\"src\">Sources:<ul>" +
+                     "".join(f"<li>{e(s)}</li>" for s in source.split("\n")) + "</ul></div>")
+    for f in figs:
+        b64 = base64.b64encode(f["png"]).decode("ascii")
+        parts.append(f"<h2>{e(f['title'])}</h2><img alt=\"{e(f['title'])}\" src=\"data:image/png;base64,{b64}\">")
+        parts.append("<div class=\"src\">Sources:<ul>" + "".join(f"<li>{e(s)}</li>" for s in f["sources"]) +
+                     "</ul></div>")
+    notes = [(v["name"], n) for v in doc["variants"] for n in v.get("notes", [])]
+    if notes:
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(a)}: {e(b)}</li>" for a, b in notes) + "</ul>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def write_report(out_dir, builds, device: str | None = None, title: str | None = None, vcd=None) -> dict:
+    """Write ``report.json``, ``report.md`` and ``report.html`` into ``out_dir``; returns the JSON document.
+
+    ``builds``: one build folder (path), one variant dict, or a list of them (compared variants).
+    ``device``: the synthesis device to report (default: the first one each build has).
+    """
+    items = builds if isinstance(builds, list) else [builds]
+    if not items:
+        raise ReportError("nothing to report: give at least one build folder")
+    variants = [_as_variant(b, device, vcd) for b in items]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figs = _figures(variants)
+    for f in figs:
+        f["file"] = f"report_{f['id']}.png"
+        atomic_write(out / f["file"], lambda fh, data=f["png"]: fh.write(data), binary=True)
+    dev = device or next((v["synth"]["device"] for v in variants if v.get("synth")), None)
+    doc = {"schema": SCHEMA, "version": VERSION,
+           "title": title or ("hwgen report: " + ", ".join(v["name"] for v in variants)),
+           "device": dev, "variants": variants,
+           "figures": [{"id": f["id"], "title": f["title"], "file": f["file"], "sources": f["sources"]} for f in figs],
+           "estimates": ESTIMATES}
+    tables = _tables(variants)
+    existing = _load(out / "report.json") or {}
+    merged = {**existing, **doc}  # keep what other stages keep there (the synth summary)
+    atomic_write_json(out / "report.json", merged)
+    atomic_write(out / "report.md", lambda fh: fh.write(_markdown(doc, tables, figs)))
+    atomic_write(out / "report.html", lambda fh: fh.write(_html(doc, tables, figs)))
+    return merged
+
+
+if __name__ == "__main__":
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(description="Write report.json/.md/.html for one or more build folders")
+    ap.add_argument("builds", nargs="+")
+    ap.add_argument("--out", default=None, help="default: the (first) build folder")
+    ap.add_argument("--device", default=None)
+    a = ap.parse_args()
+    try:
+        d = write_report(a.out or a.builds[0], a.builds if len(a.builds) > 1 else a.builds[0], device=a.device)
+    except (ReportError, energy.EnergyError, ir.ModelError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(f"wrote {Path(a.out or a.builds[0]) / 'report.html'} ({len(d['variants'])} variants, "
+          f"{len(d['figures'])} figures)")
