@@ -29,7 +29,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     types: list[type[BaseException]] = [UserError, ir.ModelError, BuildError, FileNotFoundError]
     for module, name in (("hwgen.nn.checkpoint", "CheckpointError"), ("hwgen.toolchain", "ToolError"),
                          ("hwgen.synth", "SynthError"), ("hwgen.simulate", "SimError"),
-                         ("hwgen.compare", "CompareError")):
+                         ("hwgen.compare", "CompareError"), ("hwgen.report", "ReportError"),
+                         ("hwgen.energy", "EnergyError")):
         try:
             types.append(getattr(__import__(module, fromlist=[name]), name))
         except (ImportError, AttributeError):
@@ -141,6 +142,35 @@ def cmd_compare(args) -> int:
     return EXIT_MISMATCH if any(r["status"] == "MISMATCH" for r in doc["rows"]) else 0
 
 
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    out = Path(args.out or args.builds[0])
+    doc = write_report(out, args.builds if len(args.builds) > 1 else args.builds[0], device=args.device)
+    print(f"wrote {out / 'report.html'}, {out / 'report.md'}, {out / 'report.json'} "
+          f"({len(doc['variants'])} variant(s), {len(doc['figures'])} figures)")
+    for v in doc["variants"]:
+        for note in v.get("notes", []):
+            print(f"  {v['name']}: {note}")
+    return 0
+
+
+def cmd_energy(args) -> int:
+    from . import ir
+    from .energy import format_energy, fpga_energy, op_energy
+    from .flow import read_manifest
+
+    read_manifest(args.dir)
+    ops = op_energy(ir.Model.load(args.dir))
+    device = args.device or read_manifest(args.dir).get("device") or "ice40-up5k"
+    fpga = fpga_energy(args.dir, device, vcd=args.vcd) if (Path(args.dir) / "synth" / device).is_dir() else None
+    print(format_energy(ops, fpga))
+    if fpga is None:
+        print(f"(no FPGA estimate: run `hwgen synth {args.dir} --device {device}` and "
+              f"`hwgen sim {args.dir} --waves` first)")
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from .toolchain import doctor, print_doctor
 
@@ -212,6 +242,18 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="list the tools hwgen uses, their versions, and how to install missing ones")
     p.set_defaults(func=cmd_doctor)
 
+    p = sub.add_parser("report", help="report.json/.md/.html of one build or several compared builds")
+    p.add_argument("builds", nargs="+", help="build folder(s)")
+    p.add_argument("--out", default=None, help="folder for the report (default: the first build folder)")
+    p.add_argument("--device", default=None, help="synthesis results to show (default: the first each build has)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("energy", help="energy estimates of a build: op counts (45 nm) and FPGA (utilization × activity)")
+    p.add_argument("dir", help="build folder")
+    p.add_argument("--device", default=None, help="default: the build's device")
+    p.add_argument("--vcd", default=None, help="waveform to read (default: the one `hwgen sim --waves` recorded)")
+    p.set_defaults(func=cmd_energy)
+
     p = sub.add_parser("compare", help="build the digits network as conv, adder, shift and shift-add, side by side")
     p.add_argument("--out", default="build/compare", help="folder for the builds and the table")
     p.add_argument("--archs", default="conv,adder,shift,shiftadd", help="families, comma-separated")
@@ -220,7 +262,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="models: the shipped checkpoints, trained now, or random weights (cost only)")
     p.add_argument("--simulator", choices=["icarus", "verilator", "none"], default="icarus",
                    help="verify each build against the golden model first (default: icarus)")
-    p.add_argument("--images", type=int, default=10, help="test images per simulation")
+    p.add_argument("--images", type=int, default=4,
+                   help="test images per simulation (waves are recorded for the energy estimate)")
     p.add_argument("--jobs", type=int, default=2, help="synthesis runs in parallel")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None, help="with --source train")

@@ -19,7 +19,8 @@ the default), from training now (``train``) or from random weights (``random``: 
 cost only, the accuracy is meaningless).
 
 Everything lands in ``OUT/``: one build folder per variant, ``compare.json`` (the rows) and
-``compare.md`` (the table).
+``compare.md`` (the table), and ``report.json``/``report.md``/``report.html``
+(:mod:`hwgen.report`: per-engine LUTs, energy breakdowns, accuracy against LUTs).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def _check(archs, source, device_name, simulator):
 
 
 def compare(out_dir, archs=FAMILIES, device: str = "ice40-up5k", source: str = "shipped", *,
-            simulator: str | None = "icarus", images: int = 10, seed: int = 0, epochs: int | None = None,
+            simulator: str | None = "icarus", images: int = 4, seed: int = 0, epochs: int | None = None,
             jobs: int = 2, synth_seed: int = 1, progress: bool = True) -> dict:
     """Build, verify and synthesize every family in ``archs``; returns the comparison document.
 
@@ -120,7 +121,8 @@ def compare(out_dir, archs=FAMILIES, device: str = "ice40-up5k", source: str = "
             }
             if simulator:
                 bar.set(f"{arch}: {simulator}")
-                sim = simulate(out / arch, simulator=simulator, images=images, seed=seed)
+                # Waves on: the FPGA energy estimate reads their switching activity.
+                sim = simulate(out / arch, simulator=simulator, images=images, seed=seed, waves=True)
                 rows[arch]["sim"] = {"simulator": simulator, "images": sim["images"],
                                      "mismatches": len(sim["mismatches"]), "passed": bool(sim.get("passed"))}
                 if sim["mismatches"] or not sim.get("passed", True):
@@ -150,7 +152,7 @@ def compare(out_dir, archs=FAMILIES, device: str = "ice40-up5k", source: str = "
                     row["synth_report"] = str(Path(rep["folder"]) / "report.json")
                 bar.advance()
 
-    _energy(rows, out)
+    _report(rows, archs, out, device, source)
     base = rows.get(BASELINE, {})
     for row in rows.values():
         for key in ("luts", "lut4_equivalent", "ffs", "dsps"):
@@ -170,16 +172,18 @@ def _weight_count(model: ir.Model) -> int:
                    if getattr(layer, "weight", None) is not None))
 
 
-def _energy(rows: dict, out: Path) -> None:
-    """Op-count energy per inference (45 nm table) of every variant, when hwgen.energy is there."""
-    try:
-        from .energy import op_energy
-    except ImportError:
-        return
-    for arch, row in rows.items():
-        model = ir.Model.load(out / arch)
-        e = op_energy(model)
-        row["energy_pj_45nm"] = e.get("total_pj") if isinstance(e, dict) else None
+def _report(rows: dict, archs, out: Path, device: str, source: str) -> dict:
+    """``report.json/.md/.html`` of the variants (:func:`hwgen.report.write_report`: plots,
+    energy estimates with their sources) and the energy figures copied into the rows."""
+    from .report import write_report
+
+    doc = write_report(out, [{"name": arch, "build_dir": rows[arch]["build"]} for arch in archs], device=device,
+                       title=f"hwgen compare: {', '.join(archs)} on {device} (models: {source})")
+    for v in doc["variants"]:
+        row = rows[v["name"]]
+        row["energy_pj_45nm"] = (v.get("energy_ops") or {}).get("total_pj")
+        row["energy_pj_fpga"] = (v.get("energy_fpga") or {}).get("total_pj")
+    return doc
 
 
 # --------------------------------------------------------------------------- tables
@@ -196,7 +200,8 @@ _COLUMNS = [
     ("fmax_mhz", "Fmax MHz", "{:.1f}"),
     ("cycles_per_image", "cycles/img", "{}"),
     ("images_per_s", "img/s", "{:,.0f}"),
-    ("energy_pj_45nm", "pJ/inf (45nm ops)", "{:,.0f}"),
+    ("energy_pj_45nm", "nJ/inf 45nm ops", "{:,.2f}"),
+    ("energy_pj_fpga", "nJ/inf FPGA", "{:,.0f}"),
     ("status", "status", "{}"),
 ]
 
@@ -205,6 +210,8 @@ def _cells(row: dict) -> list[str]:
     cells = []
     for key, _, fmt in _COLUMNS:
         v = row.get(key)
+        if v is not None and key.startswith("energy_pj"):
+            v = v / 1000.0  # shown in nJ
         cells.append("–" if v is None else fmt.format(v))
     return cells
 
@@ -213,8 +220,9 @@ def markdown_table(doc: dict) -> str:
     lines = [f"# hwgen compare: {', '.join(doc['families'])} on {doc['device']}", "",
              f"Models: {doc['source']}; LUT ratio = LUT4 / LUT4 of the `{doc['baseline']}` (multiplier) version. "
              "LUT4, FF, carry, BRAM, DSP: Yosys `stat`; Fmax: nextpnr `--report`; accuracy: the golden "
-             "model on the 360 test digits; energy: operation counts × the 45 nm table of `hwgen.energy` "
-             "(an estimate).", "",
+             "model on the 360 test digits; energy (estimates, sources in `report.md`): operation counts × "
+             "the 45 nm table of `hwgen.energy`, and the FPGA estimate from utilization and the simulated "
+             "switching activity.", "",
              "| " + " | ".join(h for _, h, _ in _COLUMNS) + " |",
              "|" + "|".join("---" for _ in _COLUMNS) + "|"]
     for row in doc["rows"]:

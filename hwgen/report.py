@@ -108,7 +108,9 @@ def collect_build(build_dir, device: str | None = None, name: str | None = None,
 
     summary = _load(build / "report.json") or {}
     devices = sorted((summary.get("synth") or {}).keys())
-    dev = device or (devices[0] if devices else None)
+    # The build's own target first (the device `hwgen build --device` recorded), else any.
+    dev = device or (manifest.get("device") if manifest.get("device") in devices else None) \
+        or (devices[0] if devices else None)
     synth = (summary.get("synth") or {}).get(dev) if dev else None
     if synth:
         v["synth"] = {"device": dev, **{k: synth.get(k) for k in ("logic_cells", "luts", "ffs", "carry", "brams",
