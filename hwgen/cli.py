@@ -30,7 +30,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     for module, name in (("hwgen.nn.checkpoint", "CheckpointError"), ("hwgen.toolchain", "ToolError"),
                          ("hwgen.synth", "SynthError"), ("hwgen.simulate", "SimError"),
                          ("hwgen.compare", "CompareError"), ("hwgen.report", "ReportError"),
-                         ("hwgen.energy", "EnergyError")):
+                         ("hwgen.energy", "EnergyError"), ("hwgen.sweep", "SweepError")):
         try:
             types.append(getattr(__import__(module, fromlist=[name]), name))
         except (ImportError, AttributeError):
@@ -171,6 +171,16 @@ def cmd_energy(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from .sweep import run_sweep, summary
+
+    if args.jobs is not None and args.jobs < 1:
+        raise UserError("--jobs must be at least 1")
+    rows = run_sweep(args.spec, args.out, dask_address=args.dask, jobs=args.jobs, progress=not args.quiet)
+    print(summary(rows, args.out))
+    return 1 if any(r.get("status") == "error" for r in rows) else 0
+
+
 def cmd_doctor(args) -> int:
     from .toolchain import doctor, print_doctor
 
@@ -253,6 +263,14 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="default: the build's device")
     p.add_argument("--vcd", default=None, help="waveform to read (default: the one `hwgen sim --waves` recorded)")
     p.set_defaults(func=cmd_energy)
+
+    p = sub.add_parser("sweep", help="design-space sweep: bit widths × foldings × devices × models, each point synthesized")
+    p.add_argument("spec", help="sweep spec (.toml; see benchmarks/sweep_example.toml)")
+    p.add_argument("--out", required=True, help="sweep folder (results.jsonl, sweep.csv, sweep.md; resumable)")
+    p.add_argument("--dask", default=None, metavar="tcp://HOST:PORT", help="run the points on a Dask cluster")
+    p.add_argument("--jobs", type=int, default=None, help="local parallel points (default: the machine's cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("compare", help="build the digits network as conv, adder, shift and shift-add, side by side")
     p.add_argument("--out", default="build/compare", help="folder for the builds and the table")
