@@ -1,5 +1,6 @@
 # amaranth: UnusedElaboratable=no
-"""The streaming l1 conv engine and the requantizer, in Amaranth's simulator, against hwgen.golden."""
+"""The streaming conv engine (l1, shift and mac lanes) and the requantizer, in Amaranth's simulator,
+against hwgen.golden."""
 
 from __future__ import annotations
 
@@ -197,8 +198,75 @@ def test_validation():
         ConvEngine(layer, requant, (2, 6, 6), (0, 15), pe=3)
     with pytest.raises(ValueError, match="simd=4"):
         ConvEngine(layer, requant, (2, 6, 6), (0, 15), simd=4)
-    with pytest.raises(TypeError, match="adder_conv2d"):
-        ConvEngine(ir.Conv2d("m", weight=np.zeros((4, 2, 3, 3), dtype=np.int64)), requant, (2, 6, 6), (0, 15))
+    with pytest.raises(TypeError, match="adder_conv2d, shift_conv2d, conv2d"):
+        ConvEngine(ir.MaxPool2d("m"), requant, (2, 6, 6), (0, 15))
+    with pytest.raises(ValueError, match="weights='ram'"):
+        ConvEngine(layer, requant, (2, 6, 6), (0, 15), weights="ram")
+
+
+# --------------------------------------------------------------------------- shift and mac layers
+
+def shift_or_mac_layer(rng, kind, c, o, k, pad):
+    if kind == "shift":
+        sign = rng.integers(-1, 2, size=(o, c, k, k))
+        shift = rng.integers(0, 8, size=(o, c, k, k))
+        sign.flat[0], shift.flat[0] = -1, 7  # the most negative weight appears
+        return ir.ShiftConv2d("conv", sign=sign, shift=shift, padding=pad, max_shift=7)
+    weight = rng.integers(-128, 128, size=(o, c, k, k))
+    weight.flat[0] = -128
+    return ir.Conv2d("conv", weight=weight, padding=pad)
+
+
+MAC_CASES = [
+    # (kind, C, H, W, O, pad, in_range, pe, simd)
+    ("shift", 1, 8, 8, 8, 1, (0, 255), None, None),     # first digits layer, default folding
+    ("shift", 3, 5, 6, 4, 1, (-128, 127), 2, 3),        # signed input (requant without ReLU)
+    ("shift", 2, 4, 4, 6, 0, (-8, 7), 3, 6),            # no padding, two read ports
+    ("shift", 4, 4, 5, 4, 1, (0, 15), 1, 2),            # slices of a pixel
+    ("mac", 1, 6, 6, 4, 1, (0, 255), None, None),
+    ("mac", 3, 5, 6, 4, 1, (-128, 127), 4, 9),          # three read ports, signed input
+    ("mac", 2, 4, 5, 6, 1, (0, 15), 2, 1),
+]
+
+
+@pytest.mark.parametrize("case", MAC_CASES, ids=[f"{c[0]}-{c[1]}x{c[2]}x{c[3]}-o{c[4]}-pe{c[7]}-simd{c[8]}"
+                                                 for c in MAC_CASES])
+def test_shift_and_mac_engines_match_golden(case):
+    kind, c, h, w, o, pad, in_range, pe, simd = case
+    rng = np.random.default_rng(MAC_CASES.index(case) + 100)
+    layer = shift_or_mac_layer(rng, kind, c, o, 3, pad)
+    lo, hi = in_range
+    images = rng.integers(lo, hi + 1, size=(3, c, h, w))
+    images[0, :, 0, :] = lo   # the most negative input, next to the padding
+    images[1, :, :, 0] = hi
+    relu = bool(rng.integers(0, 2))
+    requant = random_requant(rng, o, layer.out_range(*in_range), relu=relu, negative=True,
+                             samples=golden.execute(layer, images))
+    engine = ConvEngine(layer, requant, (c, h, w), in_range, pe=pe, simd=simd)
+    assert engine.params["lane"] == kind
+    got, _ = simulate(engine, images, rng)
+    want = expected_conv(layer, requant, images)
+    np.testing.assert_array_equal(got, want)
+    assert len(np.unique(want)) > 5
+
+
+@pytest.mark.parametrize("kind", ["shift", "mac"])
+def test_shift_and_mac_dense_engines_match_golden(kind):
+    rng = np.random.default_rng(17)
+    c, h, w, o = 8, 2, 2, 10
+    if kind == "shift":
+        layer = ir.ShiftDense("fc", sign=rng.integers(-1, 2, size=(o, c * h * w)),
+                              shift=rng.integers(0, 8, size=(o, c * h * w)), max_shift=7)
+    else:
+        layer = ir.Dense("fc", weight=rng.integers(-128, 128, size=(o, c * h * w)))
+    in_range = (-128, 127)
+    images = rng.integers(-128, 128, size=(3, c, h, w))
+    flat = golden.execute(ir.Flatten("flat"), images)
+    requant = random_requant(rng, o, layer.out_range(*in_range), relu=False, out_bits=8, negative=True,
+                             samples=golden.execute(layer, flat))
+    engine = ConvEngine(layer, requant, (c, h, w), in_range)
+    got, _ = simulate(engine, images, rng)
+    np.testing.assert_array_equal(got, golden.execute(requant, golden.execute(layer, flat)))
 
 
 # --------------------------------------------------------------------------- requantizer

@@ -1,5 +1,6 @@
 # amaranth: UnusedElaboratable=no
-"""The l1 PE in Amaranth's simulator, against hwgen.golden.l1_matrix."""
+"""The l1 PE in Amaranth's simulator, against hwgen.golden.l1_matrix (shift and mac PEs:
+test_hw_shift.py)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,20 @@ from amaranth import signed, unsigned
 from amaranth.sim import Simulator
 
 from hwgen import golden, ir
-from hwgen.hw.pe import L1PE
+from hwgen.hw.pe import PE, L1PE
 
 
-def run_pe(pe: L1PE, xs, ws, steps, rng):
-    """Feed ``xs``/``ws`` (vectors, K = steps*simd each) with random bubbles and stalls;
-    returns the magnitudes in order."""
+def run_pe(pe: PE, xs, ws, steps, rng):
+    """Feed ``xs``/``ws`` (K = steps*simd taps each; a weight is what ``pe.lane.encode``
+    takes) with random bubbles and stalls; returns the sums in order."""
     out = []
     beats = []
+    wb = pe.lane.w_width
     for x, w in zip(xs, ws):
         for s in range(steps):
             sl = slice(s * pe.simd, (s + 1) * pe.simd)
-            beats.append(([int(v) for v in x[sl]], [int(v) for v in w[sl]], s == 0, s == steps - 1))
+            word = sum(pe.lane.encode(v) << (i * wb) for i, v in enumerate(w[sl]))
+            beats.append(([int(v) for v in x[sl]], word, s == 0, s == steps - 1))
 
     async def tb(ctx):
         queue = list(beats)
@@ -30,7 +33,7 @@ def run_pe(pe: L1PE, xs, ws, steps, rng):
             if queue and rng.random() < 0.7:
                 x, w, first, last = queue[0]
                 ctx.set(pe.x, x)
-                ctx.set(pe.w, w)
+                ctx.set(pe.w.as_value(), w)
                 ctx.set(pe.first, first)
                 ctx.set(pe.last, last)
                 ctx.set(pe.valid, 1)
@@ -41,9 +44,9 @@ def run_pe(pe: L1PE, xs, ws, steps, rng):
                 # Garbage on the data while not valid must not matter.
                 ctx.set(pe.first, int(rng.integers(0, 2)))
                 ctx.set(pe.last, int(rng.integers(0, 2)))
-            _, _, en, valid, mag = await ctx.tick().sample(pe.en, pe.mag_valid, pe.mag)
+            _, _, en, valid, acc = await ctx.tick().sample(pe.en, pe.acc_valid, pe.acc)
             if en and valid:
-                out.append(int(mag))
+                out.append(int(acc))
         assert not queue
 
     sim = Simulator(pe)

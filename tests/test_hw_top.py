@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """ArgmaxHead, the whole Accelerator against hwgen.golden, and generate()'s build output."""
 
 from __future__ import annotations
@@ -85,19 +86,18 @@ def digits_images(n=3):
     return np.round(digits()[2][:n] * 255).astype(np.int64)
 
 
-@needs_conv
-def test_accelerator_matches_golden(digits_model):
-    model = digits_model
-    x = digits_images(3)
+def check_accelerator(model, x, folding=None, *, gaps=0.2, stalls=0.3):
+    """Stream ``x`` through an :class:`Accelerator` of ``model`` with random gaps and
+    backpressure; every score and argmax must equal :func:`hwgen.golden.run`'s."""
     want = golden.run(model, x)
-    top = Accelerator(model)
+    top = Accelerator(model, folding)
     c, h, w = model.input_shape
     beats = [pack(x[n, :, r, col], model.input_bits) for n in range(len(x)) for r in range(h) for col in range(w)]
     got = []
 
     def setup(sim):
-        add_source(sim, top.pixels, beats, gaps=0.2)
-        add_sink(sim, top.result, len(x), got, stalls=0.3)
+        add_source(sim, top.pixels, beats, gaps=gaps)
+        add_sink(sim, top.result, len(x), got, stalls=stalls)
 
     run_sim(top, deadline_cycles=4 * len(x) * top.cycles_per_image + 20 * len(beats) + 500, setup=setup)
     assert len(got) == len(x), f"{len(got)} of {len(x)} results came out"
@@ -107,6 +107,41 @@ def test_accelerator_matches_golden(digits_model):
         index = raw >> (n * sb)
         assert scores == want.scores[k].tolist(), f"image {k}: scores {scores}, want {want.scores[k].tolist()}"
         assert index == want.argmax[k], f"image {k}: argmax {index}, want {want.argmax[k]}"
+    return top
+
+
+@needs_conv
+def test_accelerator_matches_golden(digits_model):
+    check_accelerator(digits_model, digits_images(3))
+
+
+@needs_conv
+@pytest.mark.parametrize("kind", ["shift", "conv", "shiftadd"])
+def test_accelerator_of_each_family_matches_golden(kind):
+    """DeepShift, the multiplier baseline and ShiftAddNet (shift conv → signed requant → 1×1
+    adder conv, conv after conv without a pool; two dense layers after the flatten)."""
+    model = random_digits_model(seed=1, kind=kind)
+    top = check_accelerator(model, digits_images(3))
+    kinds = [s.kind for s in top.stages]
+    if kind == "shiftadd":
+        assert kinds == ["shift_conv2d", "adder_conv2d", "maxpool2d", "shift_conv2d", "adder_conv2d", "maxpool2d",
+                         "shift_dense", "adder_dense", "argmax"]
+        lanes = [s.engine.params["lane"] for s in top.stages if hasattr(s.engine, "lane")]
+        assert lanes == ["shift", "l1", "shift", "l1", "shift", "l1"]
+    else:
+        prefix = "shift_" if kind == "shift" else ""
+        assert kinds == [f"{prefix}conv2d", "maxpool2d", f"{prefix}conv2d", "maxpool2d", f"{prefix}dense", "argmax"]
+
+
+@needs_conv
+def test_accelerator_const_weights_matches_golden():
+    """Constant weights, at full parallelism for conv1 (no mux) and folded for fc."""
+    model = random_digits_model(seed=2, kind="shift")
+    folding = {"conv1": {"pe": 8, "simd": 9, "weights": "const"}, "fc": {"weights": "const"}}
+    top = check_accelerator(model, digits_images(2), folding)
+    params = {s.name: s.engine.params for s in top.stages}
+    assert params["conv1"]["weights"] == "const" and (params["conv1"]["pe"], params["conv1"]["simd"]) == (8, 9)
+    assert params["fc"]["weights"] == "const" and params["conv2"]["weights"] == "rom"
 
 
 @needs_conv
@@ -168,14 +203,51 @@ def test_generate_writes_verilog_and_manifest(digits_model, tmp_path):
 def test_unsupported_layer_raises_model_error():
     rng = np.random.default_rng(0)
     model = ir.Model(name="mac", input_shape=(1, 4, 4), input_bits=8, input_scale=1.0, layers=[
+        ir.Requant("bn0", mult=np.array([1]), bias=np.array([0]), shift=0),
         ir.Conv2d("conv", weight=rng.integers(-2, 3, size=(2, 1, 3, 3)), padding=1),
         ir.Requant("bn", mult=np.array([1, 1]), bias=np.array([0, 0]), shift=4),
         ir.Flatten("flat"),
         ir.AdderDense("fc", weight=rng.integers(0, 9, size=(3, 32))),
         ir.Requant("bn2", mult=np.array([1, 1, 1]), bias=np.array([0, 0, 0]), shift=0, out_bits=16, relu=False),
     ])
-    with pytest.raises(ir.ModelError, match=r"layer 'conv' of kind 'conv2d' has no hardware engine"):
+    with pytest.raises(ir.ModelError, match=r"requant layer 'bn0' must follow a conv or dense layer"):
         Accelerator(model)
+    strided = ir.Model(name="s", input_shape=(1, 4, 4), input_bits=8, input_scale=1.0, layers=[
+        ir.Conv2d("conv", weight=rng.integers(-2, 3, size=(2, 1, 3, 3)), padding=1, stride=2),
+        ir.Requant("bn", mult=np.array([1, 1]), bias=np.array([0, 0]), shift=4),
+        ir.Flatten("flat"),
+        ir.Dense("fc", weight=rng.integers(0, 9, size=(3, 8))),
+        ir.Requant("bn2", mult=np.array([1, 1, 1]), bias=np.array([0, 0, 0]), shift=0, out_bits=16, relu=False),
+    ])
+    with pytest.raises(ir.ModelError, match=r"layer 'conv': .*stride 1") as err:
+        Accelerator(strided)
+    assert "\n" not in str(err.value)
+
+
+def discard(top):
+    """``top`` was built to be inspected, not elaborated: no UnusedElaboratable warnings."""
+    for e in [top, *top.engines]:
+        e._MustUse__silence = True
+
+
+def test_dense_layers_must_end_the_model():
+    rng = np.random.default_rng(0)
+
+    def rq(name, n, **kw):
+        return ir.Requant(name, mult=np.ones(n, int), bias=np.zeros(n, int), shift=0, **kw)
+
+    pool_after_dense = ir.Model(name="d", input_shape=(1, 4, 4), input_bits=8, input_scale=1.0, layers=[
+        ir.Flatten("flat"),
+        ir.ShiftDense("fc", sign=rng.integers(-1, 2, size=(4, 16)), shift=rng.integers(0, 3, size=(4, 16))),
+        rq("bn", 4, out_bits=8, relu=False),
+        ir.Flatten("flat2"),
+        ir.Dense("fc2", weight=rng.integers(-3, 4, size=(3, 4))),
+        rq("bn2", 3, out_bits=16, relu=False),
+    ])
+    with pytest.raises(ir.ModelError, match=r"'flat2' of kind 'flatten' follows the dense layers"):
+        Accelerator(pool_after_dense)
+    discard(Accelerator(ir.Model(name="dd", input_shape=(1, 4, 4), input_bits=8, input_scale=1.0,
+                                 layers=pool_after_dense.layers[:3] + pool_after_dense.layers[4:])))
 
 
 def test_failed_generate_writes_nothing(tmp_path):
@@ -212,3 +284,43 @@ def test_missing_requant_raises_model_error():
 def test_unknown_folding_name_raises_model_error(digits_model):
     with pytest.raises(ir.ModelError, match=r"folding names 'nope'"):
         Accelerator(digits_model, folding={"nope": {"pe": 2}})
+
+
+def test_bad_folding_values_raise_model_error(digits_model):
+    with pytest.raises(ir.ModelError, match=r"folding of 'conv1': weights='flash'; use 'rom' .* or 'const'"):
+        Accelerator(digits_model, folding={"conv1": {"weights": "flash"}})
+    with pytest.raises(ir.ModelError, match=r"folding of 'conv1': unknown keys \['speed'\]; use 'pe', 'simd', "
+                                            r"'weights'"):
+        Accelerator(digits_model, folding={"conv1": {"speed": 2}})
+    with pytest.raises(ir.ModelError, match=r"layer 'conv1': conv1: pe=3 must divide"):
+        Accelerator(digits_model, folding={"conv1": {"pe": 3}})
+
+
+@pytest.mark.parametrize("kind", ["adder", "shift", "conv", "shiftadd"])
+def test_auto_folding_fits_the_budget(kind):
+    """The default folding of every family keeps the estimated engines within a UP5K."""
+    from hwgen.hw.conv import estimate_luts
+
+    model = random_digits_model(seed=0, kind=kind)
+    top = Accelerator(model)
+    total = 0
+    for s in top.stages:
+        e = s.engine
+        if hasattr(e, "lane"):
+            total += estimate_luts(e.layer, e.in_shape, e.in_range, e.requant, e.pe, e.simd, e.weights)
+    discard(top)
+    assert total <= 5280, total
+
+
+def test_random_models_keep_the_adder_default():
+    a, b = random_digits_model(seed=0), random_digits_model(seed=0, kind="adder")
+    assert [layer.to_json() for layer in a.layers] == [layer.to_json() for layer in b.layers]
+    for la, lb in zip(a.layers, b.layers):
+        for key, arr in la.arrays().items():
+            np.testing.assert_array_equal(arr, lb.arrays()[key])
+    shift = random_digits_model(seed=0, kind="shift")
+    assert [layer.kind for layer in shift.layers if layer.kind.startswith("shift")] == \
+        ["shift_conv2d", "shift_conv2d", "shift_dense"]
+    assert max(int(layer.shift.max()) for layer in shift.layers if layer.kind.startswith("shift")) == 7
+    with pytest.raises(ValueError, match="kind must be one of"):
+        random_digits_model(seed=0, kind="winograd")

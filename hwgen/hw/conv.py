@@ -1,4 +1,5 @@
-"""The streaming AdderNet (l1) convolution engine: line buffers, PE array, requantization."""
+"""The streaming conv / dense engine of every lane kind (l1, shift, mac): line buffers, PE array,
+requantization."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .. import ir
-from .pe import L1PE, lane_max
+from . import constructing
+from .pe import PE, Lane
 from .requant import Requant, requant_shape
 from .window import WindowGenerator, tap_order, valid_simd
 
-__all__ = ["ConvEngine", "default_folding", "balanced_foldings", "estimate_luts", "as_conv"]
+__all__ = ["ConvEngine", "default_folding", "balanced_foldings", "estimate_luts", "as_conv", "lane_op",
+           "make_lane", "acc_range", "CONV_KINDS", "DENSE_KINDS", "WEIGHT_MODES"]
 
 #: Most line-buffer read ports a default folding uses (each is a block-RAM copy on iCE40).
 MAX_PORTS = 3
@@ -32,17 +35,38 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
+#: Layer kinds the engine computes, by lane operation.
+CONV_KINDS = {"adder_conv2d": "l1", "shift_conv2d": "shift", "conv2d": "mac"}
+DENSE_KINDS = {"adder_dense": "l1", "shift_dense": "shift", "dense": "mac"}
+#: How an engine holds its weights (see :class:`ConvEngine`).
+WEIGHT_MODES = ("rom", "const")
+
+
+def lane_op(layer) -> str:
+    """The :class:`~hwgen.hw.pe.Lane` operation of a conv or dense layer: ``l1`` (AdderNet),
+    ``shift`` (DeepShift) or ``mac`` (multiplier)."""
+    kind = getattr(layer, "kind", None)
+    if kind in CONV_KINDS:
+        return CONV_KINDS[kind]
+    if kind in DENSE_KINDS:
+        return DENSE_KINDS[kind]
+    raise TypeError(f"ConvEngine computes {', '.join([*CONV_KINDS, *DENSE_KINDS])} layers, not "
+                    f"{kind or type(layer).__name__!r}")
+
+
 def as_conv(layer, in_shape) -> tuple[np.ndarray, int]:
-    """``(weight (O, C, KH, KW), padding)`` of an adder conv, or of an adder dense layer over
-    a ``C×H×W`` map (PyTorch's flatten order ``(c, h, w)`` makes it an ``H×W`` convolution
-    without padding and a ``1×1`` output)."""
-    if isinstance(layer, ir.AdderConv2d):
+    """``(weight (O, C, KH, KW), padding)`` of a conv layer, or of a dense layer over a
+    ``C×H×W`` map (PyTorch's flatten order ``(c, h, w)`` makes it an ``H×W`` convolution
+    without padding and a ``1×1`` output).  Any of :data:`CONV_KINDS` and :data:`DENSE_KINDS`;
+    a shift layer's weight is its derived ``sign << shift``."""
+    kind = getattr(layer, "kind", None)
+    if kind in CONV_KINDS:
         if layer.stride != 1:
             raise ValueError(f"{layer.name}: the conv engine supports stride 1 only, got stride "
                              f"{layer.stride}; use stride 1 and a max-pool layer to downsample")
         layer.out_shape(tuple(in_shape))  # validates channels and sizes
         return layer.weight, int(layer.padding)
-    if isinstance(layer, ir.AdderDense):
+    if kind in DENSE_KINDS:
         if len(in_shape) != 3:
             raise ValueError(f"{layer.name}: the conv engine runs a dense layer over a C×H×W map, "
                              f"got input shape {tuple(in_shape)}")
@@ -51,16 +75,57 @@ def as_conv(layer, in_shape) -> tuple[np.ndarray, int]:
         if k != c * h * w:
             raise ValueError(f"{layer.name}: weight takes {k} inputs, the {c}×{h}×{w} map has {c * h * w}")
         return layer.weight.reshape(o, c, h, w), 0
-    raise TypeError(f"ConvEngine computes adder_conv2d and adder_dense layers, not "
-                    f"{getattr(layer, 'kind', type(layer).__name__)!r}")
+    lane_op(layer)  # raises the TypeError naming the kinds
+    raise AssertionError("unreachable")
 
 
-def _widths(weight, padding, in_range):
+def _lane_weights(layer, weight: np.ndarray):
+    """What :meth:`~hwgen.hw.pe.Lane.encode` takes per tap, shaped like ``weight``: the weight,
+    or for a shift layer its ``(sign, shift)`` pair (an array with a trailing axis of 2)."""
+    if lane_op(layer) == "shift":
+        sign = layer.sign.reshape(weight.shape)
+        shift = np.where(sign != 0, layer.shift.reshape(weight.shape), 0)
+        return np.stack([sign, shift], axis=-1)
+    return weight
+
+
+def _x_range(padding, in_range):
     lo, hi = (int(v) for v in in_range)
-    x_range = (min(lo, 0), max(hi, 0)) if padding else (lo, hi)
+    return (min(lo, 0), max(hi, 0)) if padding else (lo, hi)
+
+
+def make_lane(layer, weight: np.ndarray, padding: int, in_range) -> Lane:
+    """The lane of a layer's PEs: its op, the input range (with the 0 of padding) and the
+    exact weight range; a shift lane's barrel shifter reaches the largest exponent used."""
+    op = lane_op(layer)
     w_range = (int(weight.min()), int(weight.max()))
-    acc_max = -ir._l1_range(weight.reshape(weight.shape[0], -1), *x_range)[0]
-    return x_range, w_range, acc_max
+    x_range = _x_range(padding, in_range)
+    if op == "shift":
+        used = layer.shift[layer.sign != 0]
+        return Lane(op, x_range, w_range, max_shift=int(used.max()) if used.size else 0)
+    return Lane(op, x_range, w_range)
+
+
+def acc_range(op: str, weight: np.ndarray, x_range) -> tuple[int, int]:
+    """The subset-sum bound of a layer's PE: over the outputs ``o``,
+    ``Σ_k min(0, tmin_ok) .. Σ_k max(0, tmax_ok)`` with ``[tmin_ok, tmax_ok]`` the range of the
+    term of tap ``k`` (``|x - w|`` for ``l1``, ``x * w`` otherwise) over ``x`` in ``x_range``.
+    Every partial sum of one output's terms, in any order, lies in it."""
+    w = weight.reshape(weight.shape[0], -1).astype(np.int64)
+    lo, hi = x_range
+    if op == "l1":
+        tmin = np.where(w < lo, lo - w, np.where(w > hi, w - hi, 0))
+        tmax = np.maximum(np.abs(lo - w), np.abs(hi - w))
+    else:
+        a, b = w * lo, w * hi
+        tmin, tmax = np.minimum(a, b), np.maximum(a, b)
+    return int(np.minimum(tmin, 0).sum(axis=1).min()), int(np.maximum(tmax, 0).sum(axis=1).max())
+
+
+def _check_weights(layer, weights):
+    if weights not in WEIGHT_MODES:
+        raise ValueError(f"{layer.name}: weights={weights!r}; use 'rom' (a weight memory read in step "
+                         f"with the window) or 'const' (constants in the logic)")
 
 
 def requant_slots(requant) -> int:
@@ -74,18 +139,46 @@ def requant_bits(requant) -> int:
     return requant.out_bits if requant is not None else 8
 
 
-def estimate_luts(layer, in_shape, in_range, requant: ir.Requant | None, pe: int, simd: int) -> int:
+def _lane_luts(lane: Lane, addresses: int, weights: str) -> tuple[int, int]:
+    """Rough LUT4s of one lane, and the bits of its term (for the tree)."""
+    xb = lane.x_shape.width
+    tb = ir.bits_for(*lane.term_range)[0]
+    if lane.op == "l1":
+        # Subtract, absolute value: the estimate the digits layers were measured with.
+        db = lane.diff_shape.width
+        cost = db + tb
+    elif lane.op == "shift":
+        # One 2:1 mux per bit of each barrel stage, the conditional negate over the term;
+        # constant weights at one address leave wiring and, for a negative weight, the negate.
+        xlo, xhi = lane.x_range
+        stages = sum(ir.bits_for(min(xlo, xlo << r), max(xhi, xhi << r))[0]
+                     for r in (min(lane.max_shift, (1 << (j + 1)) - 1) for j in range(lane.stages)))
+        neg = tb if lane.w_range[0] < 0 else 0
+        cost = neg // 2 if weights == "const" and addresses == 1 else stages + neg
+    else:
+        # A multiplier in LUTs (no DSPs assumed: HX8K has none, UP5K only 8): about one LUT
+        # per partial-product bit; a constant one has about half the partial products.
+        wb = Shape.cast(lane.w_layout).width
+        cost = xb * wb // 2 if weights == "const" and addresses == 1 else xb * wb
+    if weights == "const" and addresses > 1:
+        # The constant table: each weight bit is a function of the address (4 bits per LUT4).
+        cost += lane.w_width * max(1, addresses // 16)
+    return cost, tb
+
+
+def estimate_luts(layer, in_shape, in_range, requant: ir.Requant | None, pe: int, simd: int,
+                  weights: str = "rom") -> int:
     """Rough iCE40 LUT4 count of an engine (for choosing the folding, not a report)."""
     weight, padding = as_conv(layer, in_shape)
     o, c, kh, kw = weight.shape
-    x_range, w_range, acc_max = _widths(weight, padding, in_range)
-    xb = ir.bits_for(*x_range)[0]
-    db = ir.bits_for(x_range[0] - w_range[1], x_range[1] - w_range[0])[0]
-    ab = ir.bits_for(0, lane_max(x_range, w_range))[0]
-    accb = ir.bits_for(0, acc_max)[0]
+    lane = make_lane(layer, weight, padding, in_range)
+    x_range = lane.x_range
+    xb = lane.x_shape.width
+    accb = ir.bits_for(*acc_range(lane.op, weight, x_range))[0]
     groups = o // pe
-    lane = db + ab
-    tree = (simd - 1) * (ab + max(1, (simd - 1).bit_length()) // 2 + 1)
+    steps = c * kh * kw // simd
+    lane_cost, tb = _lane_luts(lane, groups * steps, weights)
+    tree = (simd - 1) * (tb + max(1, (simd - 1).bit_length()) // 2 + 1)
     terms = requant.max_terms if requant is not None else 3
     maxp = max((p for m in (requant.mult if requant is not None else [255]) for _, p in ir.csd(int(m))),
                default=0)
@@ -99,27 +192,35 @@ def estimate_luts(layer, in_shape, in_range, requant: ir.Requant | None, pe: int
     # Line-buffer read muxes and addressing, the schedule's counters, the output gather: a
     # fixed part measured with Yosys (synth_ice40 -noabc) on the digits layers.
     window = simd * xb * max(0, slices - 1).bit_length() + ports * 40 + 300 + 2 * o * requant_bits(requant)
-    return int(pe * (simd * lane + tree + accb + rq) + window)
+    return int(pe * (simd * lane_cost + tree + accb + rq) + window)
 
 
-def _candidates(layer, in_shape, in_range, requant):
+def _out_hw(layer, in_shape) -> tuple[int, int]:
+    if getattr(layer, "kind", None) in CONV_KINDS:
+        return tuple(layer.out_shape(tuple(in_shape))[1:])
+    return 1, 1
+
+
+def _candidates(layer, in_shape, in_range, requant, weights="rom"):
     weight, _ = as_conv(layer, in_shape)
     o, c, kh, kw = weight.shape
     k = c * kh * kw
-    oh, ow = layer.out_shape(in_shape)[1:] if isinstance(layer, ir.AdderConv2d) else (1, 1)
+    oh, ow = _out_hw(layer, in_shape)
     out = []
     for pe in _divisors(o):
         for simd in valid_simd(c, kh * kw):
             if max(1, simd // c) > MAX_PORTS:
                 continue
             cycles = oh * ow * (o // pe) * max(k // simd, requant_slots(requant))
-            out.append((cycles, estimate_luts(layer, in_shape, in_range, requant, pe, simd), pe, simd))
+            out.append((cycles, estimate_luts(layer, in_shape, in_range, requant, pe, simd, weights), pe, simd))
     return out
 
 
 def default_folding(layer, in_shape, in_range=(0, 255), requant: ir.Requant | None = None,
-                    lut_budget: int = LUT_BUDGET, target_cycles: int | None = None) -> tuple[int, int]:
-    """``(pe, simd)`` of an engine, from :func:`estimate_luts`.
+                    lut_budget: int = LUT_BUDGET, target_cycles: int | None = None,
+                    weights: str = "rom") -> tuple[int, int]:
+    """``(pe, simd)`` of an engine, from :func:`estimate_luts` (with ``weights``, see
+    :class:`ConvEngine`).
 
     Without ``target_cycles``: the fastest folding (fewest cycles per image) that fits
     ``lut_budget``, the cheapest among equals. With ``target_cycles`` (the pipeline's
@@ -128,7 +229,7 @@ def default_folding(layer, in_shape, in_range=(0, 255), requant: ir.Requant | No
     Candidates: ``pe`` divides the output channels, ``simd`` is one of
     :func:`hwgen.hw.window.valid_simd` with at most :data:`MAX_PORTS` read ports.
     """
-    cands = _candidates(layer, in_shape, in_range, requant)
+    cands = _candidates(layer, in_shape, in_range, requant, weights)
     fit = [cand for cand in cands if cand[1] <= lut_budget]
     if not fit:
         best = min(cands, key=lambda t: (t[1], t[0]))
@@ -141,40 +242,55 @@ def default_folding(layer, in_shape, in_range=(0, 255), requant: ir.Requant | No
 
 def balanced_foldings(specs, lut_budget: int = LUT_BUDGET) -> list[tuple[int, int]]:
     """Foldings for a pipeline of engines, ``specs`` a list of
-    ``(layer, in_shape, in_range, requant)``: the slowest engine at its fastest within
-    ``lut_budget`` sets the throughput, and every other engine takes the cheapest folding that
-    keeps up with it (a faster engine than the bottleneck only costs LUTs)."""
-    fastest = [default_folding(*spec, lut_budget=lut_budget) for spec in specs]
+    ``(layer, in_shape, in_range, requant)`` or ``(..., requant, weights)``: the slowest engine
+    at its fastest within ``lut_budget`` sets the throughput, and every other engine takes the
+    cheapest folding that keeps up with it (a faster engine than the bottleneck only costs LUTs)."""
+    specs = [tuple(spec) + ("rom",) * (5 - len(spec)) for spec in specs]
+    fastest = [default_folding(*spec[:4], lut_budget=lut_budget, weights=spec[4]) for spec in specs]
     target = 0
     for spec, (pe, simd) in zip(specs, fastest):
         target = max(target, next(c[0] for c in _candidates(*spec) if c[2:] == (pe, simd)))
-    return [default_folding(*spec, lut_budget=lut_budget, target_cycles=target) for spec in specs]
+    return [default_folding(*spec[:4], lut_budget=lut_budget, target_cycles=target, weights=spec[4])
+            for spec in specs]
 
 
 class ConvEngine(wiring.Component):
-    """AdderNet (l1) convolution + fused per-channel requantization, streaming.
+    """Convolution (or dense layer) + fused per-channel requantization, streaming.
 
-    ``y[o, oy, ox] = requant_o(-Σ_{c,ky,kx} |x[c, oy+ky-pad, ox+kx-pad] - w[o, c, ky, kx]|)``,
-    stride 1, zero padding (a padded 0 still adds ``|0 - w|``, as :mod:`hwgen.golden`).
-    An :class:`hwgen.ir.AdderDense` layer over a ``C×H×W`` map runs as an ``H×W`` convolution
-    without padding (:func:`as_conv`), giving one ``O``-channel pixel per image.
+    ``y[o, oy, ox] = requant_o(Σ_{c,ky,kx} term(x[c, oy+ky-pad, ox+kx-pad], w[o, c, ky, kx]))``,
+    stride 1, zero padding (a padded 0 is a tap like any other, as in :mod:`hwgen.golden`), the
+    term chosen by the layer (:func:`lane_op`): ``-|x - w|`` for AdderNet (``adder_conv2d``,
+    ``adder_dense``), ``sign * (x << shift)`` for DeepShift (``shift_conv2d``, ``shift_dense``),
+    ``x * w`` for the multiplier baseline (``conv2d``, ``dense``).  A dense layer over a
+    ``C×H×W`` map runs as an ``H×W`` convolution without padding (:func:`as_conv`), giving one
+    ``O``-channel pixel per image.
 
     Structure: a :class:`~hwgen.hw.window.WindowGenerator` (line buffers) issues ``simd`` taps
-    per cycle; ``pe`` :class:`~hwgen.hw.pe.L1PE` compute ``pe`` output channels in parallel
-    with their weights from a ROM (one word of ``pe*simd`` weights per beat, read in step
-    with the window); one :class:`~hwgen.hw.requant.Requant` per PE; the ``O`` results of a
-    pixel are gathered and leave as one beat.
+    per cycle; ``pe`` :class:`~hwgen.hw.pe.PE` compute ``pe`` output channels in parallel, their
+    weights read in step with the window; one :class:`~hwgen.hw.requant.Requant` per PE (with
+    ``negate`` for the l1 magnitude); the ``O`` results of a pixel are gathered and leave as
+    one beat.
 
     Parameters
     ----------
-    layer : :class:`hwgen.ir.AdderConv2d` or :class:`hwgen.ir.AdderDense`
+    layer : a conv or dense layer of :mod:`hwgen.ir` (:data:`CONV_KINDS`, :data:`DENSE_KINDS`)
     requant : :class:`hwgen.ir.Requant`  with ``O`` channels.
     in_shape : (C, H, W)
     in_range : (int, int)
-        Exact interval of the input values (``model.in_ranges()``); sets the input shape.
+        Exact interval of the input values (``model.in_ranges()``), signed or unsigned; sets the
+        input shape.
     pe, simd : int, optional
         Output channels in parallel (divides ``O``) and taps per PE per cycle (one of
         :func:`~hwgen.hw.window.valid_simd`); default :func:`default_folding`.
+    weights : ``"rom"`` (default) or ``"const"``
+        ``rom``: one :class:`~amaranth.lib.memory.Memory` word of ``pe*simd`` weight words per
+        beat, read at the window's ``w_addr`` (block RAM when large); a shift lane's barrel
+        shifter takes its exponent from it at run time.  ``const``: each lane's weights are
+        constants selected by a ``Switch`` on the (registered) address, and a lane whose weight
+        is the same at every address gets a plain constant, so synthesis folds it into the lane:
+        a shift lane becomes wiring (and a negate) plus a small mux, no mux at all at full
+        parallelism (one group, one step); a mac lane a constant multiplier; an l1 lane
+        ``|x - c|``.  Both compute the same numbers.
 
     Members
     -------
@@ -188,55 +304,72 @@ class ConvEngine(wiring.Component):
     stalls, ``slots`` (:func:`requant_slots`, at most ``max_terms``) the cycles the sequential
     requantizer spends on one value: it works while the next value accumulates, and stalls the
     PEs only when a pass is shorter.  ``latency`` (from the beat issuing an output's last taps
-    to its ``o.valid``): ``1 + L1PE.latency + slots + 1`` cycles.  The output register is also
-    the gather of a pixel's groups: a group finished while the previous pixel still waits in it
-    stalls the engine.  The input is accepted at up to one pixel per cycle while the line
-    buffer has a free row.
+    to its ``o.valid``): ``1 + PE.latency + slots + 1`` cycles, whatever the lane and weights
+    mode.  The output register is also the gather of a pixel's groups: a group finished while
+    the previous pixel still waits in it stalls the engine.  The input is accepted at up to one
+    pixel per cycle while the line buffer has a free row.
     """
 
     def __init__(self, layer, requant: ir.Requant, in_shape: tuple[int, int, int], in_range: tuple[int, int],
-                 *, pe: int | None = None, simd: int | None = None):
-        if not isinstance(requant, ir.Requant):
-            raise TypeError(f"requant must be an hwgen.ir.Requant, not {type(requant).__name__}")
-        if len(in_shape) != 3:
-            raise ValueError(f"in_shape must be (C, H, W), got {tuple(in_shape)}")
-        in_shape = tuple(int(v) for v in in_shape)
-        weight, padding = as_conv(layer, in_shape)
-        o, c, kh, kw = weight.shape
-        if len(requant.mult) != o:
-            raise ValueError(f"{requant.name}: {len(requant.mult)} channels, {layer.name} has {o} outputs")
-        lo, hi = (int(v) for v in in_range)
-        if lo > hi:
-            raise ValueError(f"empty in_range {in_range}")
-        if pe is None or simd is None:
-            d_pe, d_simd = default_folding(layer, in_shape, (lo, hi), requant)
-            pe = d_pe if pe is None else pe
-            simd = d_simd if simd is None else simd
-        if not isinstance(pe, int) or pe < 1 or o % pe:
-            raise ValueError(f"{layer.name}: pe={pe!r} must divide the {o} output channels "
-                             f"(one of {_divisors(o)})")
-        if simd not in valid_simd(c, kh * kw):
-            raise ValueError(f"{layer.name}: simd={simd!r} does not fold a {c}-channel {kh}×{kw} "
-                             f"window; pick one of {valid_simd(c, kh * kw)}")
-        self.layer, self.requant = layer, requant
-        self.in_shape, self.in_range = in_shape, (lo, hi)
-        self.weight, self.padding = weight, padding
-        self.pe, self.simd = pe, simd
-        self.groups = o // pe
-        self.steps = c * kh * kw // simd
-        _, h, w = in_shape
-        self.out_hw = (h + 2 * padding - kh + 1, w + 2 * padding - kw + 1)
-        self.x_range, self.w_range, self.acc_max = _widths(weight, padding, (lo, hi))
-        self.in_elem = _shape(lo, hi)
-        self.w_shape = _shape(*self.w_range)
-        self.out_elem = requant_shape(requant)
-        self.pe_latency = 2 + max(0, (simd - 1).bit_length())
-        self.rq_slots = requant_slots(requant)
-        self.latency = 1 + self.pe_latency + self.rq_slots + 1
+                 *, pe: int | None = None, simd: int | None = None, weights: str = "rom"):
+        # A half-built engine is no forgotten elaboratable (no UnusedElaboratable warning).
+        with constructing(self):
+            if not isinstance(requant, ir.Requant):
+                raise TypeError(f"requant must be an hwgen.ir.Requant, not {type(requant).__name__}")
+            if len(in_shape) != 3:
+                raise ValueError(f"in_shape must be (C, H, W), got {tuple(in_shape)}")
+            in_shape = tuple(int(v) for v in in_shape)
+            weight, padding = as_conv(layer, in_shape)
+            _check_weights(layer, weights)
+            o, c, kh, kw = weight.shape
+            if len(requant.mult) != o:
+                raise ValueError(f"{requant.name}: {len(requant.mult)} channels, {layer.name} has {o} outputs")
+            lo, hi = (int(v) for v in in_range)
+            if lo > hi:
+                raise ValueError(f"empty in_range {in_range}")
+            if pe is None or simd is None:
+                d_pe, d_simd = default_folding(layer, in_shape, (lo, hi), requant, weights=weights)
+                pe = d_pe if pe is None else pe
+                simd = d_simd if simd is None else simd
+            if not isinstance(pe, int) or isinstance(pe, bool) or pe < 1 or o % pe:
+                raise ValueError(f"{layer.name}: pe={pe!r} must divide the {o} output channels "
+                                 f"(one of {_divisors(o)})")
+            if simd not in valid_simd(c, kh * kw) or isinstance(simd, bool):
+                raise ValueError(f"{layer.name}: simd={simd!r} does not fold a {c}-channel {kh}×{kw} "
+                                 f"window; pick one of {valid_simd(c, kh * kw)}")
+            self.layer, self.requant = layer, requant
+            self.in_shape, self.in_range = in_shape, (lo, hi)
+            self.weight, self.padding = weight, padding
+            self.pe, self.simd, self.weights = pe, simd, weights
+            self.groups = o // pe
+            self.steps = c * kh * kw // simd
+            _, h, w = in_shape
+            self.out_hw = (h + 2 * padding - kh + 1, w + 2 * padding - kw + 1)
+            self.lane = make_lane(layer, weight, padding, (lo, hi))
+            self.op = self.lane.op
+            self.x_range, self.w_range = self.lane.x_range, self.lane.w_range
+            self.acc_range = acc_range(self.op, weight, self.x_range)
+            if self.op == "l1":
+                # The PE delivers the magnitude of -Σ|x - w|; the requantizer negates.
+                self.rq_range = self.acc_range
+            else:
+                o_lo, o_hi = ir._mac_range(weight.reshape(o, -1), *self.x_range)
+                self.rq_range = (o_lo, o_hi)
+            self.in_elem = _shape(lo, hi)
+            self.w_width = self.lane.w_width
+            self.out_elem = requant_shape(requant)
+            self.pe_latency = 2 + max(0, (simd - 1).bit_length())
+            self.rq_slots = requant_slots(requant)
+            self.latency = 1 + self.pe_latency + self.rq_slots + 1
         super().__init__({
             "i": In(stream.Signature(data.ArrayLayout(self.in_elem, c))),
             "o": Out(stream.Signature(data.ArrayLayout(self.out_elem, o))),
         })
+
+    @property
+    def acc_max(self) -> int:
+        """Largest magnitude of an l1 engine's sum (the upper end of :attr:`acc_range`)."""
+        return self.acc_range[1]
 
     @property
     def cycles_per_image(self) -> int:
@@ -245,78 +378,95 @@ class ConvEngine(wiring.Component):
     @property
     def params(self) -> dict:
         return {
-            "pe": self.pe, "simd": self.simd, "groups": self.groups, "steps": self.steps,
-            "in_bits": self.in_elem.width, "weight_bits": self.w_shape.width,
-            "acc_bits": ir.bits_for(0, self.acc_max)[0], "out_bits": self.out_elem.width,
+            "pe": self.pe, "simd": self.simd, "weights": self.weights, "lane": self.op,
+            "groups": self.groups, "steps": self.steps,
+            "in_bits": self.in_elem.width, "weight_bits": self.w_width,
+            "acc_bits": ir.bits_for(*self.acc_range)[0], "out_bits": self.out_elem.width,
             "latency": self.latency, "cycles_per_image": self.cycles_per_image,
         }
 
-    def weight_rom(self) -> list[int]:
-        """ROM words: word ``g*steps + s`` holds, for PE ``p`` and lane ``l``, the weight of
-        output ``g*pe + p`` at tap ``s*simd + l`` of :func:`~hwgen.hw.window.tap_order`."""
+    def lane_words(self) -> np.ndarray:
+        """Raw lane weight words (:meth:`~hwgen.hw.pe.Lane.encode`), ``(groups*steps, pe, simd)``:
+        address ``g*steps + s`` holds, for PE ``p`` and lane ``l``, the weight of output
+        ``g*pe + p`` at tap ``s*simd + l`` of :func:`~hwgen.hw.window.tap_order`."""
         o, c, kh, kw = self.weight.shape
-        wb = self.w_shape.width
-        mask = (1 << wb) - 1
+        spec = _lane_weights(self.layer, self.weight)
         taps = tap_order(c, kh, kw)
-        words = []
+        words = np.zeros((self.groups * self.steps, self.pe, self.simd), dtype=object)
         for g in range(self.groups):
             for s in range(self.steps):
-                word, pos = 0, 0
                 for p in range(self.pe):
                     for lane in range(self.simd):
                         ky, kx, ch = taps[s * self.simd + lane]
-                        word |= (int(self.weight[g * self.pe + p, ch, ky, kx]) & mask) << pos
-                        pos += wb
-                words.append(word)
+                        words[g * self.steps + s, p, lane] = self.lane.encode(spec[g * self.pe + p, ch, ky, kx])
         return words
+
+    def weight_rom(self) -> list[int]:
+        """ROM words (``weights="rom"``): word ``a`` packs :meth:`lane_words` ``[a]``, PE 0 lane 0
+        in the LSBs, ``w_width`` bits each."""
+        wb = self.w_width
+        out = []
+        for row in self.lane_words():
+            word = 0
+            for pos, v in enumerate(row.reshape(-1)):
+                word |= int(v) << (pos * wb)
+            out.append(word)
+        return out
 
     def elaborate(self, platform):
         m = Module()
         c, h, w = self.in_shape
         o = self.weight.shape[0]
         pe, simd, G = self.pe, self.simd, self.groups
-        wb = self.w_shape.width
+        wb = self.w_width
+        depth = G * self.steps
 
         m.submodules.window = win = WindowGenerator(c, h, w, self.weight.shape[2:], self.padding,
                                                     self.in_elem, simd, G)
         wiring.connect(m, wiring.flipped(self.i), win.i)
 
-        # Yosys keeps small ROMs in logic by its own cost model; a larger weight ROM belongs in
-        # block RAM (iCE40: 4 kbit blocks), which the attribute asks for.
-        bits = pe * simd * wb * G * self.steps
-        attrs = {"rom_style": "block"} if bits >= ROM_BLOCK_BITS else {}
-        m.submodules.rom = rom = Memory(shape=unsigned(pe * simd * wb), depth=G * self.steps,
-                                        init=self.weight_rom(), attrs=attrs)
-        rp = rom.read_port()
-
-        ce = Signal()  # clock enable of the window, weight ROM and PEs
-        m.d.comb += [win.en.eq(ce), rp.addr.eq(win.w_addr), rp.en.eq(ce)]
+        ce = Signal()  # clock enable of the window, weight source and PEs
+        m.d.comb += win.en.eq(ce)
+        # The weights of a beat, one enabled cycle after its address (in step with the taps).
+        wdata = Signal(pe * simd * wb)
+        if self.weights == "rom":
+            # Yosys keeps small ROMs in logic by its own cost model; a larger weight ROM belongs
+            # in block RAM (iCE40: 4 kbit blocks), which the attribute asks for.
+            attrs = {"rom_style": "block"} if pe * simd * wb * depth >= ROM_BLOCK_BITS else {}
+            m.submodules.rom = rom = Memory(shape=unsigned(pe * simd * wb), depth=depth,
+                                            init=self.weight_rom(), attrs=attrs)
+            rp = rom.read_port()
+            m.d.comb += [rp.addr.eq(win.w_addr), rp.en.eq(ce), wdata.eq(rp.data)]
+        else:
+            self._const_weights(m, win.w_addr, ce, wdata)
 
         # PEs and requantizers; the requantizers take ``slots`` cycles per value, all in step.
         # ``ce_out`` stops everything while a finished pixel waits; ``ce`` also stops the window
-        # and the PEs while a magnitude waits for the requantizers (only when a pass is
-        # shorter than ``slots`` beats).
+        # and the PEs while a sum waits for the requantizers (only when a pass is shorter than
+        # ``slots`` beats).
         ce_out = Signal()
         ys, rqs = [], []
         for p in range(pe):
-            u = L1PE(simd, self.x_range, self.w_range, self.acc_max)
+            u = PE(self.lane, simd, self.acc_range)
             m.submodules[f"pe{p}"] = u
             m.d.comb += [
                 u.en.eq(ce), u.valid.eq(win.valid), u.first.eq(win.first), u.last.eq(win.last),
-                u.x.eq(win.taps), u.w.eq(rp.data[p * simd * wb:(p + 1) * simd * wb]),
+                u.x.eq(win.taps), u.w.eq(wdata[p * simd * wb:(p + 1) * simd * wb]),
             ]
-            r = Requant(self.requant, [g * pe + p for g in range(G)], (0, self.acc_max), negate=True,
+            r = Requant(self.requant, [g * pe + p for g in range(G)], self.rq_range, negate=self.op == "l1",
                         slots=self.rq_slots)
             m.submodules[f"rq{p}"] = r
-            m.d.comb += [r.en.eq(ce_out), r.valid.eq(u.mag_valid), r.x.eq(u.mag)]
+            # The sum is proven to lie in rq_range: narrowing it to the requantizer's input
+            # keeps the value.
+            m.d.comb += [r.en.eq(ce_out), r.valid.eq(u.acc_valid), r.x.eq(u.acc)]
             ys.append(r.y)
             rqs.append(r)
-        mag_valid = m.submodules["pe0"].mag_valid
-        m.d.comb += ce.eq(ce_out & ~(mag_valid & ~rqs[0].ready))
-        # The group of the next magnitude: passes arrive in group order.
+        acc_valid = m.submodules["pe0"].acc_valid
+        m.d.comb += ce.eq(ce_out & ~(acc_valid & ~rqs[0].ready))
+        # The group of the next sum: passes arrive in group order.
         g_in = Signal(range(G))
         if G > 1:
-            with m.If(ce_out & mag_valid & rqs[0].ready):
+            with m.If(ce_out & acc_valid & rqs[0].ready):
                 m.d.sync += g_in.eq(Mux(g_in == G - 1, 0, g_in + 1))
         for r in rqs:
             m.d.comb += r.sel.eq(g_in)
@@ -340,3 +490,29 @@ class ConvEngine(wiring.Component):
                     with m.Case(g):
                         m.d.sync += [obuf[g * pe + p].eq(ys[p]) for p in range(pe)]
         return m
+
+    def _const_weights(self, m, addr, ce, wdata):
+        """``weights="const"``: ``wdata`` from constants, one enabled cycle after ``addr`` like
+        a ROM read.  A lane with one weight for every address is a plain constant (no register,
+        no mux); the others share a ``Switch`` on the registered address, each case listing
+        the addresses with the same word."""
+        words = self.lane_words()
+        depth, wb = words.shape[0], self.w_width
+        addr_q = Signal(range(depth))
+        if depth > 1:
+            with m.If(ce):
+                m.d.sync += addr_q.eq(addr)
+        for p in range(self.pe):
+            for lane in range(self.simd):
+                field = wdata[(p * self.simd + lane) * wb:(p * self.simd + lane + 1) * wb]
+                values = [int(v) for v in words[:, p, lane]]
+                if len(set(values)) == 1:
+                    m.d.comb += field.eq(values[0])
+                    continue
+                by_value: dict[int, list[int]] = {}
+                for a, v in enumerate(values):
+                    by_value.setdefault(v, []).append(a)
+                with m.Switch(addr_q):
+                    for v, addrs in by_value.items():
+                        with m.Case(*addrs):
+                            m.d.comb += field.eq(v)

@@ -22,12 +22,20 @@ from . import constructing, elem_shape
 from .head import ArgmaxHead, result_layout
 from .pool import MaxPoolEngine
 
-__all__ = ["Accelerator", "generate", "random_digits_model", "MANIFEST_FORMAT", "MANIFEST_VERSION"]
+__all__ = ["Accelerator", "generate", "random_digits_model", "MANIFEST_FORMAT", "MANIFEST_VERSION",
+           "SUPPORTED", "RANDOM_KINDS"]
 
 MANIFEST_FORMAT = "hwgen-build"
 MANIFEST_VERSION = 1
 
-SUPPORTED = "adder_conv2d+requant, maxpool2d, flatten+adder_dense+requant (the last one ends the model)"
+#: Conv and dense layer kinds with an engine (:class:`~hwgen.hw.conv.ConvEngine`).
+CONV_KINDS = ("adder_conv2d", "shift_conv2d", "conv2d")
+DENSE_KINDS = ("adder_dense", "shift_dense", "dense")
+#: Keys of a layer's entry in the folding dict.
+FOLDING_KEYS = ("pe", "simd", "weights")
+
+SUPPORTED = ("{adder_conv2d|shift_conv2d|conv2d}+requant, maxpool2d, then flatten and one or more "
+             "{adder_dense|shift_dense|dense}+requant (the last one ends the model)")
 
 
 class _Stage:
@@ -51,12 +59,18 @@ class Accelerator(wiring.Component):
     Parameters
     ----------
     model : :class:`hwgen.ir.Model`
-        Layer groups it builds: ``adder_conv2d, requant`` (a :class:`~hwgen.hw.conv.ConvEngine`),
-        ``maxpool2d`` (a :class:`~hwgen.hw.pool.MaxPoolEngine`) and, last,
-        ``flatten, adder_dense, requant`` (a ``ConvEngine`` in dense mode). An
+        Layer groups it builds, each a :class:`~hwgen.hw.conv.ConvEngine` unless said
+        otherwise: a conv layer (``adder_conv2d``, ``shift_conv2d`` or ``conv2d``) and its
+        ``requant``; ``maxpool2d`` (a :class:`~hwgen.hw.pool.MaxPoolEngine`); ``flatten`` and a
+        dense layer (``adder_dense``, ``shift_dense`` or ``dense``) with its ``requant`` (dense
+        mode, over the map); then any number of further dense + ``requant`` pairs, the last
+        ending the model.  Conv layers may follow each other without a pool, and a requant
+        without ReLU (signed) may feed the next layer, as in ShiftAddNet's
+        ``shift_conv2d, requant, adder_conv2d (1×1), requant``.  An
         :class:`~hwgen.hw.head.ArgmaxHead` ends the pipeline.
     folding : dict or None
-        ``{layer name: {"pe": int, "simd": int}}`` overrides for conv / dense layers.
+        ``{layer name: {"pe": int, "simd": int, "weights": "rom" | "const"}}`` overrides for
+        conv / dense layers, any subset of the keys (see :class:`~hwgen.hw.conv.ConvEngine`).
 
     Members
     -------
@@ -97,11 +111,19 @@ class Accelerator(wiring.Component):
         layers = model.layers
         in_shapes, in_ranges = model.in_shapes(), model.in_ranges()
         out_shapes, out_ranges = model.shapes(), model.value_ranges()
-        foldable = {layer.name for layer in layers if layer.kind in ("adder_conv2d", "adder_dense")}
+        foldable = {layer.name for layer in layers if layer.kind in CONV_KINDS + DENSE_KINDS}
         unknown = sorted(set(self.folding) - foldable)
         if unknown:
             raise ir.ModelError(f"folding names {', '.join(map(repr, unknown))}, not a conv or dense layer "
                                 f"of the model (those are: {', '.join(sorted(foldable)) or 'none'})")
+        for name, fold in self.folding.items():
+            extra = sorted(set(fold) - set(FOLDING_KEYS))
+            if extra:
+                raise ir.ModelError(f"folding of {name!r}: unknown keys {extra}; use "
+                                    f"{', '.join(map(repr, FOLDING_KEYS))}")
+            if "weights" in fold and fold["weights"] not in ("rom", "const"):
+                raise ir.ModelError(f"folding of {name!r}: weights={fold['weights']!r}; use 'rom' (a weight "
+                                    f"memory) or 'const' (weights folded into the logic)")
         self.auto_folding = self._balanced(layers, in_shapes, in_ranges)
         stages = []
         try:
@@ -111,31 +133,37 @@ class Accelerator(wiring.Component):
                 stage.engine._MustUse__silence = True
             raise
 
-    @staticmethod
-    def _balanced(layers, in_shapes, in_ranges) -> dict:
-        """Default folding: the slowest engine at its fastest within the per-engine LUT
-        budget sets the pace; every other engine takes the cheapest folding that keeps up
-        (:func:`hwgen.hw.conv.balanced_foldings`). User overrides win over these."""
-        from .conv import balanced_foldings
-
-        specs, names = [], []
+    def _engine_specs(self, layers, in_shapes, in_ranges):
+        """``(layer, in_shape, in_range, requant)`` of every conv / dense engine, in order."""
+        specs = []
         for i, layer in enumerate(layers):
             nxt = layers[i + 1] if i + 1 < len(layers) else None
-            if layer.kind == "adder_conv2d" and nxt is not None and nxt.kind == "requant":
-                specs.append((layer, tuple(in_shapes[i]), tuple(in_ranges[i]), nxt))
-                names.append(layer.name)
-            elif (layer.kind == "flatten" and i + 2 < len(layers) and nxt.kind == "adder_dense"
-                  and layers[i + 2].kind == "requant"):
-                shape = tuple(in_shapes[i]) if len(in_shapes[i]) == 3 else (in_shapes[i][0], 1, 1)
-                specs.append((nxt, shape, tuple(in_ranges[i]), layers[i + 2]))
-                names.append(nxt.name)
+            if layer.kind in CONV_KINDS + DENSE_KINDS and nxt is not None and nxt.kind == "requant":
+                shape = tuple(in_shapes[i])
+                if layer.kind in DENSE_KINDS:
+                    prev = layers[i - 1] if i else None
+                    # Over the map before the flatten, or a 1×1 map of a previous dense output.
+                    shape = tuple(in_shapes[i - 1]) if prev is not None and prev.kind == "flatten" else shape
+                    shape = shape if len(shape) == 3 else (shape[0], 1, 1)
+                specs.append((layer, shape, tuple(in_ranges[i]), nxt))
+        return specs
+
+    def _balanced(self, layers, in_shapes, in_ranges) -> dict:
+        """Default folding: the slowest engine at its fastest within the per-engine LUT
+        budget sets the pace; every other engine takes the cheapest folding that keeps up
+        (:func:`hwgen.hw.conv.balanced_foldings`), each estimated with its ``weights`` mode.
+        User overrides win over these."""
+        from .conv import balanced_foldings
+
+        specs = [(*spec, self.folding.get(spec[0].name, {}).get("weights", "rom"))
+                 for spec in self._engine_specs(layers, in_shapes, in_ranges)]
         if not specs:
             return {}
         try:
             folds = balanced_foldings(specs)
         except (TypeError, ValueError):
             return {}  # the engine itself reports what is wrong with the layer
-        return {name: {"pe": pe, "simd": simd} for name, (pe, simd) in zip(names, folds)}
+        return {spec[0].name: {"pe": pe, "simd": simd} for spec, (pe, simd) in zip(specs, folds)}
 
     def _build_stages(self, layers, stages, in_shapes, in_ranges, out_shapes, out_ranges):
         i, n = 0, len(layers)
@@ -149,10 +177,10 @@ class Accelerator(wiring.Component):
 
         while i < n:
             layer = layers[i]
-            if layer.kind == "adder_conv2d":
+            if layer.kind in CONV_KINDS:
                 rq = expect(i + 1, "requant", layer)
                 engine = self._conv(layer, rq, in_shapes[i], in_ranges[i])
-                stages.append(_Stage(layer.name, "adder_conv2d", [layer.name, rq.name], engine,
+                stages.append(_Stage(layer.name, layer.kind, [layer.name, rq.name], engine,
                                      in_shapes[i], out_shapes[i + 1]))
                 i += 2
             elif layer.kind == "maxpool2d":
@@ -161,24 +189,44 @@ class Accelerator(wiring.Component):
                 stages.append(_Stage(layer.name, "maxpool2d", [layer.name], engine, in_shapes[i], out_shapes[i]))
                 i += 1
             elif layer.kind == "flatten":
-                dense = expect(i + 1, "adder_dense", layer)
+                dense = layers[i + 1] if i + 1 < n else None
+                if dense is None or dense.kind not in DENSE_KINDS:
+                    got = f"layer {dense.name!r} of kind {dense.kind!r}" if dense is not None else "the end of the model"
+                    raise ir.ModelError(f"layer {layer.name!r} (flatten) must be followed by a dense layer "
+                                        f"({', '.join(DENSE_KINDS)}), found {got}; supported sequences: {SUPPORTED}")
                 rq = expect(i + 2, "requant", dense)
-                if i + 3 != n:
-                    raise ir.ModelError(f"layer {layers[i + 3].name!r} follows the dense layer {dense.name!r}; "
-                                        f"only one dense layer, at the end, has an engine yet; supported: {SUPPORTED}")
                 in_shape = in_shapes[i]
                 if len(in_shape) == 1:
                     in_shape = (in_shape[0], 1, 1)
                 engine = self._conv(dense, rq, in_shape, in_ranges[i])
-                stages.append(_Stage(dense.name, "adder_dense", [layer.name, dense.name, rq.name], engine,
+                stages.append(_Stage(dense.name, dense.kind, [layer.name, dense.name, rq.name], engine,
                                      in_shape, out_shapes[i + 2]))
                 i += 3
+                # Further dense layers, each over the previous one's output as a 1×1 map.
+                while i < n and layers[i].kind in DENSE_KINDS:
+                    dense = layers[i]
+                    rq = expect(i + 1, "requant", dense)
+                    in_shape = (in_shapes[i][0], 1, 1)
+                    engine = self._conv(dense, rq, in_shape, in_ranges[i])
+                    stages.append(_Stage(dense.name, dense.kind, [dense.name, rq.name], engine,
+                                         in_shape, out_shapes[i + 1]))
+                    i += 2
+                if i != n:
+                    raise ir.ModelError(f"layer {layers[i].name!r} of kind {layers[i].kind!r} follows the dense "
+                                        f"layers; only dense + requant pairs may follow a flatten, the last "
+                                        f"ending the model; supported: {SUPPORTED}")
+            elif layer.kind == "requant":
+                raise ir.ModelError(f"requant layer {layer.name!r} must follow a conv or dense layer (its engine "
+                                    f"computes both); supported: {SUPPORTED}")
+            elif layer.kind in DENSE_KINDS:
+                raise ir.ModelError(f"dense layer {layer.name!r} must follow a flatten layer (or another dense "
+                                    f"layer's requant); supported: {SUPPORTED}")
             else:
                 raise ir.ModelError(f"layer {layer.name!r} of kind {layer.kind!r} has no hardware engine yet; "
                                     f"supported: {SUPPORTED}")
-        if not stages or stages[-1].kind != "adder_dense":
-            raise ir.ModelError(f"the model must end with flatten, adder_dense, requant to give one beat of class "
-                                f"scores per image; supported: {SUPPORTED}")
+        if not stages or stages[-1].kind not in DENSE_KINDS:
+            raise ir.ModelError(f"the model must end with flatten, a dense layer and a requant to give one beat "
+                                f"of class scores per image; supported: {SUPPORTED}")
         classes = out_shapes[-1][0]
         head = ArgmaxHead(classes, elem_shape(*out_ranges[-1]))
         stages.append(_Stage("argmax", "argmax", [], head, (classes,), (classes,)))
@@ -195,14 +243,10 @@ class Accelerator(wiring.Component):
     def _conv(self, layer, requant, in_shape, in_range):
         from .conv import ConvEngine  # written alongside; imported late so pool/head stand alone
 
-        fold = self.folding.get(layer.name, {})
-        extra = set(fold) - {"pe", "simd"}
-        fold = {**self.auto_folding.get(layer.name, {}), **fold}
-        if extra:
-            raise ir.ModelError(f"folding of {layer.name!r}: unknown keys {sorted(extra)}; use 'pe' and 'simd'")
+        fold = {**self.auto_folding.get(layer.name, {}), **self.folding.get(layer.name, {})}
         try:
             return ConvEngine(layer, requant, tuple(in_shape), tuple(in_range),
-                              pe=fold.get("pe"), simd=fold.get("simd"))
+                              pe=fold.get("pe"), simd=fold.get("simd"), weights=fold.get("weights", "rom"))
         except (TypeError, ValueError) as e:
             if isinstance(e, ir.ModelError):
                 raise
@@ -335,36 +379,62 @@ def _csd_near(target: float, max_terms: int = 3) -> int:
     raise AssertionError("unreachable")
 
 
-def _calibrated_requant(name, acc, out_lo, out_hi, *, relu, out_bits, shift=12) -> ir.Requant:
+def _calibrated_requant(name, acc, out_lo, out_hi, *, relu, out_bits, shift=12, negative=True) -> ir.Requant:
     """Requant mapping each channel's 1st..99th percentile of ``acc`` onto ``[out_lo, out_hi]``.
 
-    The multiplier is negative: the adder output is ``-distance``, so the most similar input
-    (largest value, nearest 0) gives the smallest activation.  Any direction works for a test.
+    ``negative``: the multiplier is negative, as for an adder layer, whose output is
+    ``-distance``: the most similar input (largest value, nearest 0) gives the smallest
+    activation.  Any direction works for a test.  ``shift=None`` picks the smallest shift that
+    leaves the smallest multiplier at least 128 (8 bits of scale).
     """
     axes = tuple(i for i in range(acc.ndim) if i != 1)
     lo = np.percentile(acc, 1, axis=axes)
     hi = np.percentile(acc, 99, axis=axes)
     span = np.maximum(hi - lo, 1)
+    if shift is None:
+        smallest = float(((out_hi - out_lo) / span).min())
+        shift = min(40, max(0, int(np.ceil(np.log2(128 / smallest)))))
     mult, bias = [], []
     for ch in range(acc.shape[1]):
         scale = (out_hi - out_lo) / span[ch]
-        m = -_csd_near(scale * (1 << shift))
+        if negative:
+            m = -_csd_near(scale * (1 << shift))
+            # y = (acc * m + bias) >> shift maps hi -> out_lo, lo -> out_hi (approximately).
+            bias.append(int(round(out_lo * (1 << shift) - hi[ch] * m)))
+        else:
+            m = _csd_near(scale * (1 << shift))
+            bias.append(int(round(out_lo * (1 << shift) - lo[ch] * m)))
         mult.append(m)
-        # y = (acc * m + bias) >> shift maps hi -> out_lo, lo -> out_hi (approximately).
-        bias.append(int(round(out_lo * (1 << shift) - hi[ch] * m)))
     return ir.Requant(name, mult=np.array(mult), bias=np.array(bias), shift=shift, out_bits=out_bits, relu=relu)
 
 
-def random_digits_model(seed: int = 0, calibration: np.ndarray | None = None) -> ir.Model:
-    """A digits-shaped AdderNet with random weights and calibrated requantization, for tests.
+#: Families of :func:`random_digits_model`.
+RANDOM_KINDS = ("adder", "shift", "conv", "shiftadd")
 
-    conv1 (8×1×3×3, pad 1) → bn1 → pool1 → conv2 (16×8×3×3, pad 1) → bn2 → pool2 → flatten →
-    fc (10×64) → bn3 (16-bit signed scores). Input 1×8×8, 8 bits. ``calibration``: integer
-    images ``(N, 1, 8, 8)`` used to choose requant parameters so activations spread over
-    their range; defaults to 64 training digits quantized as ``round(x * 255)``.
+
+def random_digits_model(seed: int = 0, kind: str = "adder", calibration: np.ndarray | None = None) -> ir.Model:
+    """A digits-shaped network with random weights and calibrated requantization, for tests.
+
+    Input 1×8×8, 8 bits; ``conv1`` (8×1×3×3, pad 1) → ``bn1`` → ``pool1`` → ``conv2``
+    (16×8×3×3, pad 1) → ``bn2`` → ``pool2`` → ``flatten`` → ``fc`` (10×64) → ``bn3`` (16-bit
+    signed scores), the layers of family ``kind``:
+
+    ``adder``     AdderNet: adder_conv2d / adder_dense, int8 weights (the default; unchanged);
+    ``shift``     DeepShift: shift_conv2d / shift_dense, random sign in {-1, 0, 1} and shift in
+                  [0, 7] (``max_shift=7``);
+    ``conv``      the multiplier baseline: conv2d / dense, int8 weights;
+    ``shiftadd``  ShiftAddNet: each shift layer followed by a signed requant (8 bits, no ReLU)
+                  and an adder layer: a 1×1 ``adder_conv2d`` after each shift conv, an
+                  ``adder_dense`` (10→10) after the shift dense.
+
+    ``calibration``: integer images ``(N, 1, 8, 8)`` used to choose requant parameters so
+    activations spread over their range; defaults to 64 training digits quantized as
+    ``round(x * 255)``.
     """
     from .. import golden
 
+    if kind not in RANDOM_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(RANDOM_KINDS)}, not {kind!r}")
     rng = np.random.default_rng(seed)
     if calibration is None:
         from ..data import digits
@@ -378,14 +448,48 @@ def random_digits_model(seed: int = 0, calibration: np.ndarray | None = None) ->
         layers.append(layer)
         x = golden.execute(layer, x)
 
-    add(ir.AdderConv2d("conv1", weight=rng.integers(-128, 128, size=(8, 1, 3, 3)), padding=1))
-    add(_calibrated_requant("bn1", x, 0, 255, relu=True, out_bits=8))
-    add(ir.MaxPool2d("pool1", size=2))
-    add(ir.AdderConv2d("conv2", weight=rng.integers(-128, 128, size=(16, 8, 3, 3)), padding=1))
-    add(_calibrated_requant("bn2", x, 0, 255, relu=True, out_bits=8))
-    add(ir.MaxPool2d("pool2", size=2))
-    add(ir.Flatten("flatten"))
-    add(ir.AdderDense("fc", weight=rng.integers(-128, 128, size=(10, 64))))
-    add(_calibrated_requant("bn3", x, -2000, 2000, relu=False, out_bits=16))
-    return ir.Model(name=f"random-digits-{seed}", input_shape=(1, 8, 8), input_bits=8, input_scale=1 / 255,
+    def int8(*shape):
+        return rng.integers(-128, 128, size=shape)
+
+    def shift_arrays(*shape):
+        return {"sign": rng.integers(-1, 2, size=shape), "shift": rng.integers(0, 8, size=shape), "max_shift": 7}
+
+    if kind == "adder":
+        add(ir.AdderConv2d("conv1", weight=int8(8, 1, 3, 3), padding=1))
+        add(_calibrated_requant("bn1", x, 0, 255, relu=True, out_bits=8))
+        add(ir.MaxPool2d("pool1", size=2))
+        add(ir.AdderConv2d("conv2", weight=int8(16, 8, 3, 3), padding=1))
+        add(_calibrated_requant("bn2", x, 0, 255, relu=True, out_bits=8))
+        add(ir.MaxPool2d("pool2", size=2))
+        add(ir.Flatten("flatten"))
+        add(ir.AdderDense("fc", weight=int8(10, 64)))
+        add(_calibrated_requant("bn3", x, -2000, 2000, relu=False, out_bits=16))
+    elif kind in ("shift", "conv"):
+        conv = ((lambda name, o, c: ir.ShiftConv2d(name, **shift_arrays(o, c, 3, 3), padding=1))
+                if kind == "shift" else (lambda name, o, c: ir.Conv2d(name, weight=int8(o, c, 3, 3), padding=1)))
+        dense = ((lambda name, o, k: ir.ShiftDense(name, **shift_arrays(o, k)))
+                 if kind == "shift" else (lambda name, o, k: ir.Dense(name, weight=int8(o, k))))
+        add(conv("conv1", 8, 1))
+        add(_calibrated_requant("bn1", x, 0, 255, relu=True, out_bits=8, shift=None, negative=False))
+        add(ir.MaxPool2d("pool1", size=2))
+        add(conv("conv2", 16, 8))
+        add(_calibrated_requant("bn2", x, 0, 255, relu=True, out_bits=8, shift=None, negative=False))
+        add(ir.MaxPool2d("pool2", size=2))
+        add(ir.Flatten("flatten"))
+        add(dense("fc", 10, 64))
+        add(_calibrated_requant("bn3", x, -2000, 2000, relu=False, out_bits=16, shift=None, negative=False))
+    else:
+        for i, (o, c) in enumerate([(8, 1), (16, 8)], start=1):
+            add(ir.ShiftConv2d(f"conv{i}", **shift_arrays(o, c, 3, 3), padding=1))
+            add(_calibrated_requant(f"bn{i}a", x, -128, 127, relu=False, out_bits=8, shift=None, negative=False))
+            add(ir.AdderConv2d(f"conv{i}b", weight=int8(o, o, 1, 1)))
+            add(_calibrated_requant(f"bn{i}", x, 0, 255, relu=True, out_bits=8, shift=None))
+            add(ir.MaxPool2d(f"pool{i}", size=2))
+        add(ir.Flatten("flatten"))
+        add(ir.ShiftDense("fc", **shift_arrays(10, 64)))
+        add(_calibrated_requant("bn3a", x, -128, 127, relu=False, out_bits=8, shift=None, negative=False))
+        add(ir.AdderDense("fc2", weight=int8(10, 10)))
+        add(_calibrated_requant("bn3", x, -2000, 2000, relu=False, out_bits=16, shift=None))
+    name = "random-digits" if kind == "adder" else f"random-digits-{kind}"
+    return ir.Model(name=f"{name}-{seed}", input_shape=(1, 8, 8), input_bits=8, input_scale=1 / 255,
                     layers=layers, classes=[str(i) for i in range(10)])
