@@ -27,7 +27,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .flow import BuildError
 
     types: list[type[BaseException]] = [UserError, ir.ModelError, BuildError, FileNotFoundError]
-    for module, name in (("hwgen.nn.checkpoint", "CheckpointError"), ("hwgen.toolchain", "ToolError"),
+    for module, name in (("hwgen.nn.checkpoint", "CheckpointError"), ("hwgen.nn.models", "ConfigError"), ("hwgen.toolchain", "ToolError"),
                          ("hwgen.synth", "SynthError"), ("hwgen.simulate", "SimError"),
                          ("hwgen.compare", "CompareError"), ("hwgen.report", "ReportError"),
                          ("hwgen.energy", "EnergyError"), ("hwgen.sweep", "SweepError")):

@@ -34,8 +34,14 @@ maxpool2d          ``size²-1`` compares per output element, at the element widt
 flatten            nothing (wiring)
 =================  ===========================================================================
 
-A new layer kind (``winograd_adder_conv2d``) plugs in with ``@counter("kind")`` on a
-function ``(layer, in_shape, out_shape, in_range, out_range) -> list[Op]``.
+``winograd_adder_conv2d`` (``T`` tiles of 2×2 outputs): per tile and input channel the input
+transform's adds (and one shift per ``±2`` entry), ``16·T·C·O`` absdiff, ``16·T·O·(C-1)``
+accumulating adds, per tile and output channel the output transform's adds; see
+:func:`_winograd_ops`, and :func:`winograd_vs_direct` for the comparison with the direct form
+of the same layer.
+
+A new layer kind plugs in with ``@counter("kind")`` on a function
+``(layer, in_shape, out_shape, in_range, out_range) -> list[Op]``.
 
 Energy of one operation, :class:`EnergyTable`: the table's anchor widths are exact; between
 two anchors the energy is interpolated linearly in ``bits`` for adders and shifters and in
@@ -59,7 +65,7 @@ from . import ir
 
 __all__ = [
     "EnergyError", "EnergyTable", "HOROWITZ_45NM", "OP_TYPES", "Op",
-    "op_counts", "op_energy", "counter",
+    "op_counts", "op_energy", "counter", "winograd_vs_direct",
     "DeviceCoefficients", "Coefficient", "DEVICE_COEFFICIENTS",
     "vcd_toggles", "fpga_energy", "format_energy",
 ]
@@ -197,6 +203,79 @@ for _kind, _product in (("adder_conv2d", "absdiff"), ("adder_dense", "absdiff"),
                         ("shift_conv2d", "shift"), ("shift_dense", "shift"),
                         ("conv2d", "mult"), ("dense", "mult")):
     counter(_kind)(lambda layer, i, o, ir_, or_, _p=_product: _matrix_ops(layer, i, o, ir_, or_, _p))
+
+
+def _transform_adds(mat: np.ndarray, columns: int) -> tuple[int, int]:
+    """``(adds, shifts)`` of ``mat @ X`` for an ``X`` with ``columns`` columns: per row, one add fewer
+    than its non-zeros; a ``±2`` entry is one shift (the doubled ``½`` of a stored transform)."""
+    nz = (mat != 0).sum(axis=1)
+    adds = int(np.maximum(nz - 1, 0).sum()) * columns
+    shifts = int((np.abs(mat) == 2).sum()) * columns
+    return adds, shifts
+
+
+@counter("winograd_adder_conv2d")
+def _winograd_ops(layer: ir.WinogradAdderConv2d, in_shape, out_shape, in_range, out_range) -> list[Op]:
+    """Per inference, with ``T`` tiles, ``C`` input and ``O`` output channels:
+
+    * input transform ``bt · d · btᵀ`` per (tile, input channel): the adds of ``bt @ d`` (4 columns)
+      and of ``(·) @ btᵀ`` (4 rows), at the width of ``V`` (32 for the 0/±1 sets);
+    * ``16·T·C·O`` absdiff at the width of ``u - V`` (the l1 lanes);
+    * ``16·T·O·(C-1)`` accumulating adds at the lane width (the sum over input channels);
+    * output transform ``at · M · atᵀ`` per (tile, output channel), at the output width (24 adds
+      for the 0/±1 sets).
+    The direct form of the same layer (:func:`winograd_vs_direct`) does ``9C`` absdiff and
+    ``9C - 1`` adds per output pixel and channel: 36·C absdiff per 2×2 outputs against 16·C here.
+    """
+    c, h, w = in_shape
+    o = out_shape[0]
+    th, tw = layer.tiles(h, w)
+    tiles = th * tw
+    lo, hi = layer._range_in(*in_range)
+    v_lo, v_hi = layer.v_range(*in_range)
+    v_bits = _swidth(int(v_lo.min()), int(v_hi.max()))
+    m_lo, m_hi = layer.lane_range(*in_range)
+    u = layer.u
+    diff_bits = _swidth(int(v_lo.min()) - int(u.max()), int(v_hi.max()) - int(u.min()))
+    lane_bits = _swidth(int(m_lo.min()), int(m_hi.max()))
+    out_bits = _swidth(*out_range)
+    a1, s1 = _transform_adds(layer.bt, 4)   # bt @ d
+    a2, s2 = _transform_adds(layer.bt, 4)   # (bt @ d) @ btᵀ: the same matrix on the rows
+    b1, t1 = _transform_adds(layer.at, 4)   # at @ M (2×4 result)
+    b2, t2 = _transform_adds(layer.at, 2)   # (at @ M) @ atᵀ (2×2 result)
+    ops = [Op("add", v_bits, tiles * c * (a1 + a2)),
+           Op("shift", v_bits, tiles * c * (s1 + s2)),
+           Op("absdiff", diff_bits, 16 * tiles * c * o),
+           Op("add", lane_bits, 16 * tiles * o * (c - 1)),
+           Op("add", out_bits, tiles * o * (b1 + b2)),
+           Op("shift", out_bits, tiles * o * (t1 + t2))]
+    return [op for op in ops if op.count]
+
+
+def winograd_vs_direct(model: ir.Model) -> list[dict]:
+    """Per Winograd-adder layer of ``model``: its op counts against the direct AdderNet form of the
+    same layer (3×3 kernel, same padding, same input and output shapes).
+
+    ``[{layer, winograd: {op: count}, direct: {op: count}, absdiff_ratio, add_ratio}]`` where the
+    direct form does, per output pixel and channel, ``9C`` absdiff and ``9C - 1`` adds; the ratios
+    are direct / Winograd (2.25 for the absdiffs when the output size is even; the Winograd adds
+    include the input and output transforms).
+    """
+    rows = []
+    counts = {r["layer"]: r for r in op_counts(model)}
+    for layer, in_shape, out_shape in zip(model.layers, model.in_shapes(), model.shapes()):
+        if layer.kind != "winograd_adder_conv2d":
+            continue
+        c = in_shape[0]
+        o, oh, ow = out_shape
+        direct = {t: 0 for t in OP_TYPES}
+        direct["absdiff"] = oh * ow * o * 9 * c
+        direct["add"] = oh * ow * o * (9 * c - 1)
+        wino = dict(counts[layer.name]["by_type"])
+        rows.append({"layer": layer.name, "winograd": wino, "direct": direct,
+                     "absdiff_ratio": direct["absdiff"] / max(1, wino["absdiff"]),
+                     "add_ratio": direct["add"] / max(1, wino["add"])})
+    return rows
 
 
 @counter("requant")

@@ -100,7 +100,38 @@ def shift_conv(layer: ir.ShiftConv2d, x: np.ndarray) -> np.ndarray:
     return y.transpose(0, 2, 1).reshape(x.shape[0], o, oh, ow)
 
 
+def winograd_adder(x: np.ndarray, u: np.ndarray, bt: np.ndarray, at: np.ndarray, padding: int) -> np.ndarray:
+    """Winograd-AdderNet F(2×2, 3×3): ``(N, C, H, W)`` → ``(N, O, H + 2·padding - 2, W + 2·padding - 2)``.
+
+    Per 4×4 tile ``d`` (step 2) and input channel: ``V = bt d btᵀ``; lanes ``M[o] = -sum_c |u[o, c] - V[c]|``;
+    output tile ``at M[o] atᵀ``.  Odd output sizes: the input is completed to whole tiles with zeros at
+    the bottom/right and the output cropped.  Dtype-generic: integer inputs run in exact int64 (the
+    golden model), float inputs in float64 (to check the formula against a float reference).
+    """
+    dtype = np.int64 if np.asarray(x).dtype.kind in "biu" and np.asarray(u).dtype.kind in "biu" else np.float64
+    x, u = np.asarray(x).astype(dtype), np.asarray(u).astype(dtype)
+    bt, at = np.asarray(bt).astype(dtype), np.asarray(at).astype(dtype)
+    n, c, h, w = x.shape
+    o = u.shape[0]
+    oh, ow = h + 2 * padding - 2, w + 2 * padding - 2
+    th, tw = (oh + 1) // 2, (ow + 1) // 2
+    x = np.pad(x, ((0, 0), (0, 0), (padding, 2 * th + 2 - h - padding), (padding, 2 * tw + 2 - w - padding)))
+    d = sliding_window_view(x, (4, 4), axis=(2, 3))[:, :, ::2, ::2]          # (N, C, TH, TW, 4, 4)
+    v = np.einsum("ik,nctwkl,jl->ntwcij", bt, d, bt)                         # (N, TH, TW, C, 4, 4)
+    v = v.reshape(-1, c, 16)
+    uf = u.reshape(o, c, 16)
+    m = np.empty((v.shape[0], o, 16), dtype=dtype)
+    rows = max(1, _BLOCK_ELEMENTS // max(1, uf.size))
+    for start in range(0, v.shape[0], rows):
+        block = v[start:start + rows]
+        m[start:start + rows] = -np.abs(block[:, None] - uf[None]).sum(axis=2)
+    m = m.reshape(n, th, tw, o, 4, 4)
+    y = np.einsum("ai,ntwoij,bj->notawb", at, m, at).reshape(n, o, 2 * th, 2 * tw)
+    return y[:, :, :oh, :ow]
+
+
 EXECUTORS = {
+    "winograd_adder_conv2d": lambda layer, x: winograd_adder(x, layer.u, layer.bt, layer.at, layer.padding),
     "adder_conv2d": lambda layer, x: _conv(layer, x, l1_matrix),
     "conv2d": lambda layer, x: _conv(layer, x, mac_matrix),
     "shift_conv2d": shift_conv,

@@ -360,6 +360,109 @@ class ShiftDense(_Shift, _Dense):
     arithmetic: ClassVar[str] = "mac"
 
 
+def _small_matrix(name, value, shape) -> np.ndarray:
+    arr = _int_array(name, value, 2)
+    if arr.shape != shape:
+        raise ModelError(f"{name}: expected shape {shape[0]}×{shape[1]}, got {arr.shape}")
+    if np.abs(arr).max(initial=0) > 2:
+        raise ModelError(f"{name}: entries must be 0, ±1 or ±2 (adders and one-bit shifts), "
+                         f"found {int(arr.flat[np.argmax(np.abs(arr))])}")
+    return arr
+
+
+def _affine_range(coef: np.ndarray, lo, hi):
+    """Interval of ``sum_k coef[..., k] * x_k`` with ``x_k in [lo[..., k], hi[..., k]]`` (broadcast)."""
+    a, b = coef * lo, coef * hi
+    return np.minimum(a, b).sum(axis=-1), np.maximum(a, b).sum(axis=-1)
+
+
+@register
+@dataclass
+class WinogradAdderConv2d(Layer):
+    """Winograd-AdderNet 3×3 convolution F(2×2, 3×3), stride 1 (:mod:`hwgen.nn.winograd`).
+
+    Per 4×4 input tile ``d`` (step 2) of every input channel ``c``: ``V[c] = bt · d · btᵀ``; per
+    output channel ``o`` the 16 lanes ``M[o] = -sum_c |u[o, c] - V[c]|`` (element-wise over the
+    4×4); the 2×2 output tile ``Y[o] = at · M[o] · atᵀ``.  ``u`` ``(O, C, 4, 4)`` is the kernel
+    already transformed (``G`` is not needed at inference) on the scale of ``V``; ``bt`` (4×4) and
+    ``at`` (2×4) are small integer matrices (entries 0, ±1, ±2: a set with ``½`` entries is stored
+    doubled, the factor folded into the scales by the quantizer).  ``padding`` (0 or 1) zeros
+    around the input; an odd output size is completed to whole tiles with zeros at the
+    bottom/right and cropped (output ``H + 2·padding - 2``).
+
+    Ranges (:meth:`v_range`, :meth:`lane_range`, :meth:`out_range`), by interval arithmetic stage
+    by stage, each stage tight for its own inputs: the tile values lie in ``[min(lo, 0), max(hi,
+    0)]`` (zeros of the padding and of the tile completion are always counted), ``V`` per lane
+    through ``bt ⊗ bt`` (0/±1 entries, two non-zeros per row: up to four times ``d``, signed —
+    an 8-bit unsigned input gives ``V`` in ``[-510, 1020]``, 11 bits signed),
+    each lane ``|u - V|`` against the actual ``u``, the sum over the channels, then ``at ⊗ at``.
+    """
+
+    kind: ClassVar[str] = "winograd_adder_conv2d"
+    array_fields: ClassVar[tuple[str, ...]] = ("u", "bt", "at")
+    u: np.ndarray = field(default=None, repr=False)
+    bt: np.ndarray = field(default=None, repr=False)
+    at: np.ndarray = field(default=None, repr=False)
+    padding: int = 1
+
+    def __post_init__(self):
+        self.u = _int_array(f"{self.name}.u", self.u, 4)
+        if self.u.shape[2:] != (4, 4) or self.u.shape[0] < 1 or self.u.shape[1] < 1:
+            raise ModelError(f"{self.name}.u: expected shape (O, C, 4, 4), got {self.u.shape}")
+        self.bt = _small_matrix(f"{self.name}.bt", self.bt, (4, 4))
+        self.at = _small_matrix(f"{self.name}.at", self.at, (2, 4))
+        if isinstance(self.padding, bool) or self.padding not in (0, 1):
+            raise ModelError(f"{self.name}: padding must be 0 or 1, got {self.padding!r}")
+        self.padding = int(self.padding)
+
+    @property
+    def weight(self) -> np.ndarray:
+        """``u``, for code that lists the weights of any layer."""
+        return self.u
+
+    def params(self):
+        return {"padding": int(self.padding)}
+
+    def tiles(self, h: int, w: int) -> tuple[int, int]:
+        """Number of 2×2 output tiles (rows, columns) for an ``h × w`` input."""
+        oh, ow = h + 2 * self.padding - 2, w + 2 * self.padding - 2
+        return (oh + 1) // 2, (ow + 1) // 2
+
+    def out_shape(self, in_shape):
+        if len(in_shape) != 3:
+            raise ModelError(f"{self.name}: expects a C×H×W input, got shape {in_shape}")
+        c, h, w = in_shape
+        if self.u.shape[1] != c:
+            raise ModelError(f"{self.name}: u has {self.u.shape[1]} input channels, input has {c}")
+        oh, ow = h + 2 * self.padding - 2, w + 2 * self.padding - 2
+        if oh < 1 or ow < 1:
+            raise ModelError(f"{self.name}: input {h}×{w} too small for a 3×3 kernel with padding {self.padding}")
+        return (self.u.shape[0], oh, ow)
+
+    def _range_in(self, lo, hi):
+        return min(lo, 0), max(hi, 0)
+
+    def v_range(self, lo, hi) -> tuple[np.ndarray, np.ndarray]:
+        """Per lane ``(4, 4)`` interval of ``V = bt · d · btᵀ`` for inputs in ``[lo, hi]``."""
+        lo, hi = self._range_in(lo, hi)
+        coef = np.einsum("ik,jl->ijkl", self.bt, self.bt).reshape(4, 4, 16)
+        return _affine_range(coef, lo, hi)
+
+    def lane_range(self, lo, hi) -> tuple[np.ndarray, np.ndarray]:
+        """Per output channel and lane ``(O, 4, 4)`` interval of ``M = -sum_c |u - V|``."""
+        v_lo, v_hi = self.v_range(lo, hi)
+        u = self.u
+        worst = np.maximum(np.abs(v_lo - u), np.abs(v_hi - u)).sum(axis=1)
+        best = np.where(u < v_lo, v_lo - u, np.where(u > v_hi, u - v_hi, 0)).sum(axis=1)
+        return -worst, -best
+
+    def out_range(self, lo, hi):
+        m_lo, m_hi = self.lane_range(lo, hi)
+        coef = np.einsum("ai,bj->abij", self.at, self.at).reshape(2, 2, 1, 16)
+        y_lo, y_hi = _affine_range(coef, m_lo.reshape(1, 1, -1, 16), m_hi.reshape(1, 1, -1, 16))
+        return int(y_lo.min()), int(y_hi.max())
+
+
 @register
 @dataclass
 class Requant(Layer):

@@ -63,7 +63,8 @@ def test_corrupt_checkpoint(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.pt"]
 
 
-def test_unsupported_layer_kind(tmp_path):
+def test_layer_sequence_without_an_engine(tmp_path):
+    """A conv layer straight into a flatten (no requantization) has no engine: one line."""
     rng = np.random.default_rng(0)
     model = ir.Model("mac", (1, 8, 8), 8, 1 / 255, [
         ir.Conv2d("conv", weight=rng.integers(-4, 4, (2, 1, 3, 3)), padding=1),
@@ -72,7 +73,7 @@ def test_unsupported_layer_kind(tmp_path):
     ])
     model.save(tmp_path / "m")
     out = tmp_path / "b"
-    assert_user_error(hwgen("build", tmp_path / "m", "--out", out), "conv2d")
+    assert_user_error(hwgen("build", tmp_path / "m", "--out", out), "'conv' (conv2d) must be followed by a requant")
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
 

@@ -41,47 +41,78 @@ _BLOCK_ELEMENTS = 1 << 22  # upper bound on one recomputed (M, O_block, K) block
 class AdderFunction(torch.autograd.Function):
     """``y = -cdist_l1(x, w)``: ``x (M, K)``, ``w (O, K)`` → ``y (M, O)``, with AdderNet's backward.
 
+    Also batched: ``x (B, M, K)``, ``w (B, O, K)`` → ``y (B, M, O)`` (see :func:`adder_l1`; ``p``).
+
     ``eta`` (float or ``None``) enables the adaptive learning-rate scaling of the weight gradient.
     Saved for backward: ``x`` and ``w`` only (see the module docstring).
     """
 
     @staticmethod
-    def forward(ctx, x, w, eta):
+    def forward(ctx, x, w, eta, p=1.0):
         ctx.save_for_backward(x, w)
         ctx.eta = eta
-        return -_l1_blocked(x, w)
+        return -_l1_blocked(x, w, p)
 
     @staticmethod
     def backward(ctx, grad_y):
         x, w = ctx.saved_tensors
         grad_x = grad_w = None
+        batched = x.dim() == 3
         if ctx.needs_input_grad[1]:
             # sum_m g[m, o] * (x[m, k] - w[o, k]), as two matrix products.
-            grad_w = grad_y.t() @ x - w * grad_y.sum(dim=0)[:, None]
+            if batched:
+                grad_w = grad_y.transpose(1, 2) @ x - w * grad_y.sum(dim=1)[:, :, None]
+            else:
+                grad_w = grad_y.t() @ x - w * grad_y.sum(dim=0)[:, None]
             if ctx.eta is not None:
+                # One norm over the whole weight tensor (all batch entries): one step size per layer.
                 norm = torch.linalg.vector_norm(grad_w)
                 grad_w = grad_w * (ctx.eta * math.sqrt(w.numel()) / norm.clamp_min(1e-12))
         if ctx.needs_input_grad[0]:
             grad_x = torch.zeros_like(x)
-            o_total, k = w.shape
-            step = max(1, _BLOCK_ELEMENTS // max(1, x.shape[0] * k))
+            o_total, k = w.shape[-2:]
+            m_total = x.shape[-2] * (x.shape[0] if batched else 1)
+            step = max(1, _BLOCK_ELEMENTS // max(1, m_total * k))
             for start in range(0, o_total, step):
-                wb = w[start:start + step]                                     # (ob, K)
-                ht = (wb[None, :, :] - x[:, None, :]).clamp_(-1.0, 1.0)        # (M, ob, K)
-                grad_x += torch.einsum("mo,mok->mk", grad_y[:, start:start + step], ht)
-        return grad_x, grad_w, None
+                if batched:
+                    wb = w[:, start:start + step]                                    # (B, ob, K)
+                    ht = (wb[:, None, :, :] - x[:, :, None, :]).clamp_(-1.0, 1.0)    # (B, M, ob, K)
+                    grad_x += torch.einsum("bmo,bmok->bmk", grad_y[:, :, start:start + step], ht)
+                else:
+                    wb = w[start:start + step]                                     # (ob, K)
+                    ht = (wb[None, :, :] - x[:, None, :]).clamp_(-1.0, 1.0)        # (M, ob, K)
+                    grad_x += torch.einsum("mo,mok->mk", grad_y[:, start:start + step], ht)
+        return grad_x, grad_w, None, None
 
 
-def _l1_blocked(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``sum_k |x[m, k] - w[o, k]|`` as an ``(M, O)`` tensor."""
+def _l1_blocked(x: torch.Tensor, w: torch.Tensor, p: float = 1.0) -> torch.Tensor:
+    """``sum_k |x[m, k] - w[o, k]|**p`` as an ``(M, O)`` tensor, or ``(B, M, O)`` for batched inputs."""
+    if x.dim() == 3:
+        if x.shape[1] == 0:
+            return x.new_zeros((x.shape[0], 0, w.shape[1]))
+        if p == 1.0:
+            return torch.cdist(x, w, p=1.0)
+        # cdist gives (sum |d|**p)**(1/p); the l2-to-l1 schedule wants the sum itself.
+        return (x[:, :, None, :] - w[:, None, :, :]).abs_().pow_(p).sum(dim=3)
     if x.shape[0] == 0:
         return x.new_zeros((0, w.shape[0]))
+    if p != 1.0:
+        return _l1_blocked(x[None], w[None], p)[0]
     return torch.cdist(x[None], w[None], p=1.0)[0]
 
 
-def adder_l1(x: torch.Tensor, w: torch.Tensor, eta: float | None = None) -> torch.Tensor:
-    """Functional form: ``-sum_k |x[m, k] - w[o, k]|`` with AdderNet's gradients."""
-    return AdderFunction.apply(x, w, eta)
+def adder_l1(x: torch.Tensor, w: torch.Tensor, eta: float | None = None, p: float = 1.0) -> torch.Tensor:
+    """Functional form: ``-sum_k |x[m, k] - w[o, k]|`` with AdderNet's gradients.
+
+    Batched form: ``x (B, M, K)``, ``w (B, O, K)`` → ``(B, M, O)``, ``B`` independent problems
+    sharing one adaptive learning rate (the norm is over all of ``w``).  ``p`` (default 1) raises
+    each difference to the power ``p`` in the forward only (``sum_k |x - w|**p``, used by the
+    l2-to-l1 schedule of :mod:`hwgen.nn.winograd`); the backward is AdderNet's surrogate for any
+    ``p``: full-precision ``x - w`` for the weight, ``HT(w - x)`` for the input (which is the
+    clipped gradient of the l2 form, so it fits ``p = 2`` as well, up to the factor 2 that the
+    adaptive learning rate normalises away for the weight).
+    """
+    return AdderFunction.apply(x, w, eta, float(p))
 
 
 class _AdderBase(nn.Module):

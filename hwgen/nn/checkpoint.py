@@ -122,10 +122,10 @@ def load_checkpoint(path) -> tuple[nn.Module, dict]:
 def embedded_checkpoint(arch: str = "adder") -> Path:
     """Path of the digits model of ``arch`` shipped with hwgen, ``hwgen/models/digits_<arch>.pt``.
 
-    Shipped: ``adder`` (the default), ``shift`` (DeepShift-PS), ``shiftadd`` and ``conv``, each trained
+    Shipped: ``adder`` (the default), ``shift`` (DeepShift-PS), ``shiftadd``, ``winograd-adder`` and ``conv``, each trained
     by :func:`hwgen.nn.train.train` with the default recipe and seed 0.
     """
-    if not isinstance(arch, str) or not arch.replace("_", "").isalnum():
+    if not isinstance(arch, str) or not arch.replace("_", "").replace("-", "").isalnum():
         raise CheckpointError(f"no embedded checkpoint for architecture {arch!r}")
     path = _MODELS / f"digits_{arch}.pt"
     if not path.is_file():

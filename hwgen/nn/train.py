@@ -5,6 +5,9 @@ schedule, the adaptive per-layer learning rate of the adder layers (``eta`` in t
 config), cross-entropy.  Parameters with ``requires_grad=False`` (the frozen part of a
 ``shiftadd`` model) are not given to the optimizer.  Augmentation: each training image is
 shifted by a random ``(dy, dx)`` in ``{-1, 0, 1}²`` (zero fill), drawn from a seeded generator.
+Per-epoch hook: before every epoch, every module with a method ``epoch_hook(epoch, epochs)`` is
+called (and once more with ``epoch = epochs`` after the last), so a layer can follow a schedule
+(the l2-to-l1 exponent of the Winograd-AdderNet layers).
 The same seed gives the same weights (``torch.use_deterministic_algorithms`` is on and one
 thread is used while training).
 """
@@ -95,6 +98,7 @@ def train(arch: str = "adder", epochs: int | None = None, seed: int = 0, out=Non
         with bar:
             task = bar.add_task(f"training {arch}", total=hp["epochs"]) if bar else None
             for epoch in range(hp["epochs"]):
+                _epoch_hooks(model, epoch, hp["epochs"])
                 model.train()
                 order = torch.randperm(len(xt), generator=gen)
                 total_loss = 0.0
@@ -112,6 +116,7 @@ def train(arch: str = "adder", epochs: int | None = None, seed: int = 0, out=Non
                 if bar:
                     bar.update(task, advance=1, description=f"training {arch}: epoch {epoch + 1} "
                                                             f"loss {total_loss / len(xt):.3f}")
+            _epoch_hooks(model, hp["epochs"], hp["epochs"])  # the end: schedules reach their final value
         train_time = time.perf_counter() - start
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
@@ -131,6 +136,16 @@ def train(arch: str = "adder", epochs: int | None = None, seed: int = 0, out=Non
         save_checkpoint(Path(out), model, arch, config, metrics)
         metrics["path"] = str(out)
     return metrics
+
+
+def _epoch_hooks(model: torch.nn.Module, epoch: int, epochs: int) -> None:
+    """Call ``epoch_hook(epoch, epochs)`` of every module that has one (e.g. the l2-to-l1 schedule of
+    :class:`hwgen.nn.winograd.WinogradAdderConv2d`): before each epoch ``0 … epochs-1``, and once
+    with ``epoch = epochs`` after the last."""
+    for m in model.modules():
+        hook = getattr(m, "epoch_hook", None)
+        if callable(hook):
+            hook(epoch, epochs)
 
 
 class _NoBar:
