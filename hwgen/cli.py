@@ -96,7 +96,8 @@ def cmd_build(args) -> int:
     from . import flow
 
     model = flow.load_model(args.model, act_bits=args.act_bits, weight_bits=args.weight_bits)
-    manifest = flow.build(model, args.out, device=args.device, folding=_parse_folding(args.fold))
+    manifest = flow.build(model, args.out, device=args.device, folding=_parse_folding(args.fold),
+                          target_cycles=args.cycles)
     meta = model.meta
     print(f"built {args.out}: {manifest['top']} ({manifest['verilog']}), "
           f"{manifest['cycles_per_image']} cycles/image, in {manifest['generation_seconds']:.1f} s")
@@ -136,7 +137,8 @@ def cmd_compare(args) -> int:
     if args.images < 1:
         raise UserError("--images must be at least 1")
     doc = compare(args.out, archs, device=args.device, source=args.source, simulator=sim, images=args.images,
-                  seed=args.seed, epochs=args.epochs, jobs=args.jobs, progress=not args.quiet)
+                  seed=args.seed, epochs=args.epochs, jobs=args.jobs, progress=not args.quiet,
+                  cycles=int(args.cycles) if args.cycles.isdigit() else args.cycles, dsp=not args.no_dsp)
     print(format_table(doc))
     print(f"table: {Path(args.out) / 'compare.md'}, rows: {Path(args.out) / 'compare.json'}")
     return EXIT_MISMATCH if any(r["status"] == "MISMATCH" for r in doc["rows"]) else 0
@@ -227,6 +229,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--act-bits", type=int, default=8)
     p.add_argument("--weight-bits", type=int, default=8)
     p.add_argument("--fold", action="append", metavar="LAYER=pe:N,simd:M", help="override a layer's folding")
+    p.add_argument("--cycles", type=int, default=None, metavar="N",
+                   help="pace the automatic folding to N cycles per image (default: the fastest that fits)")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("sim", help="prove the Verilog bit-exact against the golden model in cocotb")
@@ -275,7 +279,8 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="build the digits network as conv, adder, shift and shift-add, side by side")
     p.add_argument("--out", default="build/compare", help="folder for the builds and the table")
     p.add_argument("--archs", default="conv,adder,shift,shiftadd", help="families, comma-separated")
-    p.add_argument("--device", default="ice40-up5k")
+    p.add_argument("--device", default="ice40-hx8k", help="default: ice40-hx8k (no DSPs: every product in LUTs)")
+    p.add_argument("--no-dsp", action="store_true", help="do not infer DSP blocks (multipliers in LUTs)")
     p.add_argument("--source", choices=["shipped", "train", "random"], default="shipped",
                    help="models: the shipped checkpoints, trained now, or random weights (cost only)")
     p.add_argument("--simulator", choices=["icarus", "verilator", "none"], default="icarus",
@@ -283,6 +288,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=4,
                    help="test images per simulation (waves are recorded for the energy estimate)")
     p.add_argument("--jobs", type=int, default=2, help="synthesis runs in parallel")
+    p.add_argument("--cycles", default="match",
+                   help="pace of every variant: 'match' (the slowest variant's, so all have the same "
+                        "throughput; default), 'auto' (each its fastest), or N cycles per image")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None, help="with --source train")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -64,6 +64,19 @@ def variant_model(arch: str, source: str = "shipped", seed: int = 0, epochs: int
     raise CompareError(f"unknown model source {source!r}; pick one of {', '.join(SOURCES)}")
 
 
+def pace(models) -> int:
+    """The common pace of ``models``: the most cycles per image among their automatic foldings."""
+    from .hw.top import Accelerator
+
+    worst = 0
+    for model in models:
+        top = Accelerator(model)
+        for unit in (top, *top.engines):  # measured, never elaborated
+            unit._MustUse__silence = True
+        worst = max(worst, top.cycles_per_image)
+    return worst
+
+
 def _check(archs, source, device_name, simulator):
     from .synth import device
 
@@ -82,12 +95,17 @@ def _check(archs, source, device_name, simulator):
     return archs
 
 
-def compare(out_dir, archs=FAMILIES, device: str = "ice40-up5k", source: str = "shipped", *,
+def compare(out_dir, archs=FAMILIES, device: str = "ice40-hx8k", source: str = "shipped", *,
             simulator: str | None = "icarus", images: int = 4, seed: int = 0, epochs: int | None = None,
-            jobs: int = 2, synth_seed: int = 1, progress: bool = True) -> dict:
+            jobs: int = 2, synth_seed: int = 1, cycles="match", dsp: bool = True, progress: bool = True) -> dict:
     """Build, verify and synthesize every family in ``archs``; returns the comparison document.
 
-    ``jobs`` synthesis runs go in parallel (each Yosys / nextpnr run is one process).  A
+    ``cycles`` paces the automatic folding of every variant: ``"match"`` (the default) the
+    slowest variant's own pace, so that all variants have the same throughput and differ only
+    in the cost of their arithmetic; ``"auto"`` each variant its own fastest folding; or a
+    number of cycles per image.  The default device, the iCE40 HX8K, has no DSP blocks, so the
+    multiplier version pays for its products in LUTs as the others do; on a device with DSPs,
+    ``dsp=False`` asks for the same.  ``jobs`` synthesis runs go in parallel (each Yosys / nextpnr run is one process).  A
     variant that does not fit ``device`` gets a row with ``status`` ``"does not fit: …"``; a
     simulation mismatch makes ``status`` ``"MISMATCH"`` (the document says so; it is not an
     exception, so the other variants are still reported).
@@ -97,6 +115,8 @@ def compare(out_dir, archs=FAMILIES, device: str = "ice40-up5k", source: str = "
     from .synth import SynthError, synthesize
 
     archs = _check(archs, source, device, simulator)
+    if not (cycles in ("match", "auto") or (isinstance(cycles, int) and cycles > 0)):
+        raise CompareError(f"cycles must be 'match', 'auto' or a positive number of cycles per image, not {cycles!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows: dict[str, dict] = {}
@@ -106,10 +126,15 @@ def compare(out_dir, archs=FAMILIES, device: str = "ice40-up5k", source: str = "
     with bar:
         # Models and builds one after the other: quantizing and elaborating are fast, and
         # training (source="train") is single-threaded and deterministic by design.
+        models = {}
         for arch in archs:
             bar.set(f"{arch}: model")
-            model = variant_model(arch, source, seed=seed, epochs=epochs, workdir=out)
-            manifest = flow.build(model, out / arch, device=device)
+            models[arch] = variant_model(arch, source, seed=seed, epochs=epochs, workdir=out)
+        target = pace(models.values()) if cycles == "match" else (None if cycles == "auto" else int(cycles))
+        for arch in archs:
+            model = models[arch]
+            bar.set(f"{arch}: build")
+            manifest = flow.build(model, out / arch, device=device, target_cycles=target)
             bar.advance()
             meta = model.meta
             rows[arch] = {
@@ -131,7 +156,7 @@ def compare(out_dir, archs=FAMILIES, device: str = "ice40-up5k", source: str = "
 
         def run_synth(arch):
             try:
-                return arch, synthesize(out / arch, device, seed=synth_seed, bitstream=False), None
+                return arch, synthesize(out / arch, device, seed=synth_seed, dsp=dsp, bitstream=False), None
             except SynthError as e:
                 return arch, None, str(e)
 
@@ -159,6 +184,7 @@ def compare(out_dir, archs=FAMILIES, device: str = "ice40-up5k", source: str = "
             b, v = base.get(key), row.get(key)
             row[f"{key}_vs_{BASELINE}"] = (round(v / b, 3) if b and v is not None else None)
     doc = {"format": COMPARE_FORMAT, "version": COMPARE_VERSION, "device": device, "source": source,
+           "cycles": cycles, "target_cycles": target, "dsp": dsp,
            "seed": seed, "baseline": BASELINE, "families": archs,
            "rows": [rows[a] for a in archs], "seconds": round(time.perf_counter() - t0, 1)}
     atomic_write_json(out / "compare.json", doc)

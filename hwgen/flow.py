@@ -60,8 +60,11 @@ def test_vectors(model: ir.Model) -> dict[str, np.ndarray]:
 
 
 def build(model: ir.Model, out_dir: str | os.PathLike, device: str | None = None,
-          folding: dict | None = None) -> dict:
-    """Write the build folder for ``model``; returns the manifest."""
+          folding: dict | None = None, target_cycles: int | None = None) -> dict:
+    """Write the build folder for ``model``; returns the manifest.
+
+    ``folding`` overrides layers' foldings; ``target_cycles`` paces the automatic folding
+    (cycles per image, see :func:`hwgen.hw.conv.balanced_foldings`)."""
     from .hw.top import generate
 
     out_dir = Path(out_dir)
@@ -74,7 +77,7 @@ def build(model: ir.Model, out_dir: str | os.PathLike, device: str | None = None
         model.save(tmp)
         vectors = test_vectors(model)
         np.savez(tmp / "vectors.npz", **vectors)
-        manifest = generate(model, tmp, folding=folding)
+        manifest = generate(model, tmp, folding=folding, target_cycles=target_cycles)
         manifest["device"] = device
         manifest["generation_seconds"] = round(time.perf_counter() - t0, 3)
         manifest["golden_accuracy"] = float((vectors["argmax"] == vectors["labels"]).mean())

@@ -319,6 +319,11 @@ def synthesize(build_dir, device_name: str, seed: int = 1, freq_mhz: float | Non
         m = _NEXTPNR_FIT.search(line)
         full = (plog if plog.is_file() else out / "nextpnr.stdout").read_text(errors="replace")
         nobel = re.search(r"no BELs remaining to implement cell type '([^']+)'", full)
+        region = re.search(r"Failed to expand region .* of (\d+) (ICESTORM_LCs|TRELLIS_COMBs|TRELLIS_SLICEs)", full)
+        if region:
+            # The placer's own count: LUTs and flip-flops that could not share a logic cell.
+            raise SynthError(f"design needs {region.group(1)} logic cells, {dev.name} has {dev.luts}; "
+                             f"fold more or pick a larger device (log: {plog})")
         if nobel:
             raise SynthError(f"design needs more {nobel.group(1)} cells than {dev.name} has; "
                              f"fold more or pick a larger device (log: {plog})")

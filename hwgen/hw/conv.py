@@ -151,8 +151,10 @@ def _lane_luts(lane: Lane, addresses: int, weights: str) -> tuple[int, int]:
         # One 2:1 mux per bit of each barrel stage, the conditional negate over the term;
         # constant weights at one address leave wiring and, for a negative weight, the negate.
         xlo, xhi = lane.x_range
+        # ABC merges consecutive 2:1 stages into 4:1 muxes: about half a LUT4 per stage bit
+        # (calibrated on the digits shift model, UP5K: the full estimate was ~2x the real count).
         stages = sum(ir.bits_for(min(xlo, xlo << r), max(xhi, xhi << r))[0]
-                     for r in (min(lane.max_shift, (1 << (j + 1)) - 1) for j in range(lane.stages)))
+                     for r in (min(lane.max_shift, (1 << (j + 1)) - 1) for j in range(lane.stages))) // 2
         neg = tb if lane.w_range[0] < 0 else 0
         cost = neg // 2 if weights == "const" and addresses == 1 else stages + neg
     else:
@@ -240,15 +242,20 @@ def default_folding(layer, in_shape, in_range=(0, 255), requant: ir.Requant | No
     return best[2], best[3]
 
 
-def balanced_foldings(specs, lut_budget: int = LUT_BUDGET) -> list[tuple[int, int]]:
+def balanced_foldings(specs, lut_budget: int = LUT_BUDGET, target_cycles: int | None = None) -> list[tuple[int, int]]:
     """Foldings for a pipeline of engines, ``specs`` a list of
     ``(layer, in_shape, in_range, requant)`` or ``(..., requant, weights)``: the slowest engine
     at its fastest within ``lut_budget`` sets the throughput, and every other engine takes the
-    cheapest folding that keeps up with it (a faster engine than the bottleneck only costs LUTs)."""
+    cheapest folding that keeps up with it (a faster engine than the bottleneck only costs LUTs).
+
+    ``target_cycles`` sets the pace instead (cycles per image): every engine takes the cheapest
+    folding that reaches it within the budget, else the fastest that fits.  Two designs built
+    with the same target have the same throughput where their budgets allow: the fair way to
+    set different arithmetic side by side (``hwgen compare``)."""
     specs = [tuple(spec) + ("rom",) * (5 - len(spec)) for spec in specs]
-    fastest = [default_folding(*spec[:4], lut_budget=lut_budget, weights=spec[4]) for spec in specs]
-    target = 0
-    for spec, (pe, simd) in zip(specs, fastest):
+    target = 0 if target_cycles is None else int(target_cycles)
+    for spec in specs if target_cycles is None else []:
+        pe, simd = default_folding(*spec[:4], lut_budget=lut_budget, weights=spec[4])
         target = max(target, next(c[0] for c in _candidates(*spec) if c[2:] == (pe, simd)))
     return [default_folding(*spec[:4], lut_budget=lut_budget, target_cycles=target, weights=spec[4])
             for spec in specs]

@@ -86,11 +86,14 @@ class Accelerator(wiring.Component):
     Raises :class:`hwgen.ir.ModelError` for a layer kind or sequence without an engine.
     """
 
-    def __init__(self, model: ir.Model, folding: dict | None = None):
+    def __init__(self, model: ir.Model, folding: dict | None = None, target_cycles: int | None = None):
         with constructing(self):
             if not isinstance(model, ir.Model):
                 raise TypeError(f"model must be an hwgen.ir.Model, not {type(model).__name__}")
+            if target_cycles is not None and (not isinstance(target_cycles, int) or target_cycles < 1):
+                raise ir.ModelError(f"target cycles per image must be a positive integer, not {target_cycles!r}")
             self.model = model
+            self.target_cycles = target_cycles
             self.folding = {str(k): dict(v) for k, v in (folding or {}).items()}
             self.stages = self._build(model)
         head = self.stages[-1].engine
@@ -160,7 +163,7 @@ class Accelerator(wiring.Component):
         if not specs:
             return {}
         try:
-            folds = balanced_foldings(specs)
+            folds = balanced_foldings(specs, target_cycles=self.target_cycles)
         except (TypeError, ValueError):
             return {}  # the engine itself reports what is wrong with the layer
         return {spec[0].name: {"pe": pe, "simd": simd} for spec, (pe, simd) in zip(specs, folds)}
@@ -342,12 +345,14 @@ def manifest(top: Accelerator, name: str = "hwgen_top") -> dict:
         "engines": [s.describe() for s in top.stages],
         "folding": {**top.auto_folding, **top.folding},
         "folding_overrides": top.folding,
+        "target_cycles": top.target_cycles,
         "clock": "clk",
         "reset": "rst",
     }
 
 
-def generate(model: ir.Model, out_dir, folding: dict | None = None, name: str = "hwgen_top") -> dict:
+def generate(model: ir.Model, out_dir, folding: dict | None = None, name: str = "hwgen_top",
+             target_cycles: int | None = None) -> dict:
     """Elaborate ``model`` and write ``out_dir/<name>.v`` and ``out_dir/manifest.json``.
 
     Both files are complete or absent: everything is elaborated before anything is written,
@@ -356,7 +361,7 @@ def generate(model: ir.Model, out_dir, folding: dict | None = None, name: str = 
     """
     if not name.isidentifier():
         raise ValueError(f"top-level name {name!r} is not a valid Verilog identifier")
-    top = Accelerator(model, folding)
+    top = Accelerator(model, folding, target_cycles=target_cycles)
     doc = manifest(top, name)
     text = "`timescale 1ns/1ps\n" + verilog.convert(top, name=name, emit_src=False)
     out = Path(out_dir)

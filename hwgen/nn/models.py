@@ -60,7 +60,13 @@ def build_model(arch: str, **config) -> nn.Module:
     if unknown:
         raise ConfigError(f"architecture {arch!r} has no option {unknown[0]!r}; "
                          f"options: {', '.join(sorted(defaults))}")
-    return builder(**{**defaults, **config})
+    try:
+        return builder(**{**defaults, **config})
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        # A builder or a layer refusing an option value: the user's to mend, in one line.
+        raise ConfigError(f"architecture {arch!r}: {e}") from None
 
 
 @register_arch("adder", {"channels": [8, 16], "in_channels": 1, "input_size": 8,
