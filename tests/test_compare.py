@@ -39,12 +39,14 @@ def test_random_adder_vs_conv_on_hx8k(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_compare_shipped_models_on_up5k(tmp_path):
-    """The four shipped models of the digits shape on the UP5K, as a user runs it."""
+def test_cli_compare_shipped_models(tmp_path):
+    """The four shipped models of the digits shape on the default device (HX8K), as a user
+    runs it: all fit, all are verified on Icarus, all paced to one throughput."""
     proc = hwgen("compare", "--out", tmp_path / "c", "--quiet")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     doc = json.loads((tmp_path / "c" / "compare.json").read_text())
     assert [r["family"] for r in doc["rows"]] == ["conv", "adder", "shift", "shiftadd"]
     for row in doc["rows"]:
-        assert row["integer_accuracy"] > 0.9
+        assert row["integer_accuracy"] > 0.9 and row["status"] == "ok"
+    assert len({r["cycles_per_image"] for r in doc["rows"]}) == 1
     assert "LUT4 =" in proc.stdout
