@@ -58,20 +58,7 @@ def test_accuracy_within_one_point(qmodel, float_model):
 
 
 def test_per_layer_agreement_with_float(qmodel, float_model):
-    _, _, x_te, _ = data.digits()
-    x = x_te[:100]
-    ref = float_reference(float_model, x)
-    res = golden.run(qmodel, quantize_input(qmodel, x))
-    scales = qmodel.meta["layer_scales"]
-    assert len(ref) == len(res.layers) == len(scales) == len(qmodel.layers)
-    for layer, f, q, s in zip(qmodel.layers, ref, res.layers, scales):
-        assert f.shape == q.shape, layer.name
-        q = q.astype(np.float64)
-        if layer.name in qmodel.meta["adder_offsets"]:
-            off = np.array(qmodel.meta["adder_offsets"][layer.name])
-            q = q - off.reshape((1, -1) + (1,) * (q.ndim - 2))
-        err = np.abs(q * s - f)
-        peak = np.abs(f).max()
+    for layer, err, s, peak in _per_layer_errors(float_model, qmodel, data.digits()[2][:100]):
         # Quantization error: a few LSBs plus the requantizers' CSD scale error (a few %).
         assert err.max() <= 4 * s + 0.06 * peak, (layer.name, err.max(), s, peak)
         assert err.mean() <= s + 0.02 * peak, (layer.name, err.mean(), s, peak)
