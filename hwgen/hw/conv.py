@@ -204,6 +204,9 @@ def _out_hw(layer, in_shape) -> tuple[int, int]:
 
 
 def _candidates(layer, in_shape, in_range, requant, weights="rom"):
+    if getattr(layer, "kind", None) == "winograd_adder_conv2d":
+        from .winograd import winograd_candidates  # the tile engine folds its output channels only
+        return winograd_candidates(layer, in_shape, in_range, requant)
     weight, _ = as_conv(layer, in_shape)
     o, c, kh, kw = weight.shape
     k = c * kh * kw

@@ -29,12 +29,12 @@ MANIFEST_FORMAT = "hwgen-build"
 MANIFEST_VERSION = 1
 
 #: Conv and dense layer kinds with an engine (:class:`~hwgen.hw.conv.ConvEngine`).
-CONV_KINDS = ("adder_conv2d", "shift_conv2d", "conv2d")
+CONV_KINDS = ("adder_conv2d", "shift_conv2d", "conv2d", "winograd_adder_conv2d")
 DENSE_KINDS = ("adder_dense", "shift_dense", "dense")
 #: Keys of a layer's entry in the folding dict.
 FOLDING_KEYS = ("pe", "simd", "weights")
 
-SUPPORTED = ("{adder_conv2d|shift_conv2d|conv2d}+requant, maxpool2d, then flatten and one or more "
+SUPPORTED = ("{adder_conv2d|shift_conv2d|conv2d|winograd_adder_conv2d}+requant, maxpool2d, then flatten and one or more "
              "{adder_dense|shift_dense|dense}+requant (the last one ends the model)")
 
 
@@ -245,8 +245,20 @@ class Accelerator(wiring.Component):
 
     def _conv(self, layer, requant, in_shape, in_range):
         from .conv import ConvEngine  # written alongside; imported late so pool/head stand alone
+        from .winograd import LANES, WinogradEngine
 
         fold = {**self.auto_folding.get(layer.name, {}), **self.folding.get(layer.name, {})}
+        if layer.kind == "winograd_adder_conv2d":
+            user = self.folding.get(layer.name, {})
+            if user.get("simd", LANES) != LANES or user.get("weights", "rom") != "rom":
+                raise ir.ModelError(f"folding of {layer.name!r}: the Winograd tile engine folds its output "
+                                    f"channels only (pe); its lanes are {LANES} and u sits in a ROM")
+            try:
+                return WinogradEngine(layer, requant, tuple(in_shape), tuple(in_range), pe=fold.get("pe"))
+            except (TypeError, ValueError) as e:
+                if isinstance(e, ir.ModelError):
+                    raise
+                raise ir.ModelError(f"layer {layer.name!r}: {e}") from None
         try:
             return ConvEngine(layer, requant, tuple(in_shape), tuple(in_range),
                               pe=fold.get("pe"), simd=fold.get("simd"), weights=fold.get("weights", "rom"))
