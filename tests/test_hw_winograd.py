@@ -22,20 +22,22 @@ def winograd_layer(rng, c, o, pad, transform="standard", u_lim=600):
 
 
 CASES = [
-    # (C, H, W, O, pad, in_bits, pe, transform)
-    (1, 8, 8, 8, 1, 8, 1, "standard"),     # first digits layer
-    (8, 4, 4, 16, 1, 8, 2, "standard"),    # second digits layer
-    (2, 7, 5, 4, 1, 4, 2, "balanced"),     # odd output sizes: tiles completed and cropped
-    (3, 6, 6, 4, 0, 4, 4, "standard"),     # no padding, one group
-    (1, 3, 3, 2, 1, 4, 1, "balanced"),     # an image smaller than the line buffer
-    (2, 5, 9, 6, 0, 3, 3, "standard"),     # no padding, odd size, pe 3
+    # (C, H, W, O, pad, in_bits, pe, transform, overlap)
+    (1, 8, 8, 8, 1, 8, 1, "standard", True),     # first digits layer
+    (8, 4, 4, 16, 1, 8, 2, "standard", True),    # second digits layer
+    (8, 4, 4, 16, 1, 8, 1, "standard", False),   # ... without the second tile buffer
+    (2, 7, 5, 4, 1, 4, 2, "balanced", True),     # odd output sizes: tiles completed and cropped
+    (2, 7, 5, 4, 1, 4, 1, "balanced", False),
+    (3, 6, 6, 4, 0, 4, 4, "standard", True),     # no padding, one group
+    (1, 3, 3, 2, 1, 4, 1, "balanced", True),     # an image smaller than the line buffer
+    (2, 5, 9, 6, 0, 3, 3, "standard", False),    # no padding, odd size, pe 3
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}x{c[1]}x{c[2]}-o{c[3]}-pad{c[4]}-pe{c[6]}-{c[7]}"
+@pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}x{c[1]}x{c[2]}-o{c[3]}-pad{c[4]}-pe{c[6]}-{c[7]}-ov{int(c[8])}"
                                              for c in CASES])
 def test_winograd_engine_matches_golden(case):
-    c, h, w, o, pad, in_bits, pe, transform = case
+    c, h, w, o, pad, in_bits, pe, transform, overlap = case
     rng = np.random.default_rng(sum(map(hash, map(str, case))) & 0xFFFF)
     layer = winograd_layer(rng, c, o, pad, transform, u_lim=4 << in_bits)
     in_range = (0, (1 << in_bits) - 1)
@@ -45,7 +47,7 @@ def test_winograd_engine_matches_golden(case):
     samples = golden.execute(layer, images)
     requant = random_requant(rng, o, layer.out_range(*in_range), relu=bool(c % 2), negative=True,
                              samples=samples)
-    engine = WinogradEngine(layer, requant, (c, h, w), in_range, pe=pe)
+    engine = WinogradEngine(layer, requant, (c, h, w), in_range, pe=pe, overlap=overlap)
     got, cycles = simulate(engine, images, rng, p_gap=0.2, p_stall=0.3)
     want = expected_conv(layer, requant, images)
     assert got.shape == want.shape
@@ -53,13 +55,14 @@ def test_winograd_engine_matches_golden(case):
     assert len(np.unique(want)) > 3
 
 
-def test_throughput_without_stalls():
+@pytest.mark.parametrize("overlap", [True, False])
+def test_throughput_without_stalls(overlap):
     """Fed and drained without gaps, the engine runs at its stated cycles per image."""
     rng = np.random.default_rng(3)
-    layer = winograd_layer(rng, 2, 4, 1)
-    images = rng.integers(0, 256, size=(4, 2, 8, 8))
+    layer = winograd_layer(rng, 4, 4, 1)
+    images = rng.integers(0, 256, size=(4, 4, 8, 8))
     requant = random_requant(rng, 4, layer.out_range(0, 255), samples=golden.execute(layer, images))
-    engine = WinogradEngine(layer, requant, (2, 8, 8), (0, 255), pe=2)
+    engine = WinogradEngine(layer, requant, (4, 8, 8), (0, 255), pe=2, overlap=overlap)
     got, cycles = simulate(engine, images, rng, p_gap=0.0, p_stall=0.0)
     np.testing.assert_array_equal(got, expected_conv(layer, requant, images))
     per_image = engine.cycles_per_image

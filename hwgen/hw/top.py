@@ -32,7 +32,7 @@ MANIFEST_VERSION = 1
 CONV_KINDS = ("adder_conv2d", "shift_conv2d", "conv2d", "winograd_adder_conv2d")
 DENSE_KINDS = ("adder_dense", "shift_dense", "dense")
 #: Keys of a layer's entry in the folding dict.
-FOLDING_KEYS = ("pe", "simd", "weights")
+FOLDING_KEYS = ("pe", "simd", "weights", "overlap")
 
 SUPPORTED = ("{adder_conv2d|shift_conv2d|conv2d|winograd_adder_conv2d}+requant, maxpool2d, then flatten and one or more "
              "{adder_dense|shift_dense|dense}+requant (the last one ends the model)")
@@ -166,7 +166,8 @@ class Accelerator(wiring.Component):
             folds = balanced_foldings(specs, target_cycles=self.target_cycles)
         except (TypeError, ValueError):
             return {}  # the engine itself reports what is wrong with the layer
-        return {spec[0].name: {"pe": pe, "simd": simd} for spec, (pe, simd) in zip(specs, folds)}
+        return {spec[0].name: ({"pe": pe, "overlap": simd} if spec[0].kind == "winograd_adder_conv2d"
+                               else {"pe": pe, "simd": simd}) for spec, (pe, simd) in zip(specs, folds)}
 
     def _build_stages(self, layers, stages, in_shapes, in_ranges, out_shapes, out_ranges):
         i, n = 0, len(layers)
@@ -250,15 +251,20 @@ class Accelerator(wiring.Component):
         fold = {**self.auto_folding.get(layer.name, {}), **self.folding.get(layer.name, {})}
         if layer.kind == "winograd_adder_conv2d":
             user = self.folding.get(layer.name, {})
-            if user.get("simd", LANES) != LANES or user.get("weights", "rom") != "rom":
-                raise ir.ModelError(f"folding of {layer.name!r}: the Winograd tile engine folds its output "
-                                    f"channels only (pe); its lanes are {LANES} and u sits in a ROM")
+            if "simd" in user or user.get("weights", "rom") != "rom":
+                raise ir.ModelError(f"folding of {layer.name!r}: the Winograd tile engine takes pe (output "
+                                    f"channels in parallel) and overlap (1: a second tile buffer, 0: none); "
+                                    f"its lanes are {LANES} and u sits in a ROM")
             try:
-                return WinogradEngine(layer, requant, tuple(in_shape), tuple(in_range), pe=fold.get("pe"))
+                return WinogradEngine(layer, requant, tuple(in_shape), tuple(in_range), pe=fold.get("pe"),
+                                      overlap=fold.get("overlap"))
             except (TypeError, ValueError) as e:
                 if isinstance(e, ir.ModelError):
                     raise
                 raise ir.ModelError(f"layer {layer.name!r}: {e}") from None
+        if "overlap" in self.folding.get(layer.name, {}):
+            raise ir.ModelError(f"folding of {layer.name!r}: overlap applies to Winograd-adder layers only; "
+                                f"a {layer.kind} engine takes pe, simd and weights")
         try:
             return ConvEngine(layer, requant, tuple(in_shape), tuple(in_range),
                               pe=fold.get("pe"), simd=fold.get("simd"), weights=fold.get("weights", "rom"))
@@ -426,7 +432,7 @@ def _calibrated_requant(name, acc, out_lo, out_hi, *, relu, out_bits, shift=12, 
 
 
 #: Families of :func:`random_digits_model`.
-RANDOM_KINDS = ("adder", "shift", "conv", "shiftadd")
+RANDOM_KINDS = ("adder", "shift", "conv", "shiftadd", "winograd-adder")
 
 
 def random_digits_model(seed: int = 0, kind: str = "adder", calibration: np.ndarray | None = None) -> ir.Model:
@@ -443,6 +449,11 @@ def random_digits_model(seed: int = 0, kind: str = "adder", calibration: np.ndar
     ``shiftadd``  ShiftAddNet: each shift layer followed by a signed requant (8 bits, no ReLU)
                   and an adder layer: a 1×1 ``adder_conv2d`` after each shift conv, an
                   ``adder_dense`` (10→10) after the shift dense.
+    ``winograd-adder``  Winograd-AdderNet: the adder network with each conv a
+                  ``winograd_adder_conv2d`` F(2×2, 3×3) (the ``standard`` transform set of
+                  :mod:`hwgen.nn.winograd`, pad 1) with random ``u`` in [-600, 900): inside the
+                  ``V`` range of 8-bit input tiles, [-510, 1020], as most of the shipped model's
+                  ``u`` are; the dense stays ``adder_dense``.
 
     ``calibration``: integer images ``(N, 1, 8, 8)`` used to choose requant parameters so
     activations spread over their range; defaults to 64 training digits quantized as
@@ -481,6 +492,19 @@ def random_digits_model(seed: int = 0, kind: str = "adder", calibration: np.ndar
         add(ir.Flatten("flatten"))
         add(ir.AdderDense("fc", weight=int8(10, 64)))
         add(_calibrated_requant("bn3", x, -2000, 2000, relu=False, out_bits=16))
+    elif kind == "winograd-adder":
+        from ..nn.winograd import transform_set  # torch, only for this kind
+
+        t = transform_set("standard")
+        bt, at = (t[k].numpy().astype(np.int64) for k in ("bt", "at"))
+        for i, (o, c) in enumerate([(8, 1), (16, 8)], start=1):
+            add(ir.WinogradAdderConv2d(f"conv{i}", u=rng.integers(-600, 900, size=(o, c, 4, 4)), bt=bt, at=at,
+                                       padding=1))
+            add(_calibrated_requant(f"bn{i}", x, 0, 255, relu=True, out_bits=8, shift=None))
+            add(ir.MaxPool2d(f"pool{i}", size=2))
+        add(ir.Flatten("flatten"))
+        add(ir.AdderDense("fc", weight=int8(10, 64)))
+        add(_calibrated_requant("bn3", x, -2000, 2000, relu=False, out_bits=16, shift=None))
     elif kind in ("shift", "conv"):
         conv = ((lambda name, o, c: ir.ShiftConv2d(name, **shift_arrays(o, c, 3, 3), padding=1))
                 if kind == "shift" else (lambda name, o, c: ir.Conv2d(name, weight=int8(o, c, 3, 3), padding=1)))

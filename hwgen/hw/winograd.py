@@ -41,6 +41,18 @@ def _bits(n: int) -> int:
     return max(0, (n - 1).bit_length())
 
 
+def rom_attrs(width: int, depth: int) -> dict:
+    """Where a weight ROM goes: block RAM when it is large (at least :data:`ROM_BLOCK_BITS`) and
+    fills at least a quarter of the iCE40 blocks it needs (4 kbit each, at most 16 bits wide up
+    to 256 words); else logic, where a narrow-and-shallow ROM costs fewer resources than whole
+    blocks (a 32 × 56-bit ROM would take four blocks, 11 % full)."""
+    bits = width * depth
+    blocks = -(-width // 16) * -(-depth // 256) if depth <= 256 else -(-width * depth // 4096)
+    if bits >= ROM_BLOCK_BITS and 4 * bits >= blocks * 4096:
+        return {"rom_style": "block"}
+    return {"rom_style": "logic"}
+
+
 def _lincomb(m: Module, coefs, values, name: str):
     """``Σ coefs[k] * values[k]`` with small constant coefficients (0, ±1, ±2: adders and a
     one-bit shift), ``values`` a list of ``(value, (lo, hi))``.  Returns ``(signal, (lo, hi))``,
@@ -88,15 +100,22 @@ def _slots(requant) -> int:
     return max(1, max(len(ir.csd(int(v))) for v in requant.mult))
 
 
-def _cycles(layer, in_shape, requant, pe: int) -> int:
+def beat_cycles(overlap: bool) -> int:
+    """Cycles per beat (one channel of one tile for one group): four column loads, overlapped
+    with the previous beat's four lane rows, or, without the second tile buffer, the loads of
+    the next beat wait until the lanes are at row 2 (seven)."""
+    return 4 if overlap else 7
+
+
+def _cycles(layer, in_shape, requant, pe: int, overlap: bool = True) -> int:
     o, c, th, tw, oh, ow = _tiles(layer, in_shape)
     groups = o // pe
-    compute = tw * groups * LANES * max(c, _slots(requant))
+    compute = tw * groups * max(beat_cycles(overlap) * c, LANES * _slots(requant))
     emit = min(2, oh) * ow * (groups + 2)
     return th * max(compute, emit)
 
 
-def estimate_winograd_luts(layer, in_shape, in_range, requant, pe: int) -> int:
+def estimate_winograd_luts(layer, in_shape, in_range, requant, pe: int, overlap: bool = True) -> int:
     """Rough iCE40 LUT4 count of a :class:`WinogradEngine` (for the folding, not a report):
     per PE the four l1 lanes, the 16-register accumulator's four adders and row muxes, the
     output transform's adders and a requantizer; once the input transform and the schedule."""
@@ -113,22 +132,27 @@ def estimate_winograd_luts(layer, in_shape, in_range, requant, pe: int) -> int:
     out_transform = 24 * yb // 2 + 4 * yb
     maxp = max((p for mlt in requant.mult for _, p in ir.csd(int(mlt))), default=0)
     rq = 3 * (yb + maxp) + 2 * requant.out_bits
-    input_transform = 20 * vb
+    # Column transforms, the four row adders; the held tile is sixteen registers of which most
+    # cannot share a logic cell with a LUT (they copy other registers).
+    input_transform = 8 * vb + (16 * vb if overlap else 0)
     schedule = 350 + 2 * o * requant.out_bits // max(1, pe) + o * requant.out_bits
     return int(pe * (lanes + acc + out_transform + rq) + input_transform + schedule)
 
 
 def winograd_candidates(layer, in_shape, in_range, requant) -> list[tuple[int, int, int, int]]:
-    """``(cycles per image, estimated LUTs, pe, LANES)`` of every folding of the engine."""
+    """``(cycles per image, estimated LUTs, pe, overlap)`` of every folding of the engine
+    (``overlap`` 1 or 0, see :class:`WinogradEngine`)."""
     _check_layer(layer, in_shape)
     o = layer.u.shape[0]
-    return [(_cycles(layer, in_shape, requant, pe), estimate_winograd_luts(layer, in_shape, in_range, requant, pe),
-             pe, LANES) for pe in _divisors(o)]
+    return [(_cycles(layer, in_shape, requant, pe, bool(ov)),
+             estimate_winograd_luts(layer, in_shape, in_range, requant, pe, bool(ov)), pe, ov)
+            for pe in _divisors(o) for ov in (1, 0)]
 
 
 def winograd_folding(layer, in_shape, in_range, requant, lut_budget: int = LUT_BUDGET,
-                     target_cycles: int | None = None) -> int:
-    """``pe`` of a :class:`WinogradEngine`, chosen like :func:`hwgen.hw.conv.default_folding`."""
+                     target_cycles: int | None = None) -> tuple[int, bool]:
+    """``(pe, overlap)`` of a :class:`WinogradEngine`, chosen like
+    :func:`hwgen.hw.conv.default_folding`."""
     cands = winograd_candidates(layer, in_shape, in_range, requant)
     fit = [cand for cand in cands if cand[1] <= lut_budget]
     if not fit:
@@ -137,7 +161,7 @@ def winograd_folding(layer, in_shape, in_range, requant, lut_budget: int = LUT_B
         best = min((cand for cand in fit if cand[0] <= target_cycles), key=lambda t: (t[1], t[0]))
     else:
         best = min(fit, key=lambda t: (t[0], t[1]))
-    return best[2]
+    return best[2], bool(best[3])
 
 
 class WinogradEngine(wiring.Component):
@@ -150,28 +174,35 @@ class WinogradEngine(wiring.Component):
 
     Structure, in pipeline order:
 
-    * **Tile window.**  A line buffer of ``R = max(4, min(6, H))`` input rows, one
-      :class:`~amaranth.lib.memory.Memory` word per channel of a pixel, with four read ports
-      (one per tile row): a cycle reads one column of the 4×4 tile of one channel (taps outside
-      the image read 0).  Tiles are visited in raster order, for each the output-channel groups,
-      for each the input channels: a *beat* (tile, group, channel) is four cycles.
+    * **Tile window.**  A line buffer of four row-pair slots: a
+      :class:`~amaranth.lib.memory.Memory` word holds one channel of one pixel in two input rows
+      (the rows ``2q - pad`` and ``2q - pad + 1`` of an image form its pair ``q``), so the four
+      rows of a tile are two pairs, read by two ports (two block-RAM copies on iCE40), and four
+      pair slots let the next two pairs (the next image's first tile row) arrive meanwhile: a cycle
+      reads one column of the 4×4 tile of one channel (taps outside the image read 0).  Tiles
+      are visited in raster order, for each the output-channel groups, for each the input
+      channels: a *beat* (tile, group, channel) is four cycles.
     * **Input transform**, adders only: each column is transformed as it arrives
-      (``t_j = bt · d[:, j]``), and with the fourth column ``V = [t_0 … t_3] · btᵀ`` is latched.
-      ``V`` is exactly ``bits_for`` of :meth:`~hwgen.ir.WinogradAdderConv2d.v_range` wide.
-    * **l1 lanes.**  ``pe`` PEs of :data:`LANES` lanes: during the four cycles the next beat
-      loads, lane ``l`` of PE ``p`` computes ``|u[g·pe + p, c, r, l] - V[r, l]|`` for rows
-      ``r = 0..3``, ``u`` read from a ROM (``pe·4`` words of ``u`` per address, block RAM when
-      large), and adds it to one of the PE's 16 accumulators (restarted by the first channel).
-    * **Output transform**, adders only: after the last channel the 2×2 tile
-      ``at · M · atᵀ`` of every PE is latched (in magnitudes; the requantizer negates).
+      (``t_j = bt · d[:, j]``); with the fourth column the four ``t_j`` are held, and during the
+      next beat's four loading cycles row ``r`` of ``V = [t_0 … t_3] · btᵀ`` is formed, one row
+      per cycle, by four adders shared by the rows.
+    * **l1 lanes.**  ``pe`` PEs of :data:`LANES` lanes: lane ``l`` of PE ``p`` computes
+      ``|u[g·pe + p, c, r, l] - V[r, l]|`` for rows ``r = 0..3``, ``u`` read from a ROM (``pe·4``
+      values of ``u`` per word; block RAM when large and well filled, :func:`rom_attrs`).
+    * **Output transform**, adders only, folded into the accumulation: it is linear, so each row
+      of terms is transformed as it comes, ``Y[a, b] += at[a, r] · Σ_l at[b, l] · term_l``, into
+      four accumulators per PE (restarted by the first channel), not sixteen accumulators and a
+      transform at the end.  In magnitudes: the requantizer negates.
     * **Requantization**: one sequential :class:`~hwgen.hw.requant.Requant` per PE takes the
       four values of its tile one after the other.
     * **Output reorder**: the results go into a double-buffered memory of two tile rows' output
       (one word = the ``pe`` values of one requantization step); a reader gathers the ``O``
       channels of each output pixel and sends the pixels in raster order, cropping an odd size.
 
-    Every width is exact for the layer: ``V`` per lane, the lanes' differences, the
-    accumulators (the largest ``Σ_c |u - V|`` of each lane), the output transform stage by stage.
+    Every width is derived from the layer: the column transforms and ``V`` per row and lane
+    (``V`` exactly :meth:`~hwgen.ir.WinogradAdderConv2d.v_range`), the lanes' differences, the
+    output accumulators by the subset-sum bound of their terms, the held outputs by
+    :meth:`~hwgen.ir.WinogradAdderConv2d.out_range`.
 
     Parameters
     ----------
@@ -182,6 +213,10 @@ class WinogradEngine(wiring.Component):
         Exact interval of the inputs.
     pe : int, optional
         Output channels in parallel (divides ``O``); default :func:`winograd_folding`.
+    overlap : bool, optional
+        Hold a second copy of the tile's column transforms so the next beat loads while the
+        lanes work (a beat every 4 cycles), or not (every 7 cycles, sixteen registers fewer);
+        default :func:`winograd_folding`.
 
     Members
     -------
@@ -199,7 +234,7 @@ class WinogradEngine(wiring.Component):
     """
 
     def __init__(self, layer, requant: ir.Requant, in_shape: tuple[int, int, int], in_range: tuple[int, int],
-                 *, pe: int | None = None):
+                 *, pe: int | None = None, overlap: bool | None = None):
         with constructing(self):
             if not isinstance(requant, ir.Requant):
                 raise TypeError(f"requant must be an hwgen.ir.Requant, not {type(requant).__name__}")
@@ -211,8 +246,14 @@ class WinogradEngine(wiring.Component):
             lo, hi = (int(v) for v in in_range)
             if lo > hi:
                 raise ValueError(f"empty in_range {in_range}")
-            if pe is None:
-                pe = winograd_folding(layer, in_shape, (lo, hi), requant)
+            if pe is None or overlap is None:
+                d_pe, d_overlap = winograd_folding(layer, in_shape, (lo, hi), requant)
+                pe = d_pe if pe is None else pe
+                overlap = d_overlap if overlap is None else overlap
+            if overlap not in (True, False, 0, 1):
+                raise ValueError(f"{layer.name}: overlap={overlap!r}; use 1 (a second tile buffer, a beat "
+                                 f"every 4 cycles) or 0 (every 7 cycles)")
+            self.overlap = bool(overlap)
             if not isinstance(pe, int) or isinstance(pe, bool) or pe < 1 or o % pe:
                 raise ValueError(f"{layer.name}: pe={pe!r} must divide the {o} output channels "
                                  f"(one of {_divisors(o)})")
@@ -251,25 +292,36 @@ class WinogradEngine(wiring.Component):
         v_lo, v_hi = layer.v_range(*self.in_range)
         assert all(self.v_ranges[i][l] == (int(v_lo[i, l]), int(v_hi[i, l])) for i in range(4) for l in range(4))
         # Lane l serves the four rows in turn: its input is the union over the rows.
-        u = layer.u
+        u = layer.u.astype(np.int64)
         self.lanes = [Lane("l1", _union([self.v_ranges[i][l] for i in range(4)]),
                            (int(u[..., l].min()), int(u[..., l].max()))) for l in range(LANES)]
-        m_lo, m_hi = layer.lane_range(*self.in_range)   # M = -Σ|u - V|, (O, 4, 4)
-        # Accumulator (i, l): every partial sum over the channels lies in [0, max_o worst].
-        self.acc_max = [[int(-m_lo[:, i, l].min()) for l in range(4)] for i in range(4)]
-        self.mag_ranges = [[(int(-m_hi[:, i, l].max()), self.acc_max[i][l]) for l in range(4)] for i in range(4)]
+        # Output accumulators Y[a, b] = Σ_{c, i, l} at[a, i] at[b, l] |u[o, c, i, l] - V[i, l]|:
+        # every partial sum (any order) lies in the subset-sum bound of its terms' intervals.
+        tmin = np.where(u < v_lo, v_lo - u, np.where(u > v_hi, u - v_hi, 0))     # (O, C, 4, 4)
+        tmax = np.maximum(np.abs(v_lo - u), np.abs(v_hi - u))
+        self.y_acc_ranges = [[None] * 2 for _ in range(2)]
+        for a in range(2):
+            for b in range(2):
+                coef = np.outer(at[a], at[b]).astype(np.int64)                    # (4, 4)
+                p, q = coef * tmin, coef * tmax
+                lo = np.minimum(0, np.minimum(p, q)).sum(axis=(1, 2, 3)).min()
+                hi = np.maximum(0, np.maximum(p, q)).sum(axis=(1, 2, 3)).max()
+                self.y_acc_ranges[a][b] = (int(lo), int(hi))
+        # The complete outputs, in magnitudes (the layer's output is their negation).
+        y_lo, y_hi = layer.out_range(*self.in_range)
+        self.y_range = (-int(y_hi), -int(y_lo))
 
     @property
     def cycles_per_image(self) -> int:
-        return _cycles(self.layer, self.in_shape, self.requant, self.pe)
+        return _cycles(self.layer, self.in_shape, self.requant, self.pe, self.overlap)
 
     @property
     def params(self) -> dict:
         return {
-            "pe": self.pe, "lanes": LANES, "lane": "l1", "tile": "F(2x2,3x3)", "groups": self.groups,
+            "pe": self.pe, "overlap": int(self.overlap), "lanes": LANES, "lane": "l1", "tile": "F(2x2,3x3)", "groups": self.groups,
             "in_bits": self.in_elem.width, "weight_bits": self.u_width,
             "v_bits": max(ir.bits_for(*r)[0] for row in self.v_ranges for r in row),
-            "acc_bits": max(ir.bits_for(0, v)[0] for row in self.acc_max for v in row),
+            "acc_bits": max(ir.bits_for(*r)[0] for row in self.y_acc_ranges for r in row),
             "out_bits": self.out_elem.width, "latency": self.latency, "cycles_per_image": self.cycles_per_image,
         }
 
@@ -311,28 +363,35 @@ class WinogradEngine(wiring.Component):
         ce_out = Signal()  # clock enable of the requantizers (stops while a result cannot be stored)
 
         # ---------------------------------------------------------------- line buffer
-        R = max(4, min(6, H))
-        sb = _bits(C)  # a word is one channel of a pixel: address Cat(channel, pixel)
-        m.submodules.lines = lines = Memory(shape=unsigned(eb), depth=(R * W) << sb, init=[],
+        # A word is one channel of two input rows of a pixel: the rows 2q - pad and 2q - pad + 1
+        # of an image form its row pair q (P pairs per image), so a tile (rows 2ty - pad ..
+        # 2ty - pad + 3) is the pairs ty and ty + 1: two read ports (two block-RAM copies on
+        # iCE40, not four).  RP = 4 pair slots: the two being read and two being written.
+        RP, P = 4, (H + pad + 1) // 2
+        sb = _bits(C)  # address Cat(channel, slot * W + x)
+        m.submodules.lines = lines = Memory(shape=unsigned(2 * eb), depth=(RP * W) << sb, init=[],
                                             attrs={"no_rw_check": 1})
-        wp = lines.write_port()
-        rps = [lines.read_port() for _ in range(4)]
+        wp = lines.write_port(granularity=eb)
+        rps = [lines.read_port() for _ in range(2)]
 
         # Issue state: tile (ty, tx), group g, channel c, column j.
         ty, tx = Signal(range(TH)), Signal(range(TW))
         g, ch, j = Signal(range(G)), Signal(range(C)), Signal(2)
         widx = Signal(range(G * C))              # g * C + c: the beat's u address / 4
-        row_slot = Signal(range(R), init=(-pad) % R)  # slot of input row 2*ty - pad
-        wr_addr, wr_x = Signal(range(R * W)), Signal(range(W))
-        wr_ahead = Signal(range(H + R + 1))     # full rows written, counted from the reader's image
+        rd_slot = Signal(range(RP))             # slot of pair ty
+        # Writer state: pixel, channel, row of the image, the pair and its half, its slot.
+        wr_x, wr_ch = Signal(range(W)), Signal(range(C))
+        wr_row, wr_half = Signal(range(H)), Signal(init=pad % 2)
+        wr_slot = Signal(range(RP))
+        wr_ahead = Signal(range(H + 2 * RP + 1))  # rows written, counted from the reader's image
+        wr_pair = Signal(range(P + RP + 1))       # the pair being written, counted likewise
 
         top = Signal(range(2 * TH + 4))
         m.d.comb += top.eq((ty << 1) + (4 - pad))
         need = Mux(top > H, H, top)
-        low = Signal(range(H + 1))
-        m.d.comb += low.eq(Mux((ty << 1) > pad, (ty << 1) - pad, 0))
         issue = Signal()
-        m.d.comb += issue.eq(ce & (wr_ahead >= need))
+        hold = Signal()  # without overlap: the next beat waits for the lanes (set below)
+        m.d.comb += issue.eq(ce & (wr_ahead >= need) & ~hold)
         last_j, last_c, last_g = j == 3, ch == C - 1, g == G - 1
         last_x, last_y = tx == TW - 1, ty == TH - 1
         finish = Signal()
@@ -346,53 +405,58 @@ class WinogradEngine(wiring.Component):
                     with m.If(last_g):
                         m.d.sync += [g.eq(0), widx.eq(0), tx.eq(tx + 1)]
                         with m.If(last_x):
-                            m.d.sync += [tx.eq(0), ty.eq(ty + 1), row_slot.eq(_add_mod(row_slot, 2 % R, R))]
+                            m.d.sync += [tx.eq(0), ty.eq(ty + 1), rd_slot.eq(_add_mod(rd_slot, 1, RP))]
                             with m.If(last_y):
-                                m.d.sync += [ty.eq(0),
-                                             row_slot.eq(_add_mod(row_slot, (H - 2 * (TH - 1)) % R, R))]
+                                # The next image's pair 0: P - (TH - 1) pairs on.
+                                m.d.sync += [ty.eq(0), rd_slot.eq(_add_mod(rd_slot, (P - TH + 1) % RP, RP))]
 
-        # Writer: a pixel's channels one per cycle, the pixel taken with the last.
+        # Writer: a pixel's channels one per cycle, the pixel taken with the last; a row into its
+        # half of the pair words; the pair may be written once it is no longer read.
         space = Signal()
-        m.d.comb += space.eq(wr_ahead < low + R)
-        wr_ch = Signal(range(C))
+        m.d.comb += space.eq(wr_pair < ty + RP)
         take = Signal()
+        wr_addr = Signal(range(RP * W))
+        m.d.comb += wr_addr.eq(_slot_base(m, wr_slot, RP, W, "wr_base") + wr_x)
+        word = self.i.payload.as_value().word_select(wr_ch, eb) if C > 1 else self.i.payload.as_value()
         m.d.comb += [
             wp.addr.eq(Cat(wr_ch, wr_addr) if sb else wr_addr),
-            wp.data.eq(self.i.payload.as_value().word_select(wr_ch, eb) if C > 1 else self.i.payload.as_value()),
-            wp.en.eq(self.i.valid & space),
+            wp.data.eq(Cat(word, word)),
+            wp.en.eq(Mux(self.i.valid & space, Mux(wr_half, 0b10, 0b01), 0)),
             self.i.ready.eq(space & (wr_ch == C - 1)),
             take.eq(self.i.valid & self.i.ready),
         ]
         if C > 1:
-            with m.If(wp.en):
+            with m.If(self.i.valid & space):
                 m.d.sync += wr_ch.eq(Mux(wr_ch == C - 1, 0, wr_ch + 1))
+        row_done = Signal()
+        m.d.comb += row_done.eq(take & (wr_x == W - 1))
+        pair_done = Signal()
+        m.d.comb += pair_done.eq(row_done & (wr_half | (wr_row == H - 1)))
         with m.If(take):
-            m.d.sync += [wr_x.eq(wr_x + 1), wr_addr.eq(wr_addr + 1)]
-            with m.If(wr_x == W - 1):
-                m.d.sync += wr_x.eq(0)
-            with m.If(wr_addr == R * W - 1):
-                m.d.sync += wr_addr.eq(0)
-        m.d.sync += wr_ahead.eq(wr_ahead + (take & (wr_x == W - 1)) - Mux(finish, H, 0))
+            m.d.sync += wr_x.eq(Mux(wr_x == W - 1, 0, wr_x + 1))
+        with m.If(row_done):
+            m.d.sync += [wr_half.eq(~wr_half), wr_row.eq(wr_row + 1)]
+            with m.If(wr_row == H - 1):
+                m.d.sync += [wr_half.eq(pad % 2), wr_row.eq(0)]
+        with m.If(pair_done):
+            m.d.sync += wr_slot.eq(_add_mod(wr_slot, 1, RP))
+        m.d.sync += [wr_ahead.eq(wr_ahead + row_done - Mux(finish, H, 0)),
+                     wr_pair.eq(wr_pair + pair_done - Mux(finish, P, 0))]
 
-        # Read addresses: port i reads row 2*ty - pad + i, column 2*tx - pad + j, channel c.
+        # Read addresses: port k reads pair ty + k (tile rows 2k, 2k + 1), column 2*tx - pad + j.
         ix = Signal(range(-pad, 2 * TW + 4))
         m.d.comb += ix.eq((tx << 1) + j - pad)
         inside_q = [Signal(name=f"inside{i}_q") for i in range(4)]
-        for i, rp in enumerate(rps):
+        for i in range(4):
             iy = Signal(range(-pad, 2 * TH + 4), name=f"iy{i}")
             m.d.comb += iy.eq((ty << 1) + (i - pad))
-            inside = (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
-            slot = Signal(range(R), name=f"slot{i}")
-            m.d.comb += slot.eq(_add_mod(row_slot, i, R))
-            base = Signal(range(R * W), name=f"base{i}")
-            with m.Switch(slot):
-                for r in range(R):
-                    with m.Case(r):
-                        m.d.comb += base.eq(r * W)
-            pixel = (base + ix.as_unsigned())[:len(wr_addr)]
-            m.d.comb += [rp.addr.eq(Cat(ch, pixel) if sb else pixel), rp.en.eq(ce)]
             with m.If(ce):
-                m.d.sync += inside_q[i].eq(inside)
+                m.d.sync += inside_q[i].eq((iy >= 0) & (iy < H) & (ix >= 0) & (ix < W))
+        for k, rp in enumerate(rps):
+            slot = Signal(range(RP), name=f"slot{k}")
+            m.d.comb += slot.eq(_add_mod(rd_slot, k, RP))
+            pixel = (_slot_base(m, slot, RP, W, f"base{k}") + ix.as_unsigned())[:len(wr_addr)]
+            m.d.comb += [rp.addr.eq(Cat(ch, pixel) if sb else pixel), rp.en.eq(ce)]
 
         # ---------------------------------------------------------------- input transform
         v1, j1 = Signal(), Signal(2)
@@ -402,29 +466,31 @@ class WinogradEngine(wiring.Component):
             m.d.sync += [v1.eq(issue), j1.eq(j), first1.eq(ch == 0), last1.eq(last_c), widx1.eq(widx), g1.eq(g)]
         d_range = (min(self.in_range[0], 0), max(self.in_range[1], 0))
         col = []
-        for i, rp in enumerate(rps):
+        for i in range(4):
             s = Signal(self.in_elem, name=f"col{i}")
-            m.d.comb += s.eq(Mux(inside_q[i], rp.data, 0))
+            m.d.comb += s.eq(Mux(inside_q[i], rps[i // 2].data.word_select(i % 2, eb), 0))
             col.append((s, d_range))
         t = [_lincomb(m, bt[i], col, f"t{i}") for i in range(4)]   # this column's transform
         tcols = []
-        for jj in range(3):
+        for jj in range(4 if not self.overlap else 3):
             regs = [Signal(t[i][0].shape(), name=f"t{jj}_{i}") for i in range(4)]
             with m.If(ce & v1 & (j1 == jj)):
                 m.d.sync += [r.eq(t[i][0]) for i, r in enumerate(regs)]
-            tcols.append([(r, t[i][1]) for i, r in enumerate(regs)])
-        tcols.append(t)
+            tcols.append(regs)
+        if self.overlap:
+            tcols.append([t[i][0] for i in range(4)])
+        # With the fourth column the tile's column transforms are held for the lanes, which
+        # finish the transform one row of V per cycle while the next beat loads.
         latch = Signal()
         m.d.comb += latch.eq(v1 & (j1 == 3))
-        v_hold = [[None] * 4 for _ in range(4)]
-        for i in range(4):
-            for lane in range(4):
-                v, vr = _lincomb(m, bt[lane], [tcols[jj][i] for jj in range(4)], f"v{i}_{lane}")
-                assert vr == self.v_ranges[i][lane]
-                reg = Signal(v.shape(), name=f"vh{i}_{lane}")
-                with m.If(ce & latch):
-                    m.d.sync += reg.eq(v)
-                v_hold[i][lane] = reg
+        if self.overlap:
+            t_hold = [[Signal(t[i][0].shape(), name=f"th{jj}_{i}") for i in range(4)] for jj in range(4)]
+            with m.If(ce & latch):
+                m.d.sync += [t_hold[jj][i].eq(tcols[jj][i]) for jj in range(4) for i in range(4)]
+        else:
+            # The lanes read the load registers: column 0 of the next beat, written one cycle
+            # after its issue, may not overwrite them before row 3 is read.
+            t_hold = tcols
 
         # ---------------------------------------------------------------- l1 lanes
         lane_on, lane_r = Signal(), Signal(2)
@@ -439,11 +505,29 @@ class WinogradEngine(wiring.Component):
                 with m.If(lane_r == 3):
                     m.d.sync += lane_on.eq(0)
 
+        if not self.overlap:
+            m.d.comb += hold.eq((j == 0) & (latch | (lane_on & (lane_r < 2))))
+        # Row lane_r of V: V[r, l] = Σ_j bt[l, j] t_j[r], four adders shared by the rows.
+        t_row = []
+        for jj in range(4):
+            sel = Signal(_shape(*_union(self.t_ranges)), name=f"trow{jj}")
+            with m.Switch(lane_r):
+                for i in range(4):
+                    with m.Case(i):
+                        m.d.comb += sel.eq(t_hold[jj][i])
+            t_row.append((sel, _union(self.t_ranges)))
+        v_row = []
+        for lane in range(LANES):
+            v, _ = _lincomb(m, bt[lane], t_row, f"vrow{lane}")
+            x = Signal(self.lanes[lane].x_shape, name=f"v{lane}")
+            m.d.comb += x.eq(v)  # row r's value lies in v_ranges[r][lane], inside the lane's union
+            v_row.append(x)
+
         ub = self.u_width
         depth = G * C * 4
         wbits = pe * LANES * ub
-        attrs = {"rom_style": "block"} if wbits * depth >= ROM_BLOCK_BITS else {}
-        m.submodules.rom = rom = Memory(shape=unsigned(wbits), depth=depth, init=self.u_rom(), attrs=attrs)
+        m.submodules.rom = rom = Memory(shape=unsigned(wbits), depth=depth, init=self.u_rom(),
+                                         attrs=rom_attrs(wbits, depth))
         rrp = rom.read_port()
         next_r = Signal(2)
         m.d.comb += next_r.eq(lane_r + 1)
@@ -457,60 +541,56 @@ class WinogradEngine(wiring.Component):
         with m.If(ce):
             m.d.sync += [m_done.eq(tv & tlast & (tr == 3)), m_g.eq(tg)]
 
-        accs = []  # per PE: 4×4 accumulators (magnitudes Σ_c |u - V|)
+        # ---------------------------------------------------------------- output transform
+        # Linear, so it is applied to every row of terms as it comes and the four outputs are
+        # accumulated: Y[a, b] += at[a, r] · Σ_l at[b, l] |u - V[r, l]| (magnitudes; the
+        # requantizer negates), restarted by the first channel's row 0.  Four accumulators per
+        # PE instead of sixteen and a transform.
+        y_accs = []
         for p in range(pe):
-            acc = [[Signal(_shape(0, self.acc_max[i][lane]), name=f"m{p}_{i}_{lane}") for lane in range(4)]
-                   for i in range(4)]
+            terms = []
             for lane in range(LANES):
                 spec = self.lanes[lane]
-                x = Signal(spec.x_shape, name=f"x{p}_{lane}")
-                with m.Switch(lane_r):
-                    for i in range(4):
-                        with m.Case(i):
-                            m.d.comb += x.eq(v_hold[i][lane])
                 w = Signal(spec.w_layout, name=f"u{p}_{lane}")
                 pos = p * LANES + lane
                 m.d.comb += w.eq(rrp.data[pos * ub:pos * ub + spec.w_width])
-                term = spec.term(m, x, w, f"l{p}_{lane}")
+                term = spec.term(m, v_row[lane], w, f"l{p}_{lane}")
                 term_q = Signal(term.shape(), name=f"term{p}_{lane}")
                 with m.If(ce):
                     m.d.sync += term_q.eq(term)
-                # The accumulator of row tr: restart on the first channel, else add.
-                cur = Signal(_shape(0, max(self.acc_max[i][lane] for i in range(4))), name=f"cur{p}_{lane}")
-                with m.Switch(tr):
-                    for i in range(4):
-                        with m.Case(i):
-                            m.d.comb += cur.eq(acc[i][lane])
-                total = Mux(tfirst, 0, cur) + term_q
-                with m.If(ce & tv):
+                terms.append((term_q, spec.term_range))
+            rowsum = [_lincomb(m, at[bb], terms, f"s{p}_{bb}") for bb in range(2)]
+            ys = []
+            for aa in range(2):
+                for bb in range(2):
+                    acc = Signal(_shape(*self.y_acc_ranges[aa][bb]), name=f"y{p}_{aa}{bb}")
+                    s_val, (s_lo, s_hi) = rowsum[bb]
+                    incs = [(int(at[aa, i]) * s_lo, int(at[aa, i]) * s_hi) for i in range(4)]
+                    inc = Signal(_shape(*_union([(min(x), max(x)) for x in incs])), name=f"inc{p}_{aa}{bb}")
                     with m.Switch(tr):
                         for i in range(4):
                             with m.Case(i):
-                                m.d.sync += acc[i][lane].eq(total)
-            accs.append(acc)
+                                c_ = int(at[aa, i])
+                                mag = abs(c_)
+                                v = 0 if c_ == 0 else (s_val << (mag.bit_length() - 1) if mag & (mag - 1) == 0
+                                                      else s_val * mag)
+                                m.d.comb += inc.eq(-v if c_ < 0 else v)
+                    with m.If(ce & tv):
+                        m.d.sync += acc.eq(Mux(tfirst & (tr == 0), 0, acc) + inc)
+                    ys.append(acc)
+            y_accs.append(ys)
 
-        # ---------------------------------------------------------------- output transform
         y_busy, kf = Signal(), Signal(2)
         y_g = Signal.like(g)
         y_free, take_rq = Signal(), Signal()
-        y_hold, y_range = [], None
+        y_range = self.y_range
+        y_hold = []
         for p in range(pe):
-            acc = accs[p]
-            rows = []
-            for i in range(4):
-                vals = [(acc[i][lane], self.mag_ranges[i][lane]) for lane in range(4)]
-                rows.append([_lincomb(m, at[b], vals, f"s{p}_{i}_{b}") for b in range(2)])
-            ys = []
-            for a in range(2):
-                for b in range(2):
-                    y, yr = _lincomb(m, at[a], [rows[i][b] for i in range(4)], f"y{p}_{a}{b}")
-                    reg = Signal(y.shape(), name=f"yh{p}_{a}{b}")
-                    with m.If(ce & m_done):
-                        m.d.sync += reg.eq(y)
-                    ys.append((reg, yr))
-                    y_range = yr if y_range is None else _union([y_range, yr])
-            y_hold.append(ys)
-        self.y_range = y_range
+            regs = [Signal(_shape(*y_range), name=f"yh{p}_{k}") for k in range(4)]
+            with m.If(ce & m_done):
+                # The complete values lie in y_range, inside the accumulators' partial-sum bound.
+                m.d.sync += [r.eq(y) for r, y in zip(regs, y_accs[p])]
+            y_hold.append(regs)
 
         rqs = []
         for p in range(pe):
@@ -520,7 +600,7 @@ class WinogradEngine(wiring.Component):
             with m.Switch(kf):
                 for k in range(4):
                     with m.Case(k):
-                        m.d.comb += xsel.eq(y_hold[p][k][0])
+                        m.d.comb += xsel.eq(y_hold[p][k])
             m.d.comb += [r.en.eq(ce_out), r.valid.eq(y_busy), r.x.eq(xsel), r.sel.eq(y_g)]
             rqs.append(r)
         m.d.comb += [take_rq.eq(ce_out & y_busy & rqs[0].ready),
@@ -596,6 +676,16 @@ class WinogradEngine(wiring.Component):
                     m.d.comb += bank_done.eq(1)
         m.d.sync += full.eq(full + row_written - bank_done)
         return m
+
+
+def _slot_base(m: Module, slot, slots: int, width: int, name: str):
+    """``slot * width`` for a slot counter, as a small table (no multiplier)."""
+    base = Signal(range(slots * width), name=name)
+    with m.Switch(slot):
+        for r in range(slots):
+            with m.Case(r):
+                m.d.comb += base.eq(r * width)
+    return base
 
 
 def _add_mod(a, b: int, r: int):
