@@ -276,9 +276,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("compare", help="build the digits network as conv, adder, shift and shift-add, side by side")
+    p = sub.add_parser("compare", help="build the digits network as conv, adder, shift, shift-add and "
+                                       "Winograd-adder, side by side")
     p.add_argument("--out", default="build/compare", help="folder for the builds and the table")
-    p.add_argument("--archs", default="conv,adder,shift,shiftadd", help="families, comma-separated")
+    p.add_argument("--archs", default="conv,adder,shift,shiftadd,winograd-adder",
+                   help="families, comma-separated (with adder and winograd-adder both: a per-layer "
+                        "direct-vs-Winograd table)")
     p.add_argument("--device", default="ice40-hx8k", help="default: ice40-hx8k (no DSPs: every product in LUTs)")
     p.add_argument("--no-dsp", action="store_true", help="do not infer DSP blocks (multipliers in LUTs)")
     p.add_argument("--source", choices=["shipped", "train", "random"], default="shipped",

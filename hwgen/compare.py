@@ -8,6 +8,8 @@ layer) with its weight layers of one family:
 ``adder``      AdderNet: ``-Σ|x - w|`` (l1 processing elements)
 ``shift``      DeepShift: weights ``±2**p`` (barrel-shifter processing elements)
 ``shiftadd``   ShiftAddNet: a shift layer followed by an adder layer
+``winograd-adder``  Winograd-AdderNet: the adder network with F(2×2, 3×3) Winograd convs
+               (:class:`~hwgen.hw.winograd.WinogradEngine`; it folds its output channels only)
 =============  ===========================================================================
 
 Each variant is quantized, built (:func:`hwgen.flow.build`), optionally simulated against the
@@ -21,6 +23,40 @@ cost only, the accuracy is meaningless).
 Everything lands in ``OUT/``: one build folder per variant, ``compare.json`` (the rows) and
 ``compare.md`` (the table), and ``report.json``/``report.md``/``report.html``
 (:mod:`hwgen.report`: per-engine LUTs, energy breakdowns, accuracy against LUTs).
+
+When both ``adder`` and ``winograd-adder`` are compared, the direct and the Winograd form of
+the same AdderNet are also set side by side per layer (``winograd_vs_direct``: absolute
+differences and additions per inference of each form, the LUTs of each layer's engine, and the
+two builds' accuracy, LUTs and Fmax), in ``compare.json``, ``compare.md`` and the report.
+
+``compare.json`` (``"format": "hwgen-compare", "version": 1``)::
+
+    {
+      "format": "hwgen-compare", "version": 1,
+      "device": str, "source": "shipped" | "train" | "random",
+      "cycles": "match" | "auto" | int, "target_cycles": int | null, "dsp": bool, "seed": int,
+      "baseline": "conv", "families": [str],
+      "rows": [{                       # one per family, in the order of "families"
+        "family", "model", "source": str, "status": "ok" | "MISMATCH" | "does not fit: …" | "synthesis failed: …",
+        "float_accuracy", "integer_accuracy": float | null, "cycles_per_image", "weights": int,
+        "build": str, "sim": {"simulator", "images", "mismatches", "passed"} (with a simulator),
+        "luts", "lut4_equivalent", "ffs", "carry", "brams", "dsps", "logic_cells",
+        "logic_cells_available": int, "fmax_mhz": float | null, "images_per_s": float | null,
+        "modules": {engine: {"luts", "ffs", …}}, "synth_report": str      (when it fits),
+        "luts_vs_conv", "lut4_equivalent_vs_conv", "ffs_vs_conv", "dsps_vs_conv": float | null,
+        "energy_pj_45nm", "energy_pj_fpga": float | null
+      }],
+      "winograd_vs_direct": {...} | null,
+      "seconds": float
+    }
+
+``winograd_vs_direct`` is an optional key added within version 1 (a reader that does not know
+it loses nothing; ``null`` unless both ``adder`` and ``winograd-adder`` are compared); its
+shape is that of the report's section of the same name (:mod:`hwgen.report`, module
+docstring): ``direct``/``winograd`` (the families), ``layers`` (per Winograd layer: ``absdiff``
+and ``add`` counts ``{"direct", "winograd", "ratio"}`` with ratio = direct / Winograd, ``luts``
+of the layer's engine in each build, engine ``cycles_per_image`` and ``folding``), ``builds``
+(accuracy, LUTs, logic cells, Fmax, cycles per image of each) and ``source``.
 """
 
 from __future__ import annotations
@@ -34,11 +70,13 @@ from .util import atomic_write, atomic_write_json
 
 __all__ = ["FAMILIES", "SOURCES", "variant_model", "compare", "format_table", "markdown_table"]
 
-FAMILIES = ("conv", "adder", "shift", "shiftadd")
+FAMILIES = ("conv", "adder", "shift", "shiftadd", "winograd-adder")
 SOURCES = ("shipped", "train", "random")
 COMPARE_FORMAT = "hwgen-compare"
 COMPARE_VERSION = 1
 BASELINE = "conv"
+#: The direct and the Winograd form of the AdderNet, set side by side per layer when both are compared.
+WINOGRAD_PAIR = ("adder", "winograd-adder")
 
 
 class CompareError(ValueError):
@@ -177,7 +215,7 @@ def compare(out_dir, archs=FAMILIES, device: str = "ice40-hx8k", source: str = "
                     row["synth_report"] = str(Path(rep["folder"]) / "report.json")
                 bar.advance()
 
-    _report(rows, archs, out, device, source)
+    report = _report(rows, archs, out, device, source)
     base = rows.get(BASELINE, {})
     for row in rows.values():
         for key in ("luts", "lut4_equivalent", "ffs", "dsps"):
@@ -186,7 +224,8 @@ def compare(out_dir, archs=FAMILIES, device: str = "ice40-hx8k", source: str = "
     doc = {"format": COMPARE_FORMAT, "version": COMPARE_VERSION, "device": device, "source": source,
            "cycles": cycles, "target_cycles": target, "dsp": dsp,
            "seed": seed, "baseline": BASELINE, "families": archs,
-           "rows": [rows[a] for a in archs], "seconds": round(time.perf_counter() - t0, 1)}
+           "rows": [rows[a] for a in archs], "winograd_vs_direct": report.get("winograd_vs_direct"),
+           "seconds": round(time.perf_counter() - t0, 1)}
     atomic_write_json(out / "compare.json", doc)
     text = markdown_table(doc)
     atomic_write(out / "compare.md", lambda f: f.write(text))
@@ -203,8 +242,10 @@ def _report(rows: dict, archs, out: Path, device: str, source: str) -> dict:
     energy estimates with their sources) and the energy figures copied into the rows."""
     from .report import write_report
 
+    pair = WINOGRAD_PAIR if all(a in archs for a in WINOGRAD_PAIR) else None
     doc = write_report(out, [{"name": arch, "build_dir": rows[arch]["build"]} for arch in archs], device=device,
-                       title=f"hwgen compare: {', '.join(archs)} on {device} (models: {source})")
+                       title=f"hwgen compare: {', '.join(archs)} on {device} (models: {source})",
+                       winograd_pair=pair)
     for v in doc["variants"]:
         row = rows[v["name"]]
         row["energy_pj_45nm"] = (v.get("energy_ops") or {}).get("total_pj")
@@ -253,6 +294,14 @@ def markdown_table(doc: dict) -> str:
              "|" + "|".join("---" for _ in _COLUMNS) + "|"]
     for row in doc["rows"]:
         lines.append("| " + " | ".join(_cells(row)) + " |")
+    section = doc.get("winograd_vs_direct")
+    if section:
+        from .report import WINOGRAD_NOTE, winograd_tables
+
+        for title, header, rows in winograd_tables(section):
+            lines += ["", f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines += ["| " + " | ".join(rows_) + " |" for rows_ in rows]
+        lines += ["", f"{WINOGRAD_NOTE[0].upper()}{WINOGRAD_NOTE[1:]}. Sources: {section['source']}."]
     return "\n".join(lines) + "\n"
 
 
@@ -277,6 +326,14 @@ def format_table(doc: dict) -> str:
             if row["family"] != doc["baseline"] and row.get("luts"):
                 lines.append(f"{row['family']}: {row['luts']} LUT4 = {row['luts'] / base['luts']:.2f} × the "
                              f"multiplier version's {base['luts']}")
+    section = doc.get("winograd_vs_direct")
+    for layer in (section or {}).get("layers", []):
+        lut = layer["luts"]
+        luts = (f"; engine LUT4 {lut['direct']} vs {lut['winograd']}" if lut["direct"] is not None
+                and lut["winograd"] is not None else "")
+        lines.append(f"{layer['layer']}: {section['winograd']} does {layer['absdiff']['ratio']:.2f}× fewer absolute "
+                     f"differences than {section['direct']} ({layer['absdiff']['winograd']:,} vs "
+                     f"{layer['absdiff']['direct']:,}){luts}")
     return "\n".join(lines)
 
 

@@ -34,8 +34,37 @@ Schema (``"schema": "hwgen-report", "version": 1``)::
         "notes": [str]        # why a part is missing
       }],
       "figures": [{"id": str, "title": str, "file": str, "sources": [str]}],
-      "estimates": str        # the caveat that every energy figure is an estimate
+      "estimates": str,       # the caveat that every energy figure is an estimate
+      "winograd_vs_direct": {...} | null   # optional, added in version 1 (see below)
     }
+
+``winograd_vs_direct`` (an optional key added without a version bump: readers of version 1 that
+do not know it lose nothing; ``null`` or absent when not asked for: ``winograd_pair`` of :func:`write_report`)
+sets the Winograd-AdderNet layers of one variant against the direct 3×3 AdderNet form of the
+same layers in another variant (:func:`winograd_vs_direct`)::
+
+    {
+      "direct": str, "winograd": str,        # the two variants' names
+      "layers": [{
+        "layer": str,                        # the Winograd layer = its engine's name
+        "direct_engine": str | null,         # the engine of the direct build it is set against
+        "absdiff": {"direct": int, "winograd": int, "ratio": float},   # ratio = direct / winograd
+        "add":     {"direct": int, "winograd": int, "ratio": float},   # per inference
+        "luts":    {"direct": int | null, "winograd": int | null, "ratio": float | null},
+        "cycles_per_image": {"direct": int | null, "winograd": int | null},   # of the engine
+        "folding": {"direct": {"pe", "simd"} | null, "winograd": {"pe", "simd"} | null}
+      }],
+      "builds": {"direct" | "winograd": {"name": str, "accuracy": float | null, "luts": int | null,
+                                          "logic_cells": int | null, "fmax_mhz": float | null,
+                                          "cycles_per_image": int | null, "device": str | null}},
+      "source": str
+    }
+
+Op counts: :func:`hwgen.energy.winograd_vs_direct` on the Winograd model (the direct form: per
+output pixel and channel ``9C`` absolute differences and ``9C - 1`` additions; the Winograd form's
+additions include its input and output transforms); LUTs: the engines' entries in each build's
+synthesis ``modules`` (hierarchical synthesis; ``null`` for a flat one or a build that did not
+fit).
 
 A variant given as a dict may carry its figures directly (``name``, ``accuracy``, ``synth``,
 ``energy_ops``, ``energy_fpga`` in the shapes above, each with its ``source``) or point at a
@@ -56,7 +85,7 @@ import numpy as np
 from . import energy, ir
 from .util import atomic_write, atomic_write_json
 
-__all__ = ["SCHEMA", "VERSION", "collect_build", "write_report", "pareto_front"]
+__all__ = ["SCHEMA", "VERSION", "collect_build", "write_report", "pareto_front", "winograd_vs_direct"]
 
 SCHEMA = "hwgen-report"
 VERSION = 1
@@ -165,6 +194,80 @@ def _as_variant(item, device, vcd=None) -> dict:
             v["accuracy"] = {"value": float(v["accuracy"]), "images": None, "source": "given by the caller"}
         return v
     raise ReportError(f"a build must be a folder path or a dict, not {type(item).__name__}")
+
+
+# --------------------------------------------------------------------------- direct vs Winograd
+
+def _ratio(direct, winograd):
+    return round(direct / winograd, 4) if direct is not None and winograd else None
+
+
+def _module_luts(variant: dict, engine: str | None):
+    mods = (variant.get("synth") or {}).get("modules") or {}
+    m = mods.get(engine) if engine else None
+    return m.get("luts") if isinstance(m, dict) else m
+
+
+def winograd_vs_direct(direct: dict, winograd: dict) -> dict | None:
+    """The ``winograd_vs_direct`` section (schema in the module docstring) of two report
+    variants: ``winograd`` a build with ``winograd_adder_conv2d`` layers, ``direct`` the build of
+    the same network with direct 3×3 ``adder_conv2d`` layers.  ``None`` if the Winograd variant
+    has no build folder or no Winograd layer.
+
+    A Winograd layer is set against the direct build's ``adder_conv2d`` of the same name (engines
+    are named after their layer), else against the direct build's adder conv in the same
+    position."""
+    wdir = winograd.get("build_dir")
+    if not wdir:
+        return None
+    wmodel = ir.Model.load(wdir)
+    counts = energy.winograd_vs_direct(wmodel)
+    if not counts:
+        return None
+    ddir = direct.get("build_dir")
+    dconvs = [l.name for l in ir.Model.load(ddir).layers if l.kind == "adder_conv2d"] if ddir else None
+    mans = {"direct": (_load(Path(ddir) / "manifest.json") or {}) if ddir else {},
+            "winograd": _load(Path(wdir) / "manifest.json") or {}}
+    engines = {side: {e.get("name"): e for e in man.get("engines", [])} for side, man in mans.items()}
+
+    def engine_figures(side, name):
+        e = engines[side].get(name) if name else None
+        fold = (mans[side].get("folding") or {}).get(name) if name else None
+        return (None if e is None else e.get("cycles_per_image"),
+                None if fold is None else {k: fold.get(k) for k in ("pe", "simd")})
+
+    layers = []
+    for k, r in enumerate(counts):
+        name = r["layer"]
+        if dconvs is None or name in dconvs:
+            dname = name
+        else:
+            dname = dconvs[k] if k < len(dconvs) else None
+        lut_d, lut_w = _module_luts(direct, dname), _module_luts(winograd, name)
+        (cyc_d, fold_d), (cyc_w, fold_w) = engine_figures("direct", dname), engine_figures("winograd", name)
+        layers.append({
+            "layer": name, "direct_engine": dname,
+            **{op: {"direct": int(r["direct"][op]), "winograd": int(r["winograd"][op]),
+                    "ratio": _ratio(r["direct"][op], r["winograd"][op])} for op in ("absdiff", "add")},
+            "luts": {"direct": lut_d, "winograd": lut_w, "ratio": _ratio(lut_d, lut_w)},
+            "cycles_per_image": {"direct": cyc_d, "winograd": cyc_w},
+            "folding": {"direct": fold_d, "winograd": fold_w},
+        })
+
+    def build(side, v):
+        s = v.get("synth") or {}
+        return {"name": v["name"], "accuracy": (v.get("accuracy") or {}).get("value"), "luts": s.get("luts"),
+                "logic_cells": s.get("logic_cells"), "fmax_mhz": s.get("fmax_mhz"),
+                "cycles_per_image": mans[side].get("cycles_per_image"), "device": s.get("device")}
+
+    synth_src = "; ".join(f"{v['name']}: {(v.get('synth') or {}).get('source', 'not synthesized')} modules"
+                          for v in (direct, winograd))
+    return {"direct": direct["name"], "winograd": winograd["name"], "layers": layers,
+            "builds": {"direct": build("direct", direct), "winograd": build("winograd", winograd)},
+            "source": f"op counts: hwgen.energy.winograd_vs_direct({Path(wdir) / 'model.json'}) (direct form per "
+                      f"output pixel and channel: 9C absdiff, 9C-1 adds; the Winograd adds include the input "
+                      f"and output transforms); LUT4 per engine: {synth_src}; engine cycles and folding: "
+                      f"manifest.json of each build"}
 
 
 # --------------------------------------------------------------------------- plots
@@ -291,7 +394,46 @@ def _fmt(v, spec=""):
     return "—" if v is None else format(v, spec)
 
 
-def _tables(variants: list[dict]) -> list[tuple[str, list[str], list[list[str]], str]]:
+def _fold(f, simd: bool = True) -> str:
+    if not f:
+        return ""
+    return f" (pe {f.get('pe')}" + (f", simd {f['simd']}" if simd and f.get("simd") is not None else "") + ")"
+
+
+def winograd_tables(section: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) of the direct-vs-Winograd comparison (:func:`winograd_vs_direct`):
+    per layer, and the two builds; shared by ``report.md/.html`` and ``compare.md``."""
+    d, w = section["direct"], section["winograd"]
+    rows = []
+    for l in section["layers"]:
+        lut, cyc = l["luts"], l["cycles_per_image"]
+        rows.append([l["layer"] if l["direct_engine"] in (None, l["layer"]) else f"{l['layer']} ({d}: {l['direct_engine']})",
+                     _fmt(l["absdiff"]["direct"], ","), _fmt(l["absdiff"]["winograd"], ","),
+                     _fmt(l["absdiff"]["ratio"], ".2f"), _fmt(l["add"]["direct"], ","), _fmt(l["add"]["winograd"], ","),
+                     _fmt(l["add"]["ratio"], ".2f"),
+                     _fmt(lut["direct"]) + _fold(l["folding"]["direct"]),
+                     _fmt(lut["winograd"]) + _fold(l["folding"]["winograd"], simd=False),  # its lanes are fixed
+                     _fmt(lut["ratio"], ".2f"), f"{_fmt(cyc['direct'])} / {_fmt(cyc['winograd'])}"])
+    per_layer = (f"Direct vs Winograd per layer: {d} vs {w}",
+                 ["layer", "absdiff direct", "absdiff Winograd", "absdiff ratio", "adds direct", "adds Winograd",
+                  "adds ratio", f"LUT4 {d}", f"LUT4 {w}", "LUT ratio", "engine cycles/img direct / Winograd"], rows)
+    builds = []
+    for side in ("direct", "winograd"):
+        b = section["builds"][side]
+        acc = b.get("accuracy")
+        builds.append([b["name"], _fmt(None if acc is None else 100 * acc, ".2f"), _fmt(b.get("luts")),
+                       _fmt(b.get("logic_cells")), _fmt(b.get("fmax_mhz"), ".1f"), _fmt(b.get("cycles_per_image"))])
+    whole = (f"Direct vs Winograd builds: {d} vs {w}" + (f" on {section['builds']['winograd']['device']}"
+                                                          if section["builds"]["winograd"].get("device") else ""),
+             ["build", "accuracy %", "LUT4", "logic cells", "Fmax MHz", "cycles/img"], builds)
+    return [per_layer, whole]
+
+
+WINOGRAD_NOTE = ("ratios are direct / Winograd (above 1: the Winograd form needs fewer); op counts per inference; "
+                 "LUT4 of the layer's engine, its folding in brackets")
+
+
+def _tables(variants: list[dict], section: dict | None = None) -> list[tuple[str, list[str], list[list[str]], str]]:
     """(title, header, rows, source note) of every table of the report."""
     out = []
     rows = []
@@ -312,6 +454,9 @@ def _tables(variants: list[dict]) -> list[tuple[str, list[str], list[list[str]],
     out.append(("Summary", ["variant", "accuracy %", "logic cells", "LUT4", "FF", "BRAM", "DSP", "Fmax MHz",
                             "op-count energy / inference (estimate)", "FPGA energy / image (estimate)"], rows,
                 "\n".join(src)))
+    if section:
+        for title, header, rows in winograd_tables(section):
+            out.append((title, header, rows, f"{WINOGRAD_NOTE}\n{section['source']}"))
     for v in variants:
         eo = v.get("energy_ops")
         if eo:
@@ -377,16 +522,27 @@ def _html(doc: dict, tables, figs) -> str:
     return "\n".join(parts) + "\n"
 
 
-def write_report(out_dir, builds, device: str | None = None, title: str | None = None, vcd=None) -> dict:
+def write_report(out_dir, builds, device: str | None = None, title: str | None = None, vcd=None,
+                 winograd_pair: tuple[str, str] | None = None) -> dict:
     """Write ``report.json``, ``report.md`` and ``report.html`` into ``out_dir``; returns the JSON document.
 
     ``builds``: one build folder (path), one variant dict, or a list of them (compared variants).
     ``device``: the synthesis device to report (default: the first one each build has).
+    ``winograd_pair``: ``(direct name, Winograd name)``, two of the variants: adds the
+    per-layer direct-vs-Winograd section (key ``winograd_vs_direct``, tables in the Markdown and
+    HTML), see :func:`winograd_vs_direct`.
     """
     items = builds if isinstance(builds, list) else [builds]
     if not items:
         raise ReportError("nothing to report: give at least one build folder")
     variants = [_as_variant(b, device, vcd) for b in items]
+    section = None
+    if winograd_pair is not None:
+        by_name = {v["name"]: v for v in variants}
+        pair = tuple(winograd_pair)
+        if len(pair) != 2 or any(n not in by_name for n in pair):
+            raise ReportError(f"winograd_pair {pair!r} is not two of the variants ({', '.join(by_name)})")
+        section = winograd_vs_direct(*(by_name[n] for n in pair))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figs = _figures(variants)
@@ -398,8 +554,8 @@ def write_report(out_dir, builds, device: str | None = None, title: str | None =
            "title": title or ("hwgen report: " + ", ".join(v["name"] for v in variants)),
            "device": dev, "variants": variants,
            "figures": [{"id": f["id"], "title": f["title"], "file": f["file"], "sources": f["sources"]} for f in figs],
-           "estimates": ESTIMATES}
-    tables = _tables(variants)
+           "estimates": ESTIMATES, "winograd_vs_direct": section}
+    tables = _tables(variants, section)
     existing = _load(out / "report.json") or {}
     merged = {**existing, **doc}  # keep what other stages keep there (the synth summary)
     atomic_write_json(out / "report.json", merged)

@@ -565,18 +565,24 @@ class WinogradEngine(wiring.Component):
                 for bb in range(2):
                     acc = Signal(_shape(*self.y_acc_ranges[aa][bb]), name=f"y{p}_{aa}{bb}")
                     s_val, (s_lo, s_hi) = rowsum[bb]
-                    incs = [(int(at[aa, i]) * s_lo, int(at[aa, i]) * s_hi) for i in range(4)]
-                    inc = Signal(_shape(*_union([(min(x), max(x)) for x in incs])), name=f"inc{p}_{aa}{bb}")
+                    # acc ± (s << k) or acc + 0 by the row's coefficient, as one adder: the
+                    # negation is ~s with the carry in (no subtractor, no mux of ±s).
+                    neg, nz, sh = Signal(name=f"neg{p}_{aa}{bb}"), Signal(name=f"nz{p}_{aa}{bb}"), Signal(range(2))
                     with m.Switch(tr):
                         for i in range(4):
                             with m.Case(i):
                                 c_ = int(at[aa, i])
-                                mag = abs(c_)
-                                v = 0 if c_ == 0 else (s_val << (mag.bit_length() - 1) if mag & (mag - 1) == 0
-                                                      else s_val * mag)
-                                m.d.comb += inc.eq(-v if c_ < 0 else v)
+                                m.d.comb += [neg.eq(c_ < 0), nz.eq(c_ != 0), sh.eq(abs(c_) == 2)]
+                    mags = [abs(int(at[aa, i])) for i in range(4)]
+                    scaled = Signal(_shape(min(0, 2 * s_lo), max(0, 2 * s_hi)) if 2 in mags else s_val.shape(),
+                                    name=f"ss{p}_{aa}{bb}")
+                    m.d.comb += scaled.eq(Mux(sh, s_val << 1, s_val) if 2 in mags else s_val)
+                    width = max(len(acc), len(scaled)) + 1
+                    ext = Signal(Shape(width, True), name=f"sx{p}_{aa}{bb}")
+                    term = Signal(Shape(width, True), name=f"inc{p}_{aa}{bb}")
+                    m.d.comb += [ext.eq(scaled), term.eq(Mux(nz, Mux(neg, ~ext, ext), 0))]
                     with m.If(ce & tv):
-                        m.d.sync += acc.eq(Mux(tfirst & (tr == 0), 0, acc) + inc)
+                        m.d.sync += acc.eq(Mux(tfirst & (tr == 0), 0, acc) + term + (nz & neg))
                     ys.append(acc)
             y_accs.append(ys)
 
