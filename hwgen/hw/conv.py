@@ -89,6 +89,18 @@ def _lane_weights(layer, weight: np.ndarray):
     return weight
 
 
+def pack_words(words: np.ndarray, width: int) -> list[int]:
+    """ROM words from raw lane words ``(depth, ...)``: word ``a`` packs ``words[a]`` flattened,
+    the first in the LSBs, ``width`` bits each."""
+    out = []
+    for row in words:
+        word = 0
+        for pos, v in enumerate(np.asarray(row).reshape(-1)):
+            word |= int(v) << (pos * width)
+        out.append(word)
+    return out
+
+
 def _x_range(padding, in_range):
     lo, hi = (int(v) for v in in_range)
     return (min(lo, 0), max(hi, 0)) if padding else (lo, hi)
@@ -414,14 +426,7 @@ class ConvEngine(wiring.Component):
     def weight_rom(self) -> list[int]:
         """ROM words (``weights="rom"``): word ``a`` packs :meth:`lane_words` ``[a]``, PE 0 lane 0
         in the LSBs, ``w_width`` bits each."""
-        wb = self.w_width
-        out = []
-        for row in self.lane_words():
-            word = 0
-            for pos, v in enumerate(row.reshape(-1)):
-                word |= int(v) << (pos * wb)
-            out.append(word)
-        return out
+        return pack_words(self.lane_words(), self.w_width)
 
     def elaborate(self, platform):
         m = Module()

@@ -12,7 +12,9 @@ from amaranth.lib.wiring import In, Out
 from .. import ir
 from . import constructing
 from .pe import Lane
+from .conv import default_folding, pack_words
 from .requant import Requant, requant_shape
+from .window import _add_mod
 
 __all__ = ["WinogradEngine", "winograd_candidates", "winograd_folding", "estimate_winograd_luts", "KIND",
            "LANES"]
@@ -153,15 +155,9 @@ def winograd_folding(layer, in_shape, in_range, requant, lut_budget: int = LUT_B
                      target_cycles: int | None = None) -> tuple[int, bool]:
     """``(pe, overlap)`` of a :class:`WinogradEngine`, chosen like
     :func:`hwgen.hw.conv.default_folding`."""
-    cands = winograd_candidates(layer, in_shape, in_range, requant)
-    fit = [cand for cand in cands if cand[1] <= lut_budget]
-    if not fit:
-        best = min(cands, key=lambda t: (t[1], t[0]))
-    elif target_cycles is not None and any(cand[0] <= target_cycles for cand in fit):
-        best = min((cand for cand in fit if cand[0] <= target_cycles), key=lambda t: (t[1], t[0]))
-    else:
-        best = min(fit, key=lambda t: (t[0], t[1]))
-    return best[2], bool(best[3])
+    pe, overlap = default_folding(layer, in_shape, in_range, requant, lut_budget=lut_budget,
+                                  target_cycles=target_cycles)  # its candidates are winograd_candidates
+    return pe, bool(overlap)
 
 
 class WinogradEngine(wiring.Component):
@@ -340,14 +336,7 @@ class WinogradEngine(wiring.Component):
 
     def u_rom(self) -> list[int]:
         """ROM words: :meth:`u_words` packed, PE 0 lane 0 in the LSBs, ``u_width`` bits each."""
-        ub = self.u_width
-        out = []
-        for row in self.u_words():
-            word = 0
-            for pos, v in enumerate(row.reshape(-1)):
-                word |= int(v) << (pos * ub)
-            out.append(word)
-        return out
+        return pack_words(self.u_words(), self.u_width)
 
     # ------------------------------------------------------------------ hardware
 
@@ -692,9 +681,3 @@ def _slot_base(m: Module, slot, slots: int, width: int, name: str):
             with m.Case(r):
                 m.d.comb += base.eq(r * width)
     return base
-
-
-def _add_mod(a, b: int, r: int):
-    """``(a + b) mod r`` for ``a`` in ``[0, r)`` and a constant ``b`` in ``[0, r)``, with one compare."""
-    s = a + b
-    return Mux(s >= r, s - r, s)
