@@ -81,13 +81,13 @@ def run_sim(dut, *, deadline_cycles, setup):
 
 # --------------------------------------------------------------------------- max pool
 
-def pool_case(c, h, w, size, lo, hi, images, *, gaps=0.3, stalls=0.3, seed=0):
+def pool_case(c, h, w, size, lo, hi, images, *, gaps=0.3, stalls=0.3, seed=0, lanes=None):
     rng = np.random.default_rng(seed)
     x = rng.integers(lo, hi + 1, size=(images, c, h, w))
     want = golden.maxpool(ir.MaxPool2d("p", size=size), x)
     width, is_signed = ir.bits_for(lo, hi)
     shape = signed(width) if is_signed else unsigned(width)
-    dut = MaxPoolEngine(c, (h, w), size, shape)
+    dut = MaxPoolEngine(c, (h, w), size, shape, lanes=lanes)
     beats = [pack(x[n, :, r, col], width) for n in range(images) for r in range(h) for col in range(w)]
     expected = [pack(want[n, :, r, col], width) for n in range(want.shape[0])
                 for r in range(want.shape[2]) for col in range(want.shape[3])]
@@ -97,7 +97,7 @@ def pool_case(c, h, w, size, lo, hi, images, *, gaps=0.3, stalls=0.3, seed=0):
         add_source(sim, dut.i, beats, gaps=gaps, seed=seed + 1)
         add_sink(sim, dut.o, len(expected), got, stalls=stalls, seed=seed + 2)
 
-    run_sim(dut, deadline_cycles=8 * len(beats) + 100, setup=setup)
+    run_sim(dut, deadline_cycles=8 * len(beats) * dut.slices + 100, setup=setup)
     assert len(got) == len(expected), f"{len(got)} of {len(expected)} pooled pixels came out"
     for k, (g, e) in enumerate(zip(got, expected)):
         assert g == e, (f"pooled pixel {k}: got {unpack(g, width, c, is_signed)}, "
@@ -142,3 +142,74 @@ def test_maxpool_rejects_bad_parameters():
         MaxPoolEngine(0, (4, 4), 2, unsigned(8))
     with pytest.raises(ValueError):
         MaxPoolEngine(1, (1, 4), 2, unsigned(8))
+    for lanes in (3, 0, 16, 2.0, True):
+        with pytest.raises(ValueError, match=r"lanes=.* must divide the 8 channels; pick one of \[1, 2, 4, 8\]"):
+            MaxPoolEngine(8, (4, 4), 2, unsigned(8), lanes=lanes)
+
+
+# --------------------------------------------------------------------------- channel folding
+
+@pytest.mark.parametrize("c,h,w,size,lo,hi,lanes", [
+    (8, 8, 8, 2, 0, 255, 1),       # pool0 of the digits models, a channel per cycle
+    (16, 4, 4, 2, 0, 255, 1),      # pool1
+    (8, 8, 8, 2, 0, 255, 2),
+    (16, 4, 4, 2, 0, 255, 4),
+    (6, 5, 7, 2, -100, 27, 2),     # odd: last row and column dropped, signed, 3 slices (not a power of 2)
+    (6, 7, 8, 3, -4, 3, 3),        # size 3, floor mode on both axes, 2 slices
+    (3, 7, 7, 3, -4, 3, 1),        # size 3, 3 slices, a column dropped
+    (2, 3, 3, 2, 0, 7, 1),         # one pooled column: the memory holds just the slices of one block
+    (4, 3, 5, 2, -8, 7, 1),        # one pooled row, two columns, signed
+    (4, 9, 9, 4, -8, 7, 2),        # size 4
+    (4, 3, 3, 1, -8, 7, 1),        # size 1: the identity whatever the lanes
+    (8, 2, 2, 2, -128, 127, 1),    # the whole map one block
+])
+def test_folded_maxpool_matches_golden(c, h, w, size, lo, hi, lanes):
+    dut = pool_case(c, h, w, size, lo, hi, images=3, lanes=lanes, seed=c + h + w + lanes)
+    assert dut.params["lanes"] == lanes
+    assert dut.cycles_per_image == h * w * (c // lanes if size > 1 else 1)
+
+
+@pytest.mark.parametrize("gaps,stalls", [(0.0, 0.8), (0.8, 0.0), (0.5, 0.5)])
+def test_folded_maxpool_gaps_and_backpressure(gaps, stalls):
+    """Long input gaps, heavy output backpressure: the slices must not lose their place."""
+    pool_case(6, 6, 6, 2, -30, 30, images=2, lanes=2, gaps=gaps, stalls=stalls, seed=11)
+    pool_case(4, 5, 5, 2, 0, 255, images=2, lanes=1, gaps=gaps, stalls=stalls, seed=12)
+
+
+@pytest.mark.parametrize("lanes", [1, 2, 4])
+def test_folded_maxpool_full_rate(lanes):
+    """Fed without gaps and never stalled, the engine takes a slice per cycle: ``H*W*C/lanes``
+    cycles per image, the pooled pixel one cycle after its block's last slice."""
+    c, h, w, images = 4, 6, 6, 2
+    rng = np.random.default_rng(lanes)
+    x = rng.integers(0, 16, size=(images, c, h, w))
+    want = golden.maxpool(ir.MaxPool2d("p", size=2), x)
+    dut = MaxPoolEngine(c, (h, w), 2, unsigned(4), lanes=lanes)
+    assert dut.cycles_per_image == h * w * c // lanes
+    beats = [pack(x[n, :, r, col], 4) for n in range(images) for r in range(h) for col in range(w)]
+    got, times = [], []
+
+    def setup(sim):
+        add_source(sim, dut.i, beats, gaps=0.0)
+        add_sink(sim, dut.o, 18, got, stalls=0.0, times=times)
+
+    run_sim(dut, deadline_cycles=images * dut.cycles_per_image + 50, setup=setup)
+    assert got == [pack(want[n, :, r, col], 4) for n in range(images) for r in range(3) for col in range(3)]
+    assert times[-1] <= images * dut.cycles_per_image + 1
+    # Within an image, pooled pixels of a block row leave 2 pixels (2*slices cycles) apart.
+    assert times[1] - times[0] == 2 * c // lanes
+
+
+def test_folded_row_buffer_is_narrow():
+    """The row buffer of a folded pool is one memory of lanes-wide words, in block RAM when it
+    is large enough to be worth a block, else logic; lanes = C keeps the whole-pixel buffer."""
+    def row_buffer(*args, **kwargs):
+        dut = MaxPoolEngine(*args, **kwargs)
+        dut._MustUse__silence = True  # inspected, not elaborated
+        return dut.params["row_buffer"]
+
+    assert row_buffer(16, (4, 4), 2, unsigned(8), lanes=1) == {"width": 8, "depth": 32, "style": "block"}
+    assert row_buffer(8, (8, 8), 2, unsigned(8), lanes=1) == {"width": 8, "depth": 32, "style": "block"}
+    assert row_buffer(4, (4, 4), 2, unsigned(8), lanes=2) == {"width": 16, "depth": 4, "style": "logic"}
+    assert row_buffer(16, (4, 4), 2, unsigned(8)) == {"width": 128, "depth": 2, "style": "block"}
+    assert row_buffer(16, (2, 2), 2, unsigned(8)) is None  # one block column: a register

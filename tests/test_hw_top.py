@@ -324,3 +324,59 @@ def test_random_models_keep_the_adder_default():
     assert max(int(layer.shift.max()) for layer in shift.layers if layer.kind.startswith("shift")) == 7
     with pytest.raises(ValueError, match="kind must be one of"):
         random_digits_model(seed=0, kind="winograd")
+
+
+# --------------------------------------------------------------------------- max-pool lanes
+
+@needs_conv
+def test_pools_fold_channels_by_default():
+    """The pools of a digits model compare fewer channels per cycle than they have (the conv
+    engines feeding them leave them idle otherwise), and the whole accelerator still matches
+    golden, keeping its pace."""
+    model = random_digits_model(seed=0, kind="winograd-adder")
+    top = check_accelerator(model, digits_images(2))
+    pools = {s.name: s.engine for s in top.stages if s.kind == "maxpool2d"}
+    assert {name: (e.channels, e.lanes) for name, e in pools.items()} == {"pool1": (8, 1), "pool2": (16, 1)}
+    assert {name: top.auto_folding[name] for name in pools} == {"pool1": {"lanes": 1}, "pool2": {"lanes": 1}}
+    pace = max(s.engine.cycles_per_image for s in top.stages if s.kind not in ("maxpool2d", "argmax"))
+    for e in pools.values():
+        assert e.cycles_per_image == e.in_hw[0] * e.in_hw[1] * e.channels // e.lanes <= pace
+    assert top.cycles_per_image == pace
+
+
+def test_pool_lanes_follow_the_producer(digits_model):
+    """A conv engine's output register also gathers a pixel's groups, so a pool may hold a pixel
+    no longer than a group takes: the adder model's conv2 (16 groups of 9 cycles) gets a pool
+    of 2 lanes (8 cycles a pixel), not 1 (16), though either keeps the image pace."""
+    top = Accelerator(digits_model)
+    discard(top)
+    lanes = {s.name: s.engine.params["lanes"] for s in top.stages if s.kind == "maxpool2d"}
+    assert lanes == {"pool1": 1, "pool2": 2}
+    conv2 = next(s.engine for s in top.stages if s.name == "conv2")
+    assert (conv2.groups, max(conv2.steps, conv2.rq_slots)) == (16, 9)
+
+
+@needs_conv
+def test_pool_lanes_override(digits_model, tmp_path):
+    top = Accelerator(digits_model, folding={"pool1": {"lanes": 4}, "pool2": {"lanes": 16}})
+    engines = {s.name: s.engine for s in top.stages}
+    assert (engines["pool1"].lanes, engines["pool2"].lanes) == (4, 16)
+    assert engines["pool1"].cycles_per_image == 8 * 8 * 2 and engines["pool2"].cycles_per_image == 4 * 4
+    discard(top)
+    doc = generate(digits_model, tmp_path, folding={"pool1": {"lanes": 2}})
+    pools = {e["name"]: e for e in doc["engines"] if e["kind"] == "maxpool2d"}
+    assert pools["pool1"]["lanes"] == 2 and pools["pool1"]["cycles_per_image"] == 8 * 8 * 4
+    assert doc["folding"]["pool1"] == {"lanes": 2} and doc["folding"]["pool2"] == {"lanes": 2}
+    assert doc["folding_overrides"] == {"pool1": {"lanes": 2}}
+
+
+def test_bad_pool_lanes_raise_model_error(digits_model):
+    for lanes in (3, 0, 32, "2"):
+        with pytest.raises(ir.ModelError, match=rf"folding of 'pool1': lanes={lanes!r} must divide its 8 channels; "
+                                                r"pick one of \[1, 2, 4, 8\]") as err:
+            Accelerator(digits_model, folding={"pool1": {"lanes": lanes}})
+        assert "\n" not in str(err.value)
+    with pytest.raises(ir.ModelError, match=r"folding of 'pool2': unknown keys \['pe'\]; use 'lanes'"):
+        Accelerator(digits_model, folding={"pool2": {"lanes": 2, "pe": 2}})
+    with pytest.raises(ir.ModelError, match=r"folding of 'conv1': unknown keys \['lanes'\]"):
+        Accelerator(digits_model, folding={"conv1": {"lanes": 2}})

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from amaranth import Const, Module, Mux, Shape, Signal
+from amaranth import Cat, Const, Module, Mux, Shape, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from . import constructing
 
-__all__ = ["MaxPoolEngine", "elementwise_max"]
+__all__ = ["MaxPoolEngine", "elementwise_max", "row_buffer_attrs", "ROW_BLOCK_BITS"]
+
+#: Smallest row buffer of a folded pool (``lanes < C``) put in block RAM. A memory in logic
+#: costs about a flip-flop (an iCE40 logic cell) per bit plus its read multiplexer and write
+#: decoding, ~1.3 cells a bit; one 4-kbit block is 1/30 of an UP5K's, as many as ~176 of its
+#: 5280 cells: from ~128 bits on, a block is the cheaper place.
+ROW_BLOCK_BITS = 128
 
 
 def elementwise_max(m: Module, a, b, layout: data.ArrayLayout, name: str):
@@ -18,6 +24,23 @@ def elementwise_max(m: Module, a, b, layout: data.ArrayLayout, name: str):
     for c in range(layout.length):
         m.d.comb += out[c].eq(Mux(b[c] > a[c], b[c], a[c]))
     return out
+
+
+def ice40_blocks(width: int, depth: int) -> int:
+    """SB_RAM40_4K blocks a ``depth`` × ``width``-bit memory takes (256×16, 512×8, 1024×4 or
+    2048×2 each, the cheapest)."""
+    return min(-(-width // w) * -(-depth // d) for d, w in ((256, 16), (512, 8), (1024, 4), (2048, 2)))
+
+
+def row_buffer_attrs(width: int, depth: int) -> dict:
+    """Where the row buffer of a folded pool goes: block RAM when it holds at least
+    :data:`ROW_BLOCK_BITS` bits and fills its blocks to at least that many bits each (narrow and
+    deep: one block up to 8 kbit-words of 8 bits), else flip-flops (Yosys's ``logic``), which a
+    tiny memory costs fewer of than a whole block is worth."""
+    bits = width * depth
+    if bits >= ROW_BLOCK_BITS and bits >= ROW_BLOCK_BITS * ice40_blocks(width, depth):
+        return {"ram_style": "block"}
+    return {"ram_style": "logic"}
 
 
 class MaxPoolEngine(wiring.Component):
@@ -35,37 +58,69 @@ class MaxPoolEngine(wiring.Component):
         Pool window and stride.
     elem_shape : ShapeLike
         Shape of one channel's value (signed or unsigned); input and output share it.
+    lanes : int, optional
+        Channels compared per cycle (divides ``C``; default ``C``, a pixel per cycle). With
+        ``lanes < C`` a pixel takes ``slices = C / lanes`` cycles, one ``lanes``-channel slice
+        each (the channel fold).
 
     Members
     -------
     i : ``In(stream.Signature(data.ArrayLayout(elem_shape, channels)))``
         Input pixels, raster order, images back to back.
     o : ``Out(stream.Signature(data.ArrayLayout(elem_shape, channels)))``
-        Pooled pixels, raster order.
+        Pooled pixels, raster order, all ``C`` channels per beat whatever ``lanes``.
 
     Timing
     ------
-    Accepts one pixel per cycle while ``o`` is not stalled (``i.ready = ~o.valid | o.ready``),
-    so ``H*W`` cycles per image. A pooled pixel is valid one cycle after the last pixel of its
-    block is accepted (latency 1). Storage: a ``C``-wide register of the running maximum of
-    the current block's row segment, the output register, and a row buffer of ``W // size``
-    pixels of ``C`` partial maxima of the block rows above: a memory with a synchronous read
-    port (block RAM on FPGAs: on iCE40, ``ceil(C * bits / 16)`` SB_RAM40_4K), a register when
-    ``W // size == 1``.
+    ``lanes = C``: accepts one pixel per cycle while ``o`` is not stalled
+    (``i.ready = ~o.valid | o.ready``), so ``H*W`` cycles per image. Storage: a ``C``-wide
+    register of the running maximum of the current block's row segment, the output register,
+    and a row buffer of ``W // size`` pixels of ``C`` partial maxima of the block rows above: a
+    memory with a synchronous read port (block RAM on FPGAs: on iCE40, ``ceil(C * bits / 16)``
+    SB_RAM40_4K), a register when ``W // size == 1``.
+
+    ``lanes < C``: a pixel's slices are taken one per cycle, ``i.ready`` rising with the last
+    (the source holds the payload meanwhile, as the stream rules ask), so ``H*W*C/lanes``
+    cycles per image when fed without gaps. One memory of ``(W // size) * C / lanes`` words of
+    ``lanes`` values holds the running maximum of every block of the current block row, read
+    a slice ahead and written back as each slice passes: no other register of partial maxima.
+    It goes to block RAM or logic by size (:func:`row_buffer_attrs`). The output register is
+    filled slice by slice during the block's last pixel; a pixel that completes no block
+    proceeds even while ``o`` is stalled.
+
+    Size 1 is the identity, a register stage taking one pixel per cycle whatever ``lanes``.
+    A pooled pixel is valid one cycle after the last pixel of its block is accepted (latency 1).
     """
 
-    def __init__(self, channels: int, in_hw: tuple[int, int], size: int, elem_shape):
+    def __init__(self, channels: int, in_hw: tuple[int, int], size: int, elem_shape, lanes: int | None = None):
         with constructing(self):
             self._validate(channels, in_hw, size)
+            lanes = channels if lanes is None else lanes
+            if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1 or channels % lanes:
+                raise ValueError(f"lanes={lanes!r} must divide the {channels} channels; pick one of "
+                                 f"{self.valid_lanes(channels)}")
         self.channels = channels
         self.in_hw = (int(in_hw[0]), int(in_hw[1]))
         self.size = size
+        self.lanes = lanes
+        self.slices = channels // lanes
         self.elem_shape = Shape.cast(elem_shape)
         self.layout = data.ArrayLayout(elem_shape, channels)
         super().__init__({
             "i": In(stream.Signature(self.layout)),
             "o": Out(stream.Signature(self.layout)),
         })
+
+    @staticmethod
+    def valid_lanes(channels: int) -> list[int]:
+        """Values of ``lanes`` a ``channels``-channel pool takes: the divisors of ``C``."""
+        return [d for d in range(1, channels + 1) if channels % d == 0]
+
+    @staticmethod
+    def cycles(in_hw: tuple[int, int], size: int, channels: int, lanes: int) -> int:
+        """``cycles_per_image`` of an engine of these parameters, without building it."""
+        h, w = in_hw
+        return h * w * (channels // lanes if size > 1 else 1)
 
     @staticmethod
     def _validate(channels, in_hw, size):
@@ -85,38 +140,59 @@ class MaxPoolEngine(wiring.Component):
 
     @property
     def cycles_per_image(self) -> int:
-        return self.in_hw[0] * self.in_hw[1]
+        return self.cycles(self.in_hw, self.size, self.channels, self.lanes)
 
     latency = 1
 
     @property
+    def _folded(self) -> bool:
+        return self.slices > 1 and self.size > 1
+
+    @property
+    def row_buffer(self) -> tuple[int, int, str] | None:
+        """``(width, depth, style)`` of the row buffer memory, ``None`` for a register / none."""
+        ow = self.out_hw[1]
+        if self.size == 1:
+            return None
+        if self._folded:
+            width, depth = self.lanes * self.elem_shape.width, ow * self.slices
+            return width, depth, row_buffer_attrs(width, depth)["ram_style"]
+        return (self.channels * self.elem_shape.width, ow, "block") if ow > 1 else None
+
+    @property
     def params(self) -> dict:
-        return {"channels": self.channels, "size": self.size, "elem_bits": self.elem_shape.width,
-                "elem_signed": self.elem_shape.signed, "row_buffer_pixels": self.out_hw[1]}
+        rb = self.row_buffer
+        return {"channels": self.channels, "size": self.size, "lanes": self.lanes,
+                "elem_bits": self.elem_shape.width, "elem_signed": self.elem_shape.signed,
+                "row_buffer_pixels": self.out_hw[1],
+                "row_buffer": None if rb is None else {"width": rb[0], "depth": rb[1], "style": rb[2]}}
 
     def elaborate(self, platform):
         m = Module()
-        (h, w), k = self.in_hw, self.size
-        oh, ow = self.out_hw
-
-        fire = Signal()
-        m.d.comb += [
-            self.i.ready.eq(~self.o.valid | self.o.ready),
-            fire.eq(self.i.valid & self.i.ready),
-        ]
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
-
-        if k == 1:  # the identity, as a register stage
-            with m.If(fire):
+        if self.size == 1:  # the identity, as a register stage
+            with m.If(self.o.valid & self.o.ready):
+                m.d.sync += self.o.valid.eq(0)
+            m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
+            with m.If(self.i.valid & self.i.ready):
                 m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(1)]
             return m
+        if self._folded:
+            self._elaborate_folded(m)
+        else:
+            self._elaborate_parallel(m)
+        return m
 
+    def _positions(self, m: Module, advance):
+        """Pixel position counters, stepped by ``advance`` (a pixel taken). Returns the
+        conditions ``(dx_first, dx_last, dy_first, dy_last, x_last, in_block)`` and ``bx``,
+        the block column (reaching ``ow`` in the dropped columns of floor mode)."""
+        (h, w), k = self.in_hw, self.size
+        oh, ow = self.out_hw
         x = Signal(range(w))
         y = Signal(range(h))
         dx = Signal(range(k))
         dy = Signal(range(k))
-        bx = Signal(range(ow + 1))  # reaches ow in the dropped columns of floor mode
+        bx = Signal(range(ow + 1))
         # Comparisons against constants of the counter's own width keep the Verilog width-clean.
         dx_first, dx_last = ~dx.any(), dx == Const(k - 1, dx.shape())
         dy_first, dy_last = ~dy.any(), dy == Const(k - 1, dy.shape())
@@ -127,6 +203,32 @@ class MaxPoolEngine(wiring.Component):
             in_block &= x < Const(ow * k, x.shape())
         if oh * k < h:
             in_block &= y < Const(oh * k, y.shape())
+        with m.If(advance):
+            with m.If(x_last):
+                m.d.sync += [x.eq(0), dx.eq(0), bx.eq(0)]
+                with m.If(y_last):
+                    m.d.sync += [y.eq(0), dy.eq(0)]
+                with m.Else():
+                    m.d.sync += [y.eq(y + 1), dy.eq(Mux(dy_last, 0, dy + 1))]
+            with m.Else():
+                m.d.sync += x.eq(x + 1)
+                with m.If(dx_last):
+                    m.d.sync += [dx.eq(0), bx.eq(bx + 1)]
+                with m.Else():
+                    m.d.sync += dx.eq(dx + 1)
+        return dx_first, dx_last, dy_first, dy_last, x_last, in_block, bx
+
+    def _elaborate_parallel(self, m: Module):
+        """``lanes = C``: all channels of a pixel per cycle."""
+        ow = self.out_hw[1]
+        fire = Signal()
+        m.d.comb += [
+            self.i.ready.eq(~self.o.valid | self.o.ready),
+            fire.eq(self.i.valid & self.i.ready),
+        ]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        dx_first, dx_last, dy_first, dy_last, _, in_block, bx = self._positions(m, fire)
 
         # Horizontal: running maximum of the current block's row segment. Kept apart from the
         # output register: sharing one saves its flip-flops but adds a 2:1 mux per bit in front,
@@ -169,17 +271,72 @@ class MaxPoolEngine(wiring.Component):
                 m.d.sync += hreg.eq(hcur)
             with m.If(in_block & dx_last & dy_last):
                 m.d.sync += [self.o.payload.eq(vcur), self.o.valid.eq(1)]
-            # Position counters.
-            with m.If(x_last):
-                m.d.sync += [x.eq(0), dx.eq(0), bx.eq(0)]
-                with m.If(y_last):
-                    m.d.sync += [y.eq(0), dy.eq(0)]
-                with m.Else():
-                    m.d.sync += [y.eq(y + 1), dy.eq(Mux(dy_last, 0, dy + 1))]
-            with m.Else():
-                m.d.sync += x.eq(x + 1)
-                with m.If(dx_last):
-                    m.d.sync += [dx.eq(0), bx.eq(bx + 1)]
-                with m.Else():
-                    m.d.sync += dx.eq(dx + 1)
-        return m
+
+    def _elaborate_folded(self, m: Module):
+        """``lanes < C``: one ``lanes``-channel slice of a pixel per cycle.
+
+        Word ``a = bx * slices + s`` of the memory holds slice ``s`` of the running maximum of
+        block column ``bx`` of the current block row (all its pixels taken so far). Each slice
+        reads its word and writes back ``max(word, input)`` (the input alone for the block's
+        first pixel); the block's last pixel writes nothing back and shifts the maxima into
+        the output register instead. The read port is synchronous, so it reads the word of the
+        slice to come (``a_next``) as the current one is taken: ``a_next`` is never ``a``
+        (``slices >= 2``), and was written at least a cycle before, so no read-during-write
+        logic is needed.
+        """
+        ow = self.out_hw[1]
+        sl, lb = self.slices, self.lanes * self.elem_shape.width
+        slayout = data.ArrayLayout(self.elem_shape, self.lanes)
+
+        s = Signal(range(sl))
+        s_last = s == Const(sl - 1, s.shape())
+        final = Signal()  # the slice goes to the output register
+        go = Signal()     # a slice is taken
+        fire = Signal()   # ... and it is the pixel's last
+        o_free = ~self.o.valid | self.o.ready
+        m.d.comb += [
+            go.eq(self.i.valid & (o_free | ~final)),
+            fire.eq(go & s_last),
+            self.i.ready.eq(s_last & (o_free | ~final)),
+        ]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        dx_first, dx_last, dy_first, dy_last, x_last, in_block, _ = self._positions(m, fire)
+        m.d.comb += final.eq(in_block & dx_last & dy_last)
+
+        with m.If(go):
+            m.d.sync += s.eq(Mux(s_last, 0, s + 1))
+
+        depth = ow * sl
+        a = Signal(range(depth + sl))  # reaches depth + sl - 1 in the dropped columns
+        a_next = Signal.like(a)
+        with m.If(~s_last | (dx_last & ~x_last)):
+            m.d.comb += a_next.eq(a + 1)            # next slice, or the next block's first
+        with m.Elif(~x_last):
+            m.d.comb += a_next.eq(a - (sl - 1))     # the block's next pixel
+        # else: the next row starts at word 0
+        with m.If(go):
+            m.d.sync += a.eq(a_next)
+
+        rows = Memory(shape=slayout, depth=depth, init=[],
+                      attrs={**row_buffer_attrs(lb, depth), "no_rw_check": 1})
+        m.submodules.rows = rows
+        rd, wr = rows.read_port(), rows.write_port()
+        xin = Signal(slayout)
+        m.d.comb += xin.eq(self.i.payload.as_value().word_select(s, lb))
+        cur = Signal(slayout)
+        with m.If(dx_first & dy_first):
+            m.d.comb += cur.eq(xin)
+        with m.Else():
+            m.d.comb += cur.eq(elementwise_max(m, rd.data, xin, slayout, "smax"))
+        aw = len(rd.addr)
+        m.d.comb += [
+            rd.addr.eq(a_next[:aw]), rd.en.eq(go),
+            wr.addr.eq(a[:aw]), wr.data.eq(cur), wr.en.eq(go & in_block & ~final),
+        ]
+        with m.If(go & final):
+            # Shift register: after the last slice, slice 0 sits in the low bits.
+            out = self.o.payload.as_value()
+            m.d.sync += out.eq(Cat(out[lb:], cur.as_value()))
+            with m.If(s_last):
+                m.d.sync += self.o.valid.eq(1)

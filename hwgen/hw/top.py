@@ -33,6 +33,8 @@ CONV_KINDS = ("adder_conv2d", "shift_conv2d", "conv2d", "winograd_adder_conv2d")
 DENSE_KINDS = ("adder_dense", "shift_dense", "dense")
 #: Keys of a layer's entry in the folding dict.
 FOLDING_KEYS = ("pe", "simd", "weights", "overlap")
+#: Keys of a max-pool layer's entry in the folding dict (:class:`~hwgen.hw.pool.MaxPoolEngine`).
+POOL_FOLDING_KEYS = ("lanes",)
 
 SUPPORTED = ("{adder_conv2d|shift_conv2d|conv2d|winograd_adder_conv2d}+requant, maxpool2d, then flatten and one or more "
              "{adder_dense|shift_dense|dense}+requant (the last one ends the model)")
@@ -70,7 +72,9 @@ class Accelerator(wiring.Component):
         :class:`~hwgen.hw.head.ArgmaxHead` ends the pipeline.
     folding : dict or None
         ``{layer name: {"pe": int, "simd": int, "weights": "rom" | "const"}}`` overrides for
-        conv / dense layers, any subset of the keys (see :class:`~hwgen.hw.conv.ConvEngine`).
+        conv / dense layers, any subset of the keys (see :class:`~hwgen.hw.conv.ConvEngine`);
+        ``{pool name: {"lanes": int}}`` for max-pool layers (channels compared per cycle; by
+        default the fewest that slow down no engine, see :meth:`_add_pools`).
 
     Members
     -------
@@ -115,15 +119,17 @@ class Accelerator(wiring.Component):
         in_shapes, in_ranges = model.in_shapes(), model.in_ranges()
         out_shapes, out_ranges = model.shapes(), model.value_ranges()
         foldable = {layer.name for layer in layers if layer.kind in CONV_KINDS + DENSE_KINDS}
-        unknown = sorted(set(self.folding) - foldable)
+        pools = {layer.name for layer in layers if layer.kind == "maxpool2d"}
+        unknown = sorted(set(self.folding) - foldable - pools)
         if unknown:
-            raise ir.ModelError(f"folding names {', '.join(map(repr, unknown))}, not a conv or dense layer "
-                                f"of the model (those are: {', '.join(sorted(foldable)) or 'none'})")
+            raise ir.ModelError(f"folding names {', '.join(map(repr, unknown))}, not a conv, dense or max-pool "
+                                f"layer of the model (those are: {', '.join(sorted(foldable | pools)) or 'none'})")
         for name, fold in self.folding.items():
-            extra = sorted(set(fold) - set(FOLDING_KEYS))
+            keys = POOL_FOLDING_KEYS if name in pools else FOLDING_KEYS
+            extra = sorted(set(fold) - set(keys))
             if extra:
                 raise ir.ModelError(f"folding of {name!r}: unknown keys {extra}; use "
-                                    f"{', '.join(map(repr, FOLDING_KEYS))}")
+                                    f"{', '.join(map(repr, keys))}")
             if "weights" in fold and fold["weights"] not in ("rom", "const"):
                 raise ir.ModelError(f"folding of {name!r}: weights={fold['weights']!r}; use 'rom' (a weight "
                                     f"memory) or 'const' (weights folded into the logic)")
@@ -171,6 +177,7 @@ class Accelerator(wiring.Component):
 
     def _build_stages(self, layers, stages, in_shapes, in_ranges, out_shapes, out_ranges):
         i, n = 0, len(layers)
+        pools = []
 
         def expect(j, kind, after):
             if j >= n or layers[j].kind != kind:
@@ -188,9 +195,9 @@ class Accelerator(wiring.Component):
                                      in_shapes[i], out_shapes[i + 1]))
                 i += 2
             elif layer.kind == "maxpool2d":
-                c, h, w = in_shapes[i]
-                engine = MaxPoolEngine(c, (h, w), layer.size, elem_shape(*in_ranges[i]))
-                stages.append(_Stage(layer.name, "maxpool2d", [layer.name], engine, in_shapes[i], out_shapes[i]))
+                # Built once the conv / dense engines are, whose pace sets the pool's lanes:
+                # (position among the other stages, layer, in shape, out shape, elem shape).
+                pools.append((len(stages), layer, in_shapes[i], out_shapes[i], elem_shape(*in_ranges[i])))
                 i += 1
             elif layer.kind == "flatten":
                 dense = layers[i + 1] if i + 1 < n else None
@@ -228,6 +235,7 @@ class Accelerator(wiring.Component):
             else:
                 raise ir.ModelError(f"layer {layer.name!r} of kind {layer.kind!r} has no hardware engine yet; "
                                     f"supported: {SUPPORTED}")
+        self._add_pools(stages, pools)
         if not stages or stages[-1].kind not in DENSE_KINDS:
             raise ir.ModelError(f"the model must end with flatten, a dense layer and a requant to give one beat "
                                 f"of class scores per image; supported: {SUPPORTED}")
@@ -243,6 +251,33 @@ class Accelerator(wiring.Component):
                 raise RuntimeError(f"internal error: {src} gives {out_layout.length} channels per beat, "
                                    f"{stage.name} takes {in_layout.length}")
         return stages
+
+    def _add_pools(self, stages, pools):
+        """Build the max-pool engines and put them in their places in ``stages``; the choice of
+        lanes is recorded in :attr:`auto_folding` (the folding dict's ``lanes`` wins).
+
+        A pool takes the fewest ``lanes`` (channels per cycle, a divisor of ``C``) such that
+        (1) its cycles per image do not exceed the pace of the conv / dense engines (the slowest
+        of them), and (2) it takes a pixel in no more cycles than its producer can wait for
+        (:func:`_beat_period`): a slower pool would stall the producer, however idle on average."""
+        pace = max((int(s.engine.cycles_per_image) for s in stages), default=None)
+        for k, (pos, layer, in_shape, out_shape, shape) in enumerate(pools):
+            c, h, w = in_shape
+            options = MaxPoolEngine.valid_lanes(c)
+            if layer.size == 1 or pace is None:
+                auto = c  # the identity takes a pixel per cycle whatever the lanes
+            else:
+                period = _beat_period(stages[pos + k - 1]) if pos + k > 0 else None
+                auto = next((d for d in options
+                             if MaxPoolEngine.cycles((h, w), layer.size, c, d) <= pace
+                             and (period is None or c // d <= period)), c)
+            self.auto_folding[layer.name] = {"lanes": auto}
+            lanes = self.folding.get(layer.name, {}).get("lanes", auto)
+            if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes not in options:
+                raise ir.ModelError(f"folding of {layer.name!r}: lanes={lanes!r} must divide its {c} channels; "
+                                    f"pick one of {options}")
+            engine = MaxPoolEngine(c, (h, w), layer.size, shape, lanes=lanes)
+            stages.insert(pos + k, _Stage(layer.name, "maxpool2d", [layer.name], engine, in_shape, out_shape))
 
     def _conv(self, layer, requant, in_shape, in_range):
         from .conv import ConvEngine  # written alongside; imported late so pool/head stand alone
@@ -313,6 +348,28 @@ class Accelerator(wiring.Component):
             _link(m, a.o, b.i)
         wiring.connect(m, engines[-1].result, wiring.flipped(self.result))
         return m
+
+
+def _beat_period(stage: _Stage) -> int | None:
+    """Cycles ``stage``'s engine can leave an output pixel waiting for ``ready`` without losing
+    pace (``None``: no limit known), for the lanes of the pool it feeds.
+
+    A conv / dense engine's output register also gathers a pixel's ``groups``: the next
+    group's result, ``cycles_per_image / (pixels * groups)`` cycles after the last, stalls the
+    engine if the pixel is still there. A Winograd engine sends pixels from a double-buffered
+    tile-row memory, gathering each pixel's groups in ``groups + 1`` cycles after the previous
+    leaves: it keeps up while a pixel takes no more than ``cycles_per_image / pixels`` cycles in
+    all. A max pool delivers a pooled pixel every ``size`` pixels of a row."""
+    e = stage.engine
+    cycles = int(e.cycles_per_image)
+    pixels = int(np.prod(stage.out_shape[1:])) if len(stage.out_shape) == 3 else 1
+    if stage.kind == "winograd_adder_conv2d":
+        return max(1, cycles // pixels - (int(e.groups) + 1))
+    if stage.kind in CONV_KINDS + DENSE_KINDS:
+        return max(1, cycles // (pixels * int(e.groups)))
+    if stage.kind == "maxpool2d":
+        return max(1, e.size * cycles // (e.in_hw[0] * e.in_hw[1]))
+    return None
 
 
 def model_channels(model: ir.Model) -> int:
