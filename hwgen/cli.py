@@ -49,7 +49,8 @@ def _parse_folding(items: list[str] | None) -> dict | None:
             pairs = [kv.split(":") for kv in spec.split(",")]
             folding[layer] = {k: int(v) if v.lstrip("-").isdigit() else v for k, v in pairs}
         except ValueError:
-            raise UserError(f"--fold {item!r}: expected LAYER=pe:N,simd:M[,weights:rom|const]") from None
+            raise UserError(f"--fold {item!r}: expected LAYER=KEY:VALUE,... (conv/dense: pe, simd, "
+                            f"weights:rom|const; Winograd: pe, overlap:0|1; max-pool: lanes)") from None
     return folding
 
 
@@ -228,7 +229,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="ice40-up5k", help="target device recorded for 'hwgen synth'")
     p.add_argument("--act-bits", type=int, default=8)
     p.add_argument("--weight-bits", type=int, default=8)
-    p.add_argument("--fold", action="append", metavar="LAYER=pe:N,simd:M", help="override a layer's folding")
+    p.add_argument("--fold", action="append", metavar="LAYER=pe:N,simd:M",
+                   help="override a layer's folding: conv/dense pe, simd, weights:rom|const; Winograd pe, "
+                        "overlap:0|1; max-pool lanes")
     p.add_argument("--cycles", type=int, default=None, metavar="N",
                    help="pace the automatic folding to N cycles per image (default: the fastest that fits)")
     p.set_defaults(func=cmd_build)

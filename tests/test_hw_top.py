@@ -292,7 +292,7 @@ def test_bad_folding_values_raise_model_error(digits_model):
     with pytest.raises(ir.ModelError, match=r"folding of 'conv1': unknown keys \['speed'\]; use 'pe', 'simd', "
                                             r"'weights'"):
         Accelerator(digits_model, folding={"conv1": {"speed": 2}})
-    with pytest.raises(ir.ModelError, match=r"layer 'conv1': conv1: pe=3 must divide"):
+    with pytest.raises(ir.ModelError, match=r"^conv1: pe=3 must divide"):
         Accelerator(digits_model, folding={"conv1": {"pe": 3}})
 
 

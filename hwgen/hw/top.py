@@ -296,7 +296,8 @@ class Accelerator(wiring.Component):
             except (TypeError, ValueError) as e:
                 if isinstance(e, ir.ModelError):
                     raise
-                raise ir.ModelError(f"layer {layer.name!r}: {e}") from None
+                text = str(e)
+                raise ir.ModelError(text if text.startswith(f"{layer.name}:") else f"layer {layer.name!r}: {text}") from None
         if "overlap" in self.folding.get(layer.name, {}):
             raise ir.ModelError(f"folding of {layer.name!r}: overlap applies to Winograd-adder layers only; "
                                 f"a {layer.kind} engine takes pe, simd and weights")
@@ -306,7 +307,8 @@ class Accelerator(wiring.Component):
         except (TypeError, ValueError) as e:
             if isinstance(e, ir.ModelError):
                 raise
-            raise ir.ModelError(f"layer {layer.name!r}: {e}") from None
+            text = str(e)
+            raise ir.ModelError(text if text.startswith(f"{layer.name}:") else f"layer {layer.name!r}: {text}") from None
 
     # ------------------------------------------------------------------ figures
 
