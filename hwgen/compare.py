@@ -9,7 +9,8 @@ layer) with its weight layers of one family:
 ``shift``      DeepShift: weights ``±2**p`` (barrel-shifter processing elements)
 ``shiftadd``   ShiftAddNet: a shift layer followed by an adder layer
 ``winograd-adder``  Winograd-AdderNet: the adder network with F(2×2, 3×3) Winograd convs
-               (:class:`~hwgen.hw.winograd.WinogradEngine`; it folds its output channels only)
+               (:class:`~hwgen.hw.winograd.WinogradEngine`, folded by ``pe`` and ``overlap``
+               only: its slowest folding may still be faster than the common pace)
 =============  ===========================================================================
 
 Each variant is quantized, built (:func:`hwgen.flow.build`), optionally simulated against the

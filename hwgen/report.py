@@ -52,7 +52,7 @@ same layers in another variant (:func:`winograd_vs_direct`)::
         "add":     {"direct": int, "winograd": int, "ratio": float},   # per inference
         "luts":    {"direct": int | null, "winograd": int | null, "ratio": float | null},
         "cycles_per_image": {"direct": int | null, "winograd": int | null},   # of the engine
-        "folding": {"direct": {"pe", "simd"} | null, "winograd": {"pe", "simd"} | null}
+        "folding": {"direct": {...} | null, "winograd": {...} | null}   # the manifests' folding entries
       }],
       "builds": {"direct" | "winograd": {"name": str, "accuracy": float | null, "luts": int | null,
                                           "logic_cells": int | null, "fmax_mhz": float | null,
@@ -233,8 +233,7 @@ def winograd_vs_direct(direct: dict, winograd: dict) -> dict | None:
     def engine_figures(side, name):
         e = engines[side].get(name) if name else None
         fold = (mans[side].get("folding") or {}).get(name) if name else None
-        return (None if e is None else e.get("cycles_per_image"),
-                None if fold is None else {k: fold.get(k) for k in ("pe", "simd")})
+        return None if e is None else e.get("cycles_per_image"), None if fold is None else dict(fold)
 
     layers = []
     for k, r in enumerate(counts):
@@ -260,7 +259,8 @@ def winograd_vs_direct(direct: dict, winograd: dict) -> dict | None:
                 "logic_cells": s.get("logic_cells"), "fmax_mhz": s.get("fmax_mhz"),
                 "cycles_per_image": mans[side].get("cycles_per_image"), "device": s.get("device")}
 
-    synth_src = "; ".join(f"{v['name']}: {(v.get('synth') or {}).get('source', 'not synthesized')} modules"
+    synth_src = "; ".join(f"{v['name']}: " + (f"{v['synth']['source']} modules" if v.get("synth") else
+                                              "no synthesis report (not synthesized, or it did not fit)")
                           for v in (direct, winograd))
     return {"direct": direct["name"], "winograd": winograd["name"], "layers": layers,
             "builds": {"direct": build("direct", direct), "winograd": build("winograd", winograd)},
@@ -394,10 +394,10 @@ def _fmt(v, spec=""):
     return "—" if v is None else format(v, spec)
 
 
-def _fold(f, simd: bool = True) -> str:
-    if not f:
-        return ""
-    return f" (pe {f.get('pe')}" + (f", simd {f['simd']}" if simd and f.get("simd") is not None else "") + ")"
+def _fold(f) -> str:
+    """`` (pe 1, simd 4)``: a folding entry of the manifest (``weights`` left out)."""
+    items = [f"{k} {int(v) if isinstance(v, bool) else v}" for k, v in (f or {}).items() if k != "weights"]
+    return f" ({', '.join(items)})" if items else ""
 
 
 def winograd_tables(section: dict) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -412,7 +412,7 @@ def winograd_tables(section: dict) -> list[tuple[str, list[str], list[list[str]]
                      _fmt(l["absdiff"]["ratio"], ".2f"), _fmt(l["add"]["direct"], ","), _fmt(l["add"]["winograd"], ","),
                      _fmt(l["add"]["ratio"], ".2f"),
                      _fmt(lut["direct"]) + _fold(l["folding"]["direct"]),
-                     _fmt(lut["winograd"]) + _fold(l["folding"]["winograd"], simd=False),  # its lanes are fixed
+                     _fmt(lut["winograd"]) + _fold(l["folding"]["winograd"]),
                      _fmt(lut["ratio"], ".2f"), f"{_fmt(cyc['direct'])} / {_fmt(cyc['winograd'])}"])
     per_layer = (f"Direct vs Winograd per layer: {d} vs {w}",
                  ["layer", "absdiff direct", "absdiff Winograd", "absdiff ratio", "adds direct", "adds Winograd",
@@ -430,7 +430,8 @@ def winograd_tables(section: dict) -> list[tuple[str, list[str], list[list[str]]
 
 
 WINOGRAD_NOTE = ("ratios are direct / Winograd (above 1: the Winograd form needs fewer); op counts per inference; "
-                 "LUT4 of the layer's engine, its folding in brackets")
+                 "LUT4 of the layer's engine in each build (synthesis modules), its folding in brackets "
+                 "(direct: pe × simd; Winograd tile engine: pe, overlap); engine cycles per image of each build")
 
 
 def _tables(variants: list[dict], section: dict | None = None) -> list[tuple[str, list[str], list[list[str]], str]]:

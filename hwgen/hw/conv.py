@@ -242,14 +242,17 @@ def default_folding(layer, in_shape, in_range=(0, 255), requant: ir.Requant | No
     Without ``target_cycles``: the fastest folding (fewest cycles per image) that fits
     ``lut_budget``, the cheapest among equals. With ``target_cycles`` (the pipeline's
     bottleneck, see :func:`balanced_foldings`): the cheapest folding that reaches it within
-    the budget, else the fastest that fits. If nothing fits, the cheapest of all.
+    the budget, else the fastest that fits. If nothing fits, the cheapest that reaches
+    ``target_cycles`` (if given and reachable), else the cheapest of all.
     Candidates: ``pe`` divides the output channels, ``simd`` is one of
     :func:`hwgen.hw.window.valid_simd` with at most :data:`MAX_PORTS` read ports.
     """
     cands = _candidates(layer, in_shape, in_range, requant, weights)
     fit = [cand for cand in cands if cand[1] <= lut_budget]
     if not fit:
-        best = min(cands, key=lambda t: (t[1], t[0]))
+        # Over budget whatever the folding: the cheapest that still keeps the pace, if any.
+        paced = [cand for cand in cands if target_cycles is not None and cand[0] <= target_cycles]
+        best = min(paced or cands, key=lambda t: (t[1], t[0]))
     elif target_cycles is not None and any(cand[0] <= target_cycles for cand in fit):
         best = min((cand for cand in fit if cand[0] <= target_cycles), key=lambda t: (t[1], t[0]))
     else:
