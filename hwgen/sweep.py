@@ -84,7 +84,7 @@ _SYNTH_KEYS = {"seed": int, "freq_mhz": (int, float), "dsp": bool, "hierarchy": 
                "timeout": (int, float)}
 _SYNTH_DEFAULTS = {"seed": 1, "freq_mhz": None, "dsp": True, "hierarchy": True, "bitstream": False,
                    "timeout": 1800}
-_RANDOM = re.compile(r"^random:([A-Za-z_][A-Za-z0-9_]*)(?::(\d+))?$")
+_RANDOM = re.compile(r"^random:([A-Za-z_][A-Za-z0-9_-]*)(?::(\d+))?$")
 _FIT = re.compile(r"design needs|wrapper needs \d+ pins|cells than")
 
 # Building elaborates with Amaranth and its built-in Yosys; points sharing a process (Dask
@@ -372,12 +372,16 @@ def _load_model(point: dict):
 
 
 def _min_folding(model) -> dict:
-    try:
-        from .hw.conv import CONV_KINDS, DENSE_KINDS
-        kinds = set(CONV_KINDS) | set(DENSE_KINDS)
-    except ImportError:
-        kinds = {"adder_conv2d", "adder_dense"}
-    return {layer.name: {"pe": 1, "simd": 1} for layer in model.layers if layer.kind in kinds}
+    """The smallest folding of every engine: one PE of one lane (a Winograd tile engine: one
+    PE, no second tile buffer)."""
+    from .hw.conv import CONV_KINDS, DENSE_KINDS
+    out = {}
+    for layer in model.layers:
+        if layer.kind == "winograd_adder_conv2d":
+            out[layer.name] = {"pe": 1, "overlap": 0}
+        elif layer.kind in set(CONV_KINDS) | set(DENSE_KINDS):
+            out[layer.name] = {"pe": 1, "simd": 1}
+    return out
 
 
 def run_point(point: dict, out_dir: str) -> dict:

@@ -226,3 +226,18 @@ def test_random_source_without_kind_argument(tmp_path, monkeypatch):
     assert rows[0]["images_per_s"] == pytest.approx(100e6 / rows[0]["cycles_per_image"], abs=0.1)
     assert rows[1]["status"] == "error"
     assert "random_digits_model has no 'kind' argument in this hwgen yet" in rows[1]["message"]
+
+
+def test_random_winograd_adder_builds_at_min_folding(tmp_path, monkeypatch):
+    """A hyphenated kind is a random source, and the smallest folding of a Winograd tile engine
+    is one PE without the second tile buffer (it has no simd)."""
+    spec = {"sources": ["random:winograd-adder:2"], "foldings": ["min"], "devices": ["ice40-hx8k"]}
+    from hwgen import synth
+
+    monkeypatch.setattr(synth, "synthesize", lambda *a, **k: {"luts": 1, "fmax_mhz": 100.0})  # build only
+    rows = run_sweep(spec, tmp_path, jobs=1, progress=False)
+    assert rows[0]["status"] == "ok", rows[0]
+    manifest = json.loads(next(tmp_path.rglob("manifest.json")).read_text())
+    engines = {e["name"]: e for e in manifest["engines"]}
+    assert engines["conv1"]["kind"] == "winograd_adder_conv2d"
+    assert (engines["conv1"]["pe"], engines["conv1"]["overlap"]) == (1, 0)
