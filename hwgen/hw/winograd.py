@@ -314,7 +314,7 @@ class WinogradEngine(wiring.Component):
     @property
     def params(self) -> dict:
         return {
-            "pe": self.pe, "overlap": int(self.overlap), "lanes": LANES, "lane": "l1", "tile": "F(2x2,3x3)", "groups": self.groups,
+            "pe": self.pe, "overlap": int(self.overlap), "l1_lanes": LANES, "lane": "l1", "tile": "F(2x2,3x3)", "groups": self.groups,
             "in_bits": self.in_elem.width, "weight_bits": self.u_width,
             "v_bits": max(ir.bits_for(*r)[0] for row in self.v_ranges for r in row),
             "acc_bits": max(ir.bits_for(*r)[0] for row in self.y_acc_ranges for r in row),
