@@ -21,6 +21,17 @@ def elem_shape(lo: int, hi: int) -> Shape:
     return signed(width) if is_signed else unsigned(width)
 
 
+def divisors(n: int) -> list[int]:
+    """The divisors of ``n``, ascending: the foldings of ``n`` channels or outputs."""
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def ice40_blocks(width: int, depth: int) -> int:
+    """SB_RAM40_4K blocks a ``depth`` × ``width``-bit memory takes (256×16, 512×8, 1024×4 or
+    2048×2 each, the cheapest)."""
+    return min(-(-width // w) * -(-depth // d) for d, w in ((256, 16), (512, 8), (1024, 4), (2048, 2)))
+
+
 @contextmanager
 def constructing(component):
     """Wrap a component's ``__init__``: if it raises, the half-built object is no forgotten
@@ -32,4 +43,4 @@ def constructing(component):
         raise
 
 
-__all__ = ["elem_shape", "constructing"]
+__all__ = ["elem_shape", "constructing", "divisors", "ice40_blocks"]

@@ -10,7 +10,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .. import ir
-from . import constructing
+from . import constructing, divisors
 from .pe import PE, Lane
 from .requant import Requant, requant_shape
 from .window import WindowGenerator, tap_order, valid_simd
@@ -31,8 +31,15 @@ def _shape(lo: int, hi: int) -> Shape:
     return Shape(width, is_signed)
 
 
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+def check_io(layer, requant, outputs: int, in_range) -> tuple[int, int]:
+    """The checks every conv-like engine makes of its requantizer and input interval:
+    ``requant`` has one channel per output, ``in_range`` is not empty.  Returns ``(lo, hi)``."""
+    if len(requant.mult) != outputs:
+        raise ValueError(f"{requant.name}: {len(requant.mult)} channels, {layer.name} has {outputs} outputs")
+    lo, hi = (int(v) for v in in_range)
+    if lo > hi:
+        raise ValueError(f"empty in_range {in_range}")
+    return lo, hi
 
 
 #: Layer kinds the engine computes, by lane operation.
@@ -224,7 +231,7 @@ def _candidates(layer, in_shape, in_range, requant, weights="rom"):
     k = c * kh * kw
     oh, ow = _out_hw(layer, in_shape)
     out = []
-    for pe in _divisors(o):
+    for pe in divisors(o):
         for simd in valid_simd(c, kh * kw):
             if max(1, simd // c) > MAX_PORTS:
                 continue
@@ -347,18 +354,14 @@ class ConvEngine(wiring.Component):
             weight, padding = as_conv(layer, in_shape)
             _check_weights(layer, weights)
             o, c, kh, kw = weight.shape
-            if len(requant.mult) != o:
-                raise ValueError(f"{requant.name}: {len(requant.mult)} channels, {layer.name} has {o} outputs")
-            lo, hi = (int(v) for v in in_range)
-            if lo > hi:
-                raise ValueError(f"empty in_range {in_range}")
+            lo, hi = check_io(layer, requant, o, in_range)
             if pe is None or simd is None:
                 d_pe, d_simd = default_folding(layer, in_shape, (lo, hi), requant, weights=weights)
                 pe = d_pe if pe is None else pe
                 simd = d_simd if simd is None else simd
             if not isinstance(pe, int) or isinstance(pe, bool) or pe < 1 or o % pe:
                 raise ValueError(f"{layer.name}: pe={pe!r} must divide the {o} output channels "
-                                 f"(one of {_divisors(o)})")
+                                 f"(one of {divisors(o)})")
             if simd not in valid_simd(c, kh * kw) or isinstance(simd, bool):
                 raise ValueError(f"{layer.name}: simd={simd!r} does not fold a {c}-channel {kh}×{kw} "
                                  f"window; pick one of {valid_simd(c, kh * kw)}")

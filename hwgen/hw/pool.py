@@ -7,7 +7,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from . import constructing
+from . import constructing, divisors, ice40_blocks
 
 __all__ = ["MaxPoolEngine", "elementwise_max", "row_buffer_attrs", "ROW_BLOCK_BITS"]
 
@@ -24,12 +24,6 @@ def elementwise_max(m: Module, a, b, layout: data.ArrayLayout, name: str):
     for c in range(layout.length):
         m.d.comb += out[c].eq(Mux(b[c] > a[c], b[c], a[c]))
     return out
-
-
-def ice40_blocks(width: int, depth: int) -> int:
-    """SB_RAM40_4K blocks a ``depth`` × ``width``-bit memory takes (256×16, 512×8, 1024×4 or
-    2048×2 each, the cheapest)."""
-    return min(-(-width // w) * -(-depth // d) for d, w in ((256, 16), (512, 8), (1024, 4), (2048, 2)))
 
 
 def row_buffer_attrs(width: int, depth: int) -> dict:
@@ -114,7 +108,7 @@ class MaxPoolEngine(wiring.Component):
     @staticmethod
     def valid_lanes(channels: int) -> list[int]:
         """Values of ``lanes`` a ``channels``-channel pool takes: the divisors of ``C``."""
-        return [d for d in range(1, channels + 1) if channels % d == 0]
+        return divisors(channels)
 
     @staticmethod
     def cycles(in_hw: tuple[int, int], size: int, channels: int, lanes: int) -> int:

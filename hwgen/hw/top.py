@@ -120,6 +120,7 @@ class Accelerator(wiring.Component):
         out_shapes, out_ranges = model.shapes(), model.value_ranges()
         foldable = {layer.name for layer in layers if layer.kind in CONV_KINDS + DENSE_KINDS}
         pools = {layer.name for layer in layers if layer.kind == "maxpool2d"}
+        kinds = {layer.name: layer.kind for layer in layers}
         unknown = sorted(set(self.folding) - foldable - pools)
         if unknown:
             raise ir.ModelError(f"folding names {', '.join(map(repr, unknown))}, not a conv, dense or max-pool "
@@ -133,6 +134,14 @@ class Accelerator(wiring.Component):
             if "weights" in fold and fold["weights"] not in ("rom", "const"):
                 raise ir.ModelError(f"folding of {name!r}: weights={fold['weights']!r}; use 'rom' (a weight "
                                     f"memory) or 'const' (weights folded into the logic)")
+            if kinds[name] == "winograd_adder_conv2d" and ("simd" in fold or fold.get("weights", "rom") != "rom"):
+                from .winograd import LANES as WINOGRAD_LANES
+                raise ir.ModelError(f"folding of {name!r}: the Winograd tile engine takes pe (output "
+                                    f"channels in parallel) and overlap (1: a second tile buffer, 0: none); "
+                                    f"its lanes are {WINOGRAD_LANES} and u sits in a ROM")
+            if kinds[name] != "winograd_adder_conv2d" and name not in pools and "overlap" in fold:
+                raise ir.ModelError(f"folding of {name!r}: overlap applies to Winograd-adder layers only; "
+                                    f"a {kinds[name]} engine takes pe, simd and weights")
         self.auto_folding = self._balanced(layers, in_shapes, in_ranges)
         stages = []
         try:
@@ -281,27 +290,13 @@ class Accelerator(wiring.Component):
 
     def _conv(self, layer, requant, in_shape, in_range):
         from .conv import ConvEngine  # written alongside; imported late so pool/head stand alone
-        from .winograd import LANES, WinogradEngine
+        from .winograd import WinogradEngine
 
         fold = {**self.auto_folding.get(layer.name, {}), **self.folding.get(layer.name, {})}
-        if layer.kind == "winograd_adder_conv2d":
-            user = self.folding.get(layer.name, {})
-            if "simd" in user or user.get("weights", "rom") != "rom":
-                raise ir.ModelError(f"folding of {layer.name!r}: the Winograd tile engine takes pe (output "
-                                    f"channels in parallel) and overlap (1: a second tile buffer, 0: none); "
-                                    f"its lanes are {LANES} and u sits in a ROM")
-            try:
+        try:
+            if layer.kind == "winograd_adder_conv2d":
                 return WinogradEngine(layer, requant, tuple(in_shape), tuple(in_range), pe=fold.get("pe"),
                                       overlap=fold.get("overlap"))
-            except (TypeError, ValueError) as e:
-                if isinstance(e, ir.ModelError):
-                    raise
-                text = str(e)
-                raise ir.ModelError(text if text.startswith(f"{layer.name}:") else f"layer {layer.name!r}: {text}") from None
-        if "overlap" in self.folding.get(layer.name, {}):
-            raise ir.ModelError(f"folding of {layer.name!r}: overlap applies to Winograd-adder layers only; "
-                                f"a {layer.kind} engine takes pe, simd and weights")
-        try:
             return ConvEngine(layer, requant, tuple(in_shape), tuple(in_range),
                               pe=fold.get("pe"), simd=fold.get("simd"), weights=fold.get("weights", "rom"))
         except (TypeError, ValueError) as e:

@@ -10,9 +10,9 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .. import ir
-from . import constructing
+from . import constructing, divisors, elem_shape, ice40_blocks
+from .conv import LUT_BUDGET, ROM_BLOCK_BITS, check_io, default_folding, pack_words, requant_slots
 from .pe import Lane
-from .conv import default_folding, pack_words
 from .requant import Requant, requant_shape
 from .window import _add_mod
 
@@ -23,19 +23,6 @@ KIND = "winograd_adder_conv2d"
 #: l1 lanes per PE: one row of the 4×4 tile per cycle, the four rows in the four cycles the
 #: next tile's columns take to load.
 LANES = 4
-#: Weight ROMs of at least this many bits are put in block RAM (as the direct engines do).
-ROM_BLOCK_BITS = 1024
-#: Default LUT budget of one engine (as :data:`hwgen.hw.conv.LUT_BUDGET`).
-LUT_BUDGET = 1200
-
-
-def _shape(lo: int, hi: int) -> Shape:
-    width, is_signed = ir.bits_for(int(lo), int(hi))
-    return Shape(width, is_signed)
-
-
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
 
 
 def _bits(n: int) -> int:
@@ -44,13 +31,13 @@ def _bits(n: int) -> int:
 
 
 def rom_attrs(width: int, depth: int) -> dict:
-    """Where a weight ROM goes: block RAM when it is large (at least :data:`ROM_BLOCK_BITS`) and
-    fills at least a quarter of the iCE40 blocks it needs (4 kbit each, at most 16 bits wide up
-    to 256 words); else logic, where a narrow-and-shallow ROM costs fewer resources than whole
-    blocks (a 32 × 56-bit ROM would take four blocks, 11 % full)."""
+    """Where a weight ROM goes: block RAM when it is large (at least
+    :data:`~hwgen.hw.conv.ROM_BLOCK_BITS`) and fills at least a quarter of the iCE40 blocks it
+    needs (:func:`~hwgen.hw.ice40_blocks`, 4 kbit each); else logic, where a narrow-and-shallow
+    ROM costs fewer resources than whole blocks (a 32 × 56-bit ROM would take four blocks,
+    11 % full)."""
     bits = width * depth
-    blocks = -(-width // 16) * -(-depth // 256) if depth <= 256 else -(-width * depth // 4096)
-    if bits >= ROM_BLOCK_BITS and 4 * bits >= blocks * 4096:
+    if bits >= ROM_BLOCK_BITS and 4 * bits >= ice40_blocks(width, depth) * 4096:
         return {"rom_style": "block"}
     return {"rom_style": "logic"}
 
@@ -73,7 +60,7 @@ def _lincomb(m: Module, coefs, values, name: str):
             expr = -term if c < 0 else term
         else:
             expr = expr - term if c < 0 else expr + term
-    s = Signal(_shape(lo, hi), name=name)
+    s = Signal(elem_shape(lo, hi), name=name)
     m.d.comb += s.eq(0 if expr is None else expr)
     return s, (lo, hi)
 
@@ -98,10 +85,6 @@ def _tiles(layer, in_shape):
     return o, c, (oh + 1) // 2, (ow + 1) // 2, oh, ow
 
 
-def _slots(requant) -> int:
-    return max(1, max(len(ir.csd(int(v))) for v in requant.mult))
-
-
 def beat_cycles(overlap: bool) -> int:
     """Cycles per beat (one channel of one tile for one group): four column loads, overlapped
     with the previous beat's four lane rows, or, without the second tile buffer, the loads of
@@ -112,7 +95,7 @@ def beat_cycles(overlap: bool) -> int:
 def _cycles(layer, in_shape, requant, pe: int, overlap: bool = True) -> int:
     o, c, th, tw, oh, ow = _tiles(layer, in_shape)
     groups = o // pe
-    compute = tw * groups * max(beat_cycles(overlap) * c, LANES * _slots(requant))
+    compute = tw * groups * max(beat_cycles(overlap) * c, LANES * requant_slots(requant))
     emit = min(2, oh) * ow * (groups + 2)
     return th * max(compute, emit)
 
@@ -148,7 +131,7 @@ def winograd_candidates(layer, in_shape, in_range, requant) -> list[tuple[int, i
     o = layer.u.shape[0]
     return [(_cycles(layer, in_shape, requant, pe, bool(ov)),
              estimate_winograd_luts(layer, in_shape, in_range, requant, pe, bool(ov)), pe, ov)
-            for pe in _divisors(o) for ov in (1, 0)]
+            for pe in divisors(o) for ov in (1, 0)]
 
 
 def winograd_folding(layer, in_shape, in_range, requant, lut_budget: int = LUT_BUDGET,
@@ -237,11 +220,7 @@ class WinogradEngine(wiring.Component):
             in_shape = tuple(int(v) for v in in_shape)
             _check_layer(layer, in_shape)
             o, c, th, tw, oh, ow = _tiles(layer, in_shape)
-            if len(requant.mult) != o:
-                raise ValueError(f"{requant.name}: {len(requant.mult)} channels, {layer.name} has {o} outputs")
-            lo, hi = (int(v) for v in in_range)
-            if lo > hi:
-                raise ValueError(f"empty in_range {in_range}")
+            lo, hi = check_io(layer, requant, o, in_range)
             if pe is None or overlap is None:
                 d_pe, d_overlap = winograd_folding(layer, in_shape, (lo, hi), requant)
                 pe = d_pe if pe is None else pe
@@ -252,7 +231,7 @@ class WinogradEngine(wiring.Component):
             self.overlap = bool(overlap)
             if not isinstance(pe, int) or isinstance(pe, bool) or pe < 1 or o % pe:
                 raise ValueError(f"{layer.name}: pe={pe!r} must divide the {o} output channels "
-                                 f"(one of {_divisors(o)})")
+                                 f"(one of {divisors(o)})")
             self.layer, self.requant = layer, requant
             self.in_shape, self.in_range = in_shape, (lo, hi)
             self.weight = layer.u  # (O, C, 4, 4): for code that reads any engine's weights
@@ -261,9 +240,9 @@ class WinogradEngine(wiring.Component):
             self.O, self.C = o, c
             self.TH, self.TW = th, tw
             self.out_hw = (oh, ow)
-            self.in_elem = _shape(lo, hi)
+            self.in_elem = elem_shape(lo, hi)
             self.out_elem = requant_shape(requant)
-            self.rq_slots = _slots(requant)
+            self.rq_slots = requant_slots(requant)
             self._ranges()
             self.u_width = max(lane.w_width for lane in self.lanes)
             # Issue → V (2) → four rows (4) → term, accumulate, transform (3) → four values
@@ -499,7 +478,7 @@ class WinogradEngine(wiring.Component):
         # Row lane_r of V: V[r, l] = Σ_j bt[l, j] t_j[r], four adders shared by the rows.
         t_row = []
         for jj in range(4):
-            sel = Signal(_shape(*_union(self.t_ranges)), name=f"trow{jj}")
+            sel = Signal(elem_shape(*_union(self.t_ranges)), name=f"trow{jj}")
             with m.Switch(lane_r):
                 for i in range(4):
                     with m.Case(i):
@@ -552,7 +531,7 @@ class WinogradEngine(wiring.Component):
             ys = []
             for aa in range(2):
                 for bb in range(2):
-                    acc = Signal(_shape(*self.y_acc_ranges[aa][bb]), name=f"y{p}_{aa}{bb}")
+                    acc = Signal(elem_shape(*self.y_acc_ranges[aa][bb]), name=f"y{p}_{aa}{bb}")
                     s_val, (s_lo, s_hi) = rowsum[bb]
                     # acc ± (s << k) or acc + 0 by the row's coefficient, as one adder: the
                     # negation is ~s with the carry in (no subtractor, no mux of ±s).
@@ -563,7 +542,7 @@ class WinogradEngine(wiring.Component):
                                 c_ = int(at[aa, i])
                                 m.d.comb += [neg.eq(c_ < 0), nz.eq(c_ != 0), sh.eq(abs(c_) == 2)]
                     mags = [abs(int(at[aa, i])) for i in range(4)]
-                    scaled = Signal(_shape(min(0, 2 * s_lo), max(0, 2 * s_hi)) if 2 in mags else s_val.shape(),
+                    scaled = Signal(elem_shape(min(0, 2 * s_lo), max(0, 2 * s_hi)) if 2 in mags else s_val.shape(),
                                     name=f"ss{p}_{aa}{bb}")
                     m.d.comb += scaled.eq(Mux(sh, s_val << 1, s_val) if 2 in mags else s_val)
                     width = max(len(acc), len(scaled)) + 1
@@ -581,7 +560,7 @@ class WinogradEngine(wiring.Component):
         y_range = self.y_range
         y_hold = []
         for p in range(pe):
-            regs = [Signal(_shape(*y_range), name=f"yh{p}_{k}") for k in range(4)]
+            regs = [Signal(elem_shape(*y_range), name=f"yh{p}_{k}") for k in range(4)]
             with m.If(ce & m_done):
                 # The complete values lie in y_range, inside the accumulators' partial-sum bound.
                 m.d.sync += [r.eq(y) for r, y in zip(regs, y_accs[p])]
@@ -591,7 +570,7 @@ class WinogradEngine(wiring.Component):
         for p in range(pe):
             r = Requant(self.requant, [gg * pe + p for gg in range(G)], y_range, negate=True, slots=self.rq_slots)
             m.submodules[f"rq{p}"] = r
-            xsel = Signal(_shape(*y_range), name=f"rqx{p}")
+            xsel = Signal(elem_shape(*y_range), name=f"rqx{p}")
             with m.Switch(kf):
                 for k in range(4):
                     with m.Case(k):
