@@ -26,7 +26,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from . import ir
     from .flow import BuildError
 
-    types: list[type[BaseException]] = [UserError, ir.ModelError, BuildError, FileNotFoundError]
+    from .data import DataError
+
+    types: list[type[BaseException]] = [UserError, ir.ModelError, BuildError, DataError,
+                                         FileNotFoundError]
     for module, name in (("hwgen.nn.checkpoint", "CheckpointError"), ("hwgen.nn.models", "ConfigError"), ("hwgen.toolchain", "ToolError"),
                          ("hwgen.synth", "SynthError"), ("hwgen.simulate", "SimError"),
                          ("hwgen.compare", "CompareError"), ("hwgen.report", "ReportError"),
@@ -88,25 +91,37 @@ def cmd_train(args) -> int:
     if args.epochs is not None and args.epochs < 1:
         raise UserError("--epochs must be at least 1")
     metrics = train(arch=args.arch, epochs=args.epochs, seed=args.seed, out=args.out, progress=not args.quiet,
-                    config=_parse_config(args.set, args.arch))
+                    config=_parse_config(args.set, args.arch), dataset=_dataset(args.data))
     print(json.dumps(metrics, indent=2))
     return 0
+
+
+def _dataset(path):
+    """The data set named by ``--data``, or None (the default: the bundled digits)."""
+    if path is None:
+        return None
+    from . import data
+
+    return data.load(path)
 
 
 def cmd_build(args) -> int:
     from . import flow
 
-    model = flow.load_model(args.model, act_bits=args.act_bits, weight_bits=args.weight_bits)
+    dataset = _dataset(args.data)
+    model = flow.load_model(args.model, act_bits=args.act_bits, weight_bits=args.weight_bits,
+                            dataset=dataset)
     manifest = flow.build(model, args.out, device=args.device, folding=_parse_folding(args.fold),
-                          target_cycles=args.cycles)
+                          target_cycles=args.cycles, dataset=dataset)
     meta = model.meta
     print(f"built {args.out}: {manifest['top']} ({manifest['verilog']}), "
           f"{manifest['cycles_per_image']} cycles/image, in {manifest['generation_seconds']:.1f} s")
+    on = f"the {manifest['data']['name']} test set ({manifest['data']['test']} images)"
     if "float_accuracy" in meta:
-        print(f"accuracy on the digits test set: float {meta['float_accuracy']:.4f}, "
+        print(f"accuracy on {on}: float {meta['float_accuracy']:.4f}, "
               f"integer {manifest['golden_accuracy']:.4f}")
     else:
-        print(f"integer model accuracy on the digits test set: {manifest['golden_accuracy']:.4f}")
+        print(f"integer model accuracy on {on}: {manifest['golden_accuracy']:.4f}")
     return 0
 
 
@@ -196,7 +211,8 @@ def cmd_flow(args) -> int:
     """The main job: embedded (or given) model → build → simulate → synthesize."""
     out = Path(args.out)
     steps = [
-        ["build", *([args.model] if args.model else []), "--out", str(out), "--device", args.device],
+        ["build", *([args.model] if args.model else []), "--out", str(out), "--device", args.device,
+         *(["--data", args.data] if args.data else [])],
         ["sim", str(out), "--simulator", args.simulator, "--images", str(args.images)],
         ["synth", str(out), "--device", args.device],
     ]
@@ -212,11 +228,13 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hwgen", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a model on the bundled digits data")
+    p = sub.add_parser("train", help="train a model on a data set (default: the bundled digits)")
     p.add_argument("--arch", default="adder", help="network family (default: adder)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the arch's own)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="checkpoint to write (.pt)")
+    p.add_argument("--data", default=None, metavar="D.npz",
+                   help="data set: x (N×C×H×W), y, optional classes/split (default: the digits)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--set", action="append", metavar="NAME=VALUE",
                    help="architecture option, e.g. --set mode=q, --set freeze=shift (repeatable)")
@@ -226,6 +244,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("model", nargs="?", default=None,
                    help="checkpoint (.pt) or integer model (folder or model.json); default: the embedded model")
     p.add_argument("--out", required=True, help="build folder to write")
+    p.add_argument("--data", default=None, metavar="D.npz",
+                   help="data set for calibration and test vectors (default: the digits)")
     p.add_argument("--device", default="ice40-up5k", help="target device recorded for 'hwgen synth'")
     p.add_argument("--act-bits", type=int, default=8)
     p.add_argument("--weight-bits", type=int, default=8)
@@ -305,6 +325,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("flow", help="build, simulate and synthesize in one go (default: the embedded model)")
     p.add_argument("model", nargs="?", default=None)
     p.add_argument("--out", default="build/digits")
+    p.add_argument("--data", default=None, metavar="D.npz", help="data set (default: the digits)")
     p.add_argument("--device", default="ice40-up5k")
     p.add_argument("--simulator", choices=["icarus", "verilator"], default="icarus")
     p.add_argument("--images", type=int, default=20)

@@ -30,41 +30,72 @@ class BuildError(RuntimeError):
     """A build folder that is missing, incomplete or from another hwgen."""
 
 
-def load_model(source: str | os.PathLike | None, act_bits: int = 8, weight_bits: int = 8) -> ir.Model:
-    """An integer model from a PyTorch checkpoint (quantized here), an integer model folder
-    or JSON file, or, with ``source=None``, the embedded default checkpoint."""
+def load_model(source: str | os.PathLike | None, act_bits: int = 8, weight_bits: int = 8,
+               dataset: data.Dataset | None = None) -> ir.Model:
+    """An integer model from a PyTorch checkpoint (quantized here, calibrated on ``dataset``'s
+    training images), an integer model folder or JSON file, or, with ``source=None``, the
+    embedded default checkpoint.
+
+    ``dataset`` defaults to the bundled digits, but only for a model that was trained on them
+    (or records no data set): a model trained on other data without ``dataset`` is refused
+    rather than calibrated and tested on the digits."""
     if source is not None:
         path = Path(source)
         if path.is_dir() or path.suffix == ".json":
-            return ir.Model.load(path)
+            model = ir.Model.load(path)
+            dataset_for(model.meta.get("data"), dataset, str(path))
+            return model
     from .nn.checkpoint import embedded_checkpoint, load_checkpoint
     from .quant import quantize
 
     path = embedded_checkpoint() if source is None else Path(source)
     module, info = load_checkpoint(path)
-    x_train, _, x_test, y_test = data.digits()
-    return quantize(module, x_train, act_bits=act_bits, weight_bits=weight_bits,
-                    name=f"digits-{info.get('arch', 'model')}", classes=data.CLASSES,
-                    x_test=x_test, y_test=y_test)
+    dataset = dataset_for(info["metrics"].get("data"), dataset, str(path))
+    config = info.get("config", {})
+    if "input_size" in config:
+        shape = (config.get("in_channels", 1), config["input_size"], config["input_size"])
+        dataset.check_model(shape, config.get("num_classes", dataset.num_classes), f"model {path}")
+    model = quantize(module, dataset.x_train, act_bits=act_bits, weight_bits=weight_bits,
+                     name=f"{dataset.name}-{info.get('arch', 'model')}", classes=list(dataset.classes),
+                     x_test=dataset.x_test, y_test=dataset.y_test)
+    model.meta["data"] = dataset.describe()
+    return model
 
 
-def test_vectors(model: ir.Model) -> dict[str, np.ndarray]:
-    """The digits test set quantized for ``model``, with labels and golden outputs."""
+def dataset_for(recorded: dict | None, given: data.Dataset | None, what: str) -> data.Dataset:
+    """The data set to calibrate and test a model with: ``given``, else the digits when the
+    model was trained on them (``recorded`` is the description it carries, if any)."""
+    if given is not None:
+        return given
+    digits = data.digits_dataset()
+    if recorded and recorded.get("sha256") not in (None, digits.sha256):
+        raise data.DataError(f"{what} was made with data set {recorded.get('name')!r}, not the "
+                             f"bundled digits; give that data set with --data")
+    return digits
+
+
+def test_vectors(model: ir.Model, dataset: data.Dataset | None = None) -> dict[str, np.ndarray]:
+    """``dataset``'s test images (default: as :func:`dataset_for` picks) quantized for
+    ``model``, with labels and golden outputs."""
     from .quant import quantize_input
 
-    _, _, x_test, y_test = data.digits()
-    x = quantize_input(model, x_test)
+    dataset = dataset_for(model.meta.get("data"), dataset, f"model {model.name!r}")
+    dataset.check_model(model.input_shape, model.num_classes, f"model {model.name!r}")
+    x = quantize_input(model, dataset.x_test)
     result = golden.run(model, x)
-    return {"x": x.astype(np.int64), "labels": y_test.astype(np.int64),
+    return {"x": x.astype(np.int64), "labels": dataset.y_test.astype(np.int64),
             "scores": result.scores, "argmax": result.argmax}
 
 
 def build(model: ir.Model, out_dir: str | os.PathLike, device: str | None = None,
-          folding: dict | None = None, target_cycles: int | None = None) -> dict:
+          folding: dict | None = None, target_cycles: int | None = None,
+          dataset: data.Dataset | None = None) -> dict:
     """Write the build folder for ``model``; returns the manifest.
 
     ``folding`` overrides layers' foldings; ``target_cycles`` paces the automatic folding
-    (cycles per image, see :func:`hwgen.hw.conv.balanced_foldings`)."""
+    (cycles per image, see :func:`hwgen.hw.conv.balanced_foldings`); the test vectors are
+    ``dataset``'s test images (see :func:`test_vectors`), recorded as the manifest's ``data``."""
+    dataset = dataset_for(model.meta.get("data"), dataset, f"model {model.name!r}")
     from .hw.top import generate
 
     out_dir = Path(out_dir)
@@ -75,13 +106,14 @@ def build(model: ir.Model, out_dir: str | os.PathLike, device: str | None = None
     try:
         t0 = time.perf_counter()
         model.save(tmp)
-        vectors = test_vectors(model)
+        vectors = test_vectors(model, dataset)
         np.savez(tmp / "vectors.npz", **vectors)
         manifest = generate(model, tmp, folding=folding, target_cycles=target_cycles)
         manifest["device"] = device
         manifest["generation_seconds"] = round(time.perf_counter() - t0, 3)
         manifest["golden_accuracy"] = float((vectors["argmax"] == vectors["labels"]).mean())
         manifest["model_meta"] = model.meta
+        manifest["data"] = dataset.describe()
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         _swap_into_place(tmp, out_dir)
     except BaseException:

@@ -119,7 +119,8 @@ def collect_build(build_dir, device: str | None = None, name: str | None = None,
     v = {"name": name or model.name, "build_dir": str(build), "notes": notes}
 
     v["accuracy"] = {"value": manifest.get("golden_accuracy"), "images": None,
-                     "source": f"{build / 'manifest.json'}: golden_accuracy (golden model on the digits test set; "
+                     "source": f"{build / 'manifest.json'}: golden_accuracy (golden model on the "
+                               f"{manifest.get('data', {}).get('name', 'digits')} test set; "
                                f"the hardware is bit-exact with it, see the sim report)"}
     try:
         with np.load(build / "vectors.npz", allow_pickle=False) as vec:

@@ -1,4 +1,4 @@
-"""Training on the bundled digits (:func:`hwgen.data.digits`), deterministic, on the CPU.
+"""Training on a data set (:mod:`hwgen.data`; the bundled digits by default), deterministic, on the CPU.
 
 The recipe follows the AdderNet paper: SGD with momentum 0.9 and a cosine learning-rate
 schedule, the adaptive per-layer learning rate of the adder layers (``eta`` in the model
@@ -57,11 +57,14 @@ def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, batch_size: i
 
 
 def train(arch: str = "adder", epochs: int | None = None, seed: int = 0, out=None, progress: bool = True,
-          config: dict | None = None, **hparams) -> dict:
-    """Train ``arch`` on digits; save a checkpoint to ``out`` if given; return the metrics.
+          config: dict | None = None, dataset: data.Dataset | None = None, **hparams) -> dict:
+    """Train ``arch`` on ``dataset`` (default: the digits); save a checkpoint to ``out`` if given.
 
-    ``hparams`` override :data:`DEFAULTS` (batch_size, lr, momentum, weight_decay, shift).
-    Returns ``{"test_accuracy", "train_accuracy", "train_time_s", "epochs", "seed", "arch", ...}``.
+    The architecture's ``in_channels``, ``input_size`` and ``num_classes`` come from the data set
+    unless ``config`` sets them (then they must agree with it).  ``hparams`` override
+    :data:`DEFAULTS` (batch_size, lr, momentum, weight_decay, shift).  Returns the metrics,
+    ``{"test_accuracy", "train_accuracy", "train_time_s", "epochs", "seed", "arch", "data", ...}``;
+    ``data`` describes the data set (:meth:`hwgen.data.Dataset.describe`).
     """
     unknown = sorted(set(hparams) - set(DEFAULTS))
     if unknown:
@@ -71,9 +74,9 @@ def train(arch: str = "adder", epochs: int | None = None, seed: int = 0, out=Non
         hp["epochs"] = int(epochs)
     if hp["epochs"] < 1:
         raise ValueError(f"train: epochs must be >= 1, got {hp['epochs']}")
-    config = {**default_config(arch), **(config or {})}
-
-    x_tr, y_tr, x_te, y_te = data.digits()
+    dataset = data.digits_dataset() if dataset is None else dataset
+    config = {**default_config(arch), **_data_config(arch, dataset, config or {}), **(config or {})}
+    x_tr, y_tr, x_te, y_te = dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     threads = torch.get_num_threads()
     torch.use_deterministic_algorithms(True)
@@ -131,11 +134,30 @@ def train(arch: str = "adder", epochs: int | None = None, seed: int = 0, out=Non
         "arch": arch,
         "hparams": {k: (float(v) if isinstance(v, float) else int(v)) for k, v in hp.items()},
         "torch": torch.__version__,
+        "data": dataset.describe(),
     }
     if out is not None:
         save_checkpoint(Path(out), model, arch, config, metrics)
         metrics["path"] = str(out)
     return metrics
+
+
+def _data_config(arch: str, dataset: data.Dataset, config: dict) -> dict:
+    """The options of ``arch`` that the data set decides: channels in, image size, classes."""
+    c, h, w = dataset.input_shape
+    derived = {"in_channels": c, "input_size": h, "num_classes": dataset.num_classes}
+    options = default_config(arch)
+    if "input_size" in options and h != w:
+        raise data.DataError(f"data set {dataset.name!r} has {h}×{w} images; architecture {arch!r} "
+                             f"takes square images (train your own module through the Python API)")
+    out = {}
+    for key, value in derived.items():
+        if key not in options:
+            continue
+        if key in config and config[key] != value:
+            raise data.DataError(f"--set {key}={config[key]} but data set {dataset.name!r} has {key} {value}")
+        out[key] = value
+    return out
 
 
 def _epoch_hooks(model: torch.nn.Module, epoch: int, epochs: int) -> None:
