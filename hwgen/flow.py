@@ -64,7 +64,7 @@ def build(model: ir.Model, out_dir: str | os.PathLike, device: str | None = None
     """Write the build folder for ``model``; returns the manifest.
 
     ``folding`` overrides layers' foldings; ``target_cycles`` paces the automatic folding
-    (cycles per image, see :func:`hwgen.hw.conv.balanced_foldings`)."""
+    (cycles per image, see :func:`hwgen.hw.plan.balanced_foldings`)."""
     from .hw.top import generate
 
     out_dir = Path(out_dir)
