@@ -93,7 +93,7 @@ def build(model: ir.Model, out_dir: str | os.PathLike, device: str | None = None
     """Write the build folder for ``model``; returns the manifest.
 
     ``folding`` overrides layers' foldings; ``target_cycles`` paces the automatic folding
-    (cycles per image, see :func:`hwgen.hw.conv.balanced_foldings`); the test vectors are
+    (cycles per image, see :func:`hwgen.hw.plan.balanced_foldings`); the test vectors are
     ``dataset``'s test images (see :func:`test_vectors`), recorded as the manifest's ``data``."""
     dataset = dataset_for(model.meta.get("data"), dataset, f"model {model.name!r}")
     from .hw.top import generate

@@ -15,7 +15,8 @@ from .pe import PE, Lane
 from .requant import Requant, requant_shape
 from .window import WindowGenerator, tap_order, valid_simd
 
-__all__ = ["ConvEngine", "default_folding", "balanced_foldings", "estimate_luts", "as_conv", "lane_op",
+__all__ = ["ConvEngine", "default_folding", "choose_folding", "conv_candidates", "estimate_luts",
+           "as_conv", "lane_op",
            "make_lane", "acc_range", "CONV_KINDS", "DENSE_KINDS", "WEIGHT_MODES"]
 
 #: Most line-buffer read ports a default folding uses (each is a block-RAM copy on iCE40).
@@ -222,10 +223,10 @@ def _out_hw(layer, in_shape) -> tuple[int, int]:
     return 1, 1
 
 
-def _candidates(layer, in_shape, in_range, requant, weights="rom"):
-    if getattr(layer, "kind", None) == "winograd_adder_conv2d":
-        from .winograd import winograd_candidates  # the tile engine folds its output channels only
-        return winograd_candidates(layer, in_shape, in_range, requant)
+def conv_candidates(layer, in_shape, in_range, requant,
+                    weights="rom") -> list[tuple[int, int, int, int]]:
+    """``(cycles per image, estimated LUTs, pe, simd)`` of every folding of a
+    :class:`ConvEngine`."""
     weight, _ = as_conv(layer, in_shape)
     o, c, kh, kw = weight.shape
     k = c * kh * kw
@@ -248,13 +249,19 @@ def default_folding(layer, in_shape, in_range=(0, 255), requant: ir.Requant | No
 
     Without ``target_cycles``: the fastest folding (fewest cycles per image) that fits
     ``lut_budget``, the cheapest among equals. With ``target_cycles`` (the pipeline's
-    bottleneck, see :func:`balanced_foldings`): the cheapest folding that reaches it within
-    the budget, else the fastest that fits. If nothing fits, the cheapest that reaches
+    bottleneck, see :func:`hwgen.hw.plan.balanced_foldings`): the cheapest folding that reaches
+    it within the budget, else the fastest that fits. If nothing fits, the cheapest that reaches
     ``target_cycles`` (if given and reachable), else the cheapest of all.
     Candidates: ``pe`` divides the output channels, ``simd`` is one of
     :func:`hwgen.hw.window.valid_simd` with at most :data:`MAX_PORTS` read ports.
     """
-    cands = _candidates(layer, in_shape, in_range, requant, weights)
+    return choose_folding(conv_candidates(layer, in_shape, in_range, requant, weights), lut_budget,
+                          target_cycles)
+
+
+def choose_folding(cands, lut_budget: int = LUT_BUDGET, target_cycles: int | None = None):
+    """The two folding parameters of the chosen one of ``cands``, a list of ``(cycles per image,
+    estimated LUTs, a, b)``, by the rule of :func:`default_folding`."""
     fit = [cand for cand in cands if cand[1] <= lut_budget]
     if not fit:
         # Over budget whatever the folding: the cheapest that still keeps the pace, if any.
@@ -265,25 +272,6 @@ def default_folding(layer, in_shape, in_range=(0, 255), requant: ir.Requant | No
     else:
         best = min(fit, key=lambda t: (t[0], t[1]))
     return best[2], best[3]
-
-
-def balanced_foldings(specs, lut_budget: int = LUT_BUDGET, target_cycles: int | None = None) -> list[tuple[int, int]]:
-    """Foldings for a pipeline of engines, ``specs`` a list of
-    ``(layer, in_shape, in_range, requant)`` or ``(..., requant, weights)``: the slowest engine
-    at its fastest within ``lut_budget`` sets the throughput, and every other engine takes the
-    cheapest folding that keeps up with it (a faster engine than the bottleneck only costs LUTs).
-
-    ``target_cycles`` sets the pace instead (cycles per image): every engine takes the cheapest
-    folding that reaches it within the budget, else the fastest that fits.  Two designs built
-    with the same target have the same throughput where their budgets allow: the fair way to
-    set different arithmetic side by side (``hwgen compare``)."""
-    specs = [tuple(spec) + ("rom",) * (5 - len(spec)) for spec in specs]
-    target = 0 if target_cycles is None else int(target_cycles)
-    for spec in specs if target_cycles is None else []:
-        pe, simd = default_folding(*spec[:4], lut_budget=lut_budget, weights=spec[4])
-        target = max(target, next(c[0] for c in _candidates(*spec) if c[2:] == (pe, simd)))
-    return [default_folding(*spec[:4], lut_budget=lut_budget, target_cycles=target, weights=spec[4])
-            for spec in specs]
 
 
 class ConvEngine(wiring.Component):

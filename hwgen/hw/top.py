@@ -169,9 +169,9 @@ class Accelerator(wiring.Component):
     def _balanced(self, layers, in_shapes, in_ranges) -> dict:
         """Default folding: the slowest engine at its fastest within the per-engine LUT
         budget sets the pace; every other engine takes the cheapest folding that keeps up
-        (:func:`hwgen.hw.conv.balanced_foldings`), each estimated with its ``weights`` mode.
+        (:func:`hwgen.hw.plan.balanced_foldings`), each estimated with its ``weights`` mode.
         User overrides win over these."""
-        from .conv import balanced_foldings
+        from .plan import balanced_foldings
 
         specs = [(*spec, self.folding.get(spec[0].name, {}).get("weights", "rom"))
                  for spec in self._engine_specs(layers, in_shapes, in_ranges)]

@@ -11,7 +11,7 @@ from amaranth.lib.wiring import In, Out
 
 from .. import ir
 from . import constructing, divisors, elem_shape, ice40_blocks
-from .conv import LUT_BUDGET, ROM_BLOCK_BITS, check_io, default_folding, pack_words, requant_slots
+from .conv import LUT_BUDGET, ROM_BLOCK_BITS, check_io, choose_folding, pack_words, requant_slots
 from .pe import Lane
 from .requant import Requant, requant_shape
 from .window import _add_mod
@@ -137,9 +137,9 @@ def winograd_candidates(layer, in_shape, in_range, requant) -> list[tuple[int, i
 def winograd_folding(layer, in_shape, in_range, requant, lut_budget: int = LUT_BUDGET,
                      target_cycles: int | None = None) -> tuple[int, bool]:
     """``(pe, overlap)`` of a :class:`WinogradEngine`, chosen like
-    :func:`hwgen.hw.conv.default_folding`."""
-    pe, overlap = default_folding(layer, in_shape, in_range, requant, lut_budget=lut_budget,
-                                  target_cycles=target_cycles)  # its candidates are winograd_candidates
+    :func:`hwgen.hw.conv.default_folding` (:func:`hwgen.hw.conv.choose_folding`)."""
+    cands = winograd_candidates(layer, in_shape, in_range, requant)
+    pe, overlap = choose_folding(cands, lut_budget, target_cycles)
     return pe, bool(overlap)
 
 
