@@ -13,7 +13,8 @@ from amaranth.hdl import Fragment
 
 from hwgen import golden, ir
 from hwgen.hw.head import ArgmaxHead
-from hwgen.hw.top import Accelerator, generate, random_digits_model
+from hwgen.hw.top import Accelerator, generate
+from hwgen.testmodels import random_digits_model
 
 from test_hw_pool import add_sink, add_source, pack, run_sim, unpack
 
