@@ -19,7 +19,7 @@ from amaranth.lib.wiring import In, Out
 from .. import ir
 from ..util import atomic_write
 from . import constructing, elem_shape
-from .head import ArgmaxHead, result_layout
+from .head import ArgmaxHead, index_bits, result_layout
 from .pool import MaxPoolEngine
 
 __all__ = ["Accelerator", "generate", "MANIFEST_FORMAT", "MANIFEST_VERSION", "SUPPORTED"]
@@ -399,7 +399,7 @@ def manifest(top: Accelerator, name: str = "hwgen_top") -> dict:
     c = model.input_shape[0]
     b = model.input_bits
     n, sb = top.classes, top.score_shape.width
-    ab = ir.ceil_log2(n)
+    ab = index_bits(n)
     return {
         "format": MANIFEST_FORMAT,
         "version": MANIFEST_VERSION,
