@@ -90,7 +90,7 @@ def variant_model(arch: str, source: str = "shipped", seed: int = 0, epochs: int
     from . import flow
 
     if source == "random":
-        from .hw.top import random_digits_model
+        from .testmodels import random_digits_model
         return random_digits_model(seed, kind=arch)
     if source == "shipped":
         from .nn.checkpoint import embedded_checkpoint

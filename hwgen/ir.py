@@ -13,7 +13,6 @@ its tensors against them and the hardware sizes its accumulators from them.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -721,6 +720,3 @@ class Model:
 def layer_kinds() -> list[str]:
     return sorted(_KINDS)
 
-
-def ceil_log2(n: int) -> int:
-    return max(1, math.ceil(math.log2(n))) if n > 1 else 1

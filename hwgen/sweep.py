@@ -17,7 +17,7 @@ A **spec** (a TOML file, or the same keys as a Python dict) names the axes::
     bitstream = false                # the default in a sweep: no packing step
 
 A source is ``embedded`` (the embedded checkpoint), ``random:<kind>[:<seed>]`` (a random
-digits model of that layer kind, :func:`hwgen.hw.top.random_digits_model`), a PyTorch
+digits model of that layer kind, :func:`hwgen.testmodels.random_digits_model`), a PyTorch
 checkpoint (quantized at each ``act_bits`` × ``weight_bits``) or an integer model folder /
 ``model.json`` (already integer: the bit-width axes do not apply and collapse to one point).
 Relative paths are taken from the spec file's folder.  Folding ``auto`` is hwgen's balanced
@@ -328,15 +328,15 @@ def _slug(text: str) -> str:
 
 
 def _random_generator():
-    from .hw import top
-    return top.random_digits_model
+    from . import testmodels
+    return testmodels.random_digits_model
 
 
 def _random_kinds() -> tuple:
-    """The kinds :func:`hwgen.hw.top.random_digits_model` builds, if it says (``RANDOM_KINDS``)."""
+    """The kinds :func:`hwgen.testmodels.random_digits_model` builds, if it says (``RANDOM_KINDS``)."""
     try:
-        from .hw import top
-        return tuple(getattr(top, "RANDOM_KINDS", ()))
+        from . import testmodels
+        return tuple(getattr(testmodels, "RANDOM_KINDS", ()))
     except ImportError:
         return ()
 
@@ -362,7 +362,7 @@ def _load_model(point: dict):
         if "kind" in params:
             kwargs["kind"] = point["random_kind"]
         elif point["random_kind"] != "adder":
-            raise SweepError(f"source {point['source']!r}: hwgen.hw.top.random_digits_model has no 'kind' "
+            raise SweepError(f"source {point['source']!r}: hwgen.testmodels.random_digits_model has no 'kind' "
                              f"argument in this hwgen yet; only random:adder can be built")
         if point["act_bits"] is not None:
             kwargs.update(act_bits=point["act_bits"], weight_bits=point["weight_bits"])

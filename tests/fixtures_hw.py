@@ -23,9 +23,11 @@ from amaranth.lib.wiring import In, Out
 
 try:
     from hwgen import golden, ir
+    from hwgen.hw.head import index_bits
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from hwgen import golden, ir
+    from hwgen.hw.head import index_bits
 
 
 def fixture_model(channels=2, height=4, width=4, classes=3, bits=4, seed=0) -> ir.Model:
@@ -52,7 +54,7 @@ class FixtureTop(wiring.Component):
         c, h, w = model.input_shape
         self.n = model.num_classes
         self.sb = score_bits(model)
-        self.ab = ir.ceil_log2(self.n)
+        self.ab = index_bits(self.n)
         super().__init__({
             "pixels": In(stream.Signature(unsigned(c * model.input_bits))),
             "result": Out(stream.Signature(unsigned(self.n * self.sb + self.ab))),

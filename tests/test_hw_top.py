@@ -12,8 +12,9 @@ from amaranth import signed, unsigned
 from amaranth.hdl import Fragment
 
 from hwgen import golden, ir
-from hwgen.hw.head import ArgmaxHead
-from hwgen.hw.top import Accelerator, generate, random_digits_model
+from hwgen.hw.head import ArgmaxHead, index_bits
+from hwgen.hw.top import Accelerator, generate
+from hwgen.testmodels import random_digits_model
 
 from test_hw_pool import add_sink, add_source, pack, run_sim, unpack
 
@@ -22,7 +23,7 @@ from test_hw_pool import add_sink, add_source, pack, run_sim, unpack
 
 def head_case(classes, score_shape, vectors, *, gaps=0.3, stalls=0.3):
     dut = ArgmaxHead(classes, score_shape)
-    sb, ab = score_shape.width, ir.ceil_log2(classes)
+    sb, ab = score_shape.width, index_bits(classes)
     beats = [pack(v, sb) for v in vectors]
     got = []
 

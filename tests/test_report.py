@@ -134,7 +134,7 @@ def test_winograd_vs_direct_section(tmp_path):
     """The direct 3×3 AdderNet and its Winograd form side by side per layer: op counts of both
     forms (2.25× fewer absolute differences for a 3×3 pad-1 layer with an even output), the
     layer's engine LUTs in each build, and the two builds' accuracy and Fmax."""
-    from hwgen.hw.top import random_digits_model
+    from hwgen.testmodels import random_digits_model
 
     mod = lambda n: {"luts": n, "ffs": 1, "brams": 0, "dsps": 0}  # noqa: E731
     adder = _fake_build(tmp_path / "adder", random_digits_model(0, kind="adder"),

@@ -4,7 +4,7 @@ Verilator, compared with hwgen.golden through the build folder's vectors."""
 import pytest
 
 from hwgen.flow import build
-from hwgen.hw.top import random_digits_model
+from hwgen.testmodels import random_digits_model
 from hwgen.simulate import simulate
 
 

@@ -6,17 +6,23 @@ from amaranth import Const, Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..ir import ceil_log2
+from amaranth.utils import ceil_log2
+
 from . import constructing
 
-__all__ = ["ArgmaxHead", "result_layout"]
+__all__ = ["ArgmaxHead", "result_layout", "index_bits"]
+
+
+def index_bits(classes: int) -> int:
+    """Bits of the argmax index of ``classes`` scores: ``ceil_log2(classes)``, at least 1."""
+    return max(1, ceil_log2(classes))
 
 
 def result_layout(classes: int, score_shape) -> data.StructLayout:
     """Payload of the accelerator's result stream: ``scores`` (LSB first), then ``argmax``."""
     return data.StructLayout({
         "scores": data.ArrayLayout(score_shape, classes),
-        "argmax": unsigned(ceil_log2(classes)),
+        "argmax": unsigned(index_bits(classes)),
     })
 
 
@@ -37,12 +43,12 @@ class ArgmaxHead(wiring.Component):
         stable while ``valid`` is asserted and ``ready`` is not (the usual stream rule): the
         head reads the beat in place instead of copying it.
     result : ``Out(stream.Signature(result_layout(classes, score_shape)))``
-        The scores unchanged and ``argmax``, ``ceil_log2(classes)`` bits.
+        The scores unchanged and ``argmax``, ``index_bits(classes)`` bits.
 
     Timing
     ------
     Sequential: one comparator scans the waiting beat's scores, one per cycle, keeping the
-    running maximum and its index (``score_shape`` plus ``ceil_log2(classes)`` bits of state).
+    running maximum and its index (``score_shape`` plus ``index_bits(classes)`` bits of state).
     ``result`` becomes valid ``n - 1`` cycles after ``i`` does (latency ``n - 1``; 0 for one
     class), its ``scores`` are ``i.payload`` itself and its ``argmax`` is combinational from the
     last comparison. ``i.ready`` is ``result.ready`` in that last cycle and 0 before it, so the
@@ -55,7 +61,7 @@ class ArgmaxHead(wiring.Component):
                 raise TypeError(f"classes must be a positive integer, not {classes!r}")
         self.classes = classes
         self.score_shape = Shape.cast(score_shape)
-        self.index_bits = ceil_log2(classes)
+        self.index_bits = index_bits(classes)
         super().__init__({
             "i": In(stream.Signature(data.ArrayLayout(score_shape, classes))),
             "result": Out(stream.Signature(result_layout(classes, score_shape))),
