@@ -15,6 +15,7 @@ from .conv import LUT_BUDGET, ROM_BLOCK_BITS, check_io, default_folding, pack_wo
 from .pe import Lane
 from .requant import Requant, requant_shape
 from .window import _add_mod
+from .winograd_reorder import TileReorder
 
 __all__ = ["WinogradEngine", "winograd_candidates", "winograd_folding", "estimate_winograd_luts", "KIND",
            "LANES"]
@@ -588,67 +589,13 @@ class WinogradEngine(wiring.Component):
             m.d.sync += [y_busy.eq(1), kf.eq(0), y_g.eq(m_g)]
 
         # ---------------------------------------------------------------- output reorder
-        ob = self.out_elem.width
-        xb, gb = max(1, _bits(2 * TW)), _bits(G)
-        m.submodules.obuf = omem = Memory(shape=unsigned(pe * ob), depth=4 << (xb + gb), init=[],
-                                          attrs={"no_rw_check": 1})
-        owp, orp = omem.write_port(), omem.read_port()
-        full = Signal(range(3))
-        wbank, kw, tx_w = Signal(), Signal(2), Signal(range(TW))
-        y_valid, y_sel = rqs[0].y_valid, rqs[0].y_sel
-        wen = Signal()
-        m.d.comb += [ce_out.eq(~(y_valid & (full == 2))), wen.eq(y_valid & (full != 2))]
-        xw = Signal(xb)  # the column 2*tx + b, in a field of xb bits (as the reader's)
-        m.d.comb += xw.eq(Cat(kw[0], tx_w))
-        m.d.comb += [owp.addr.eq(Cat(y_sel, xw, kw[1], wbank) if gb else Cat(xw, kw[1], wbank)),
-                     owp.data.eq(Cat(*(r.y for r in rqs))), owp.en.eq(wen)]
-        row_written = Signal()
-        with m.If(wen):
-            m.d.sync += kw.eq(kw + 1)
-            with m.If((kw == 3) & (y_sel == G - 1)):
-                m.d.sync += tx_w.eq(tx_w + 1)
-                with m.If(tx_w == TW - 1):
-                    m.d.sync += [tx_w.eq(0), wbank.eq(~wbank)]
-                    m.d.comb += row_written.eq(1)
-
-        # Reader: per output pixel, G words (one per group) into the output register.
-        rbank, ra, rx, rt = Signal(), Signal(), Signal(range(OW)), Signal(range(TH))
-        gi, gq = Signal(range(G)), Signal(range(G))
-        dq, waiting = Signal(), Signal()
-        layout = data.ArrayLayout(self.out_elem, self.O)
-        obuf = Signal(layout)
-        ovalid = Signal()
-        m.d.comb += [self.o.valid.eq(ovalid), self.o.payload.eq(obuf)]
-        rxf = Signal(xb)
-        m.d.comb += rxf.eq(rx)
-        m.d.comb += [orp.addr.eq(Cat(gi, rxf, ra, rbank) if gb else Cat(rxf, ra, rbank)),
-                     orp.en.eq(~waiting & (full != 0))]
-        m.d.sync += dq.eq(orp.en)
-        with m.If(orp.en):
-            m.d.sync += [gq.eq(gi), gi.eq(gi + 1)]
-            with m.If(gi == G - 1):
-                m.d.sync += [gi.eq(0), waiting.eq(1)]
-        with m.If(dq):
-            bits = obuf.as_value()
-            if G == 1:
-                m.d.sync += bits.eq(orp.data)
-            else:
-                with m.Switch(gq):
-                    for gg in range(G):
-                        with m.Case(gg):
-                            m.d.sync += bits[gg * pe * ob:(gg + 1) * pe * ob].eq(orp.data)
-            with m.If(gq == G - 1):
-                m.d.sync += ovalid.eq(1)
-        bank_done = Signal()
-        with m.If(ovalid & self.o.ready):
-            m.d.sync += [ovalid.eq(0), waiting.eq(0), rx.eq(rx + 1)]
-            with m.If(rx == OW - 1):
-                m.d.sync += [rx.eq(0), ra.eq(~ra)]
-                last_row = (ra == 1) | (rt == TH - 1) if OH % 2 else ra == 1
-                with m.If(last_row):
-                    m.d.sync += [ra.eq(0), rbank.eq(~rbank), rt.eq(Mux(rt == TH - 1, 0, rt + 1))]
-                    m.d.comb += bank_done.eq(1)
-        m.d.sync += full.eq(full + row_written - bank_done)
+        m.submodules.reorder = reorder = TileReorder(out_elem=self.out_elem, pe=pe, groups=G,
+                                                     tiles=(TH, TW), out_hw=(OH, OW))
+        y_valid = rqs[0].y_valid
+        m.d.comb += [reorder.y.eq(Cat(*(r.y for r in rqs))), reorder.y_valid.eq(y_valid),
+                     reorder.y_group.eq(rqs[0].y_sel),
+                     ce_out.eq(~y_valid | reorder.y_ready)]
+        wiring.connect(m, reorder.o, wiring.flipped(self.o))
         return m
 
 
