@@ -18,7 +18,8 @@ def run(dut: TileReorder, tiles: np.ndarray, rng, p_gap=0.1, p_stall=0.8):
     oh, ow = dut.out_hw
     width = dut.out_elem.width
     mask = (1 << width) - 1
-    steps = [(gg, sum((int(v) & mask) << (p * width) for p, v in enumerate(tiles[n, ty, tx, gg, k])))
+    steps = [(gg, sum((int(v) & mask) << (p * width)
+                      for p, v in enumerate(tiles[n, ty, tx, gg, k])))
              for n in range(tiles.shape[0]) for ty in range(tiles.shape[1])
              for tx in range(tiles.shape[2]) for gg in range(g) for k in range(4)]
     beats = tiles.shape[0] * oh * ow

@@ -502,13 +502,14 @@ class WinogradEngine(wiring.Component):
         m.d.comb += next_r.eq(lane_r + 1)
         m.d.comb += [rrp.addr.eq(Mux(latch, Cat(Const(0, 2), widx1), Cat(next_r, lane_widx))), rrp.en.eq(ce)]
 
-        tv, tr = Signal(), Signal(2)
-        tfirst, tlast, tg = Signal(), Signal(), Signal.like(g)
+        terms_valid, terms_row = Signal(), Signal(2)
+        terms_first, terms_last, terms_group = Signal(), Signal(), Signal.like(g)
         with m.If(ce):
-            m.d.sync += [tv.eq(lane_on), tr.eq(lane_r), tfirst.eq(lane_first), tlast.eq(lane_last), tg.eq(lane_g)]
+            m.d.sync += [terms_valid.eq(lane_on), terms_row.eq(lane_r), terms_first.eq(lane_first),
+                         terms_last.eq(lane_last), terms_group.eq(lane_g)]
         m_done, m_g = Signal(), Signal.like(g)
         with m.If(ce):
-            m.d.sync += [m_done.eq(tv & tlast & (tr == 3)), m_g.eq(tg)]
+            m.d.sync += [m_done.eq(terms_valid & terms_last & (terms_row == 3)), m_g.eq(terms_group)]
 
         # ---------------------------------------------------------------- output transform
         # Linear, so it is applied to every row of terms as it comes and the four outputs are
@@ -537,7 +538,7 @@ class WinogradEngine(wiring.Component):
                     # acc ± (s << k) or acc + 0 by the row's coefficient, as one adder: the
                     # negation is ~s with the carry in (no subtractor, no mux of ±s).
                     neg, nz, sh = Signal(name=f"neg{p}_{aa}{bb}"), Signal(name=f"nz{p}_{aa}{bb}"), Signal(range(2))
-                    with m.Switch(tr):
+                    with m.Switch(terms_row):
                         for i in range(4):
                             with m.Case(i):
                                 c_ = int(at[aa, i])
@@ -550,12 +551,12 @@ class WinogradEngine(wiring.Component):
                     ext = Signal(Shape(width, True), name=f"sx{p}_{aa}{bb}")
                     term = Signal(Shape(width, True), name=f"inc{p}_{aa}{bb}")
                     m.d.comb += [ext.eq(scaled), term.eq(Mux(nz, Mux(neg, ~ext, ext), 0))]
-                    with m.If(ce & tv):
-                        m.d.sync += acc.eq(Mux(tfirst & (tr == 0), 0, acc) + term + (nz & neg))
+                    with m.If(ce & terms_valid):
+                        m.d.sync += acc.eq(Mux(terms_first & (terms_row == 0), 0, acc) + term + (nz & neg))
                     ys.append(acc)
             y_accs.append(ys)
 
-        y_busy, kf = Signal(), Signal(2)
+        y_busy, rq_k = Signal(), Signal(2)  # rq_k: the tile value in the requantizers
         y_g = Signal.like(g)
         y_free, take_rq = Signal(), Signal()
         y_range = self.y_range
@@ -572,21 +573,21 @@ class WinogradEngine(wiring.Component):
             r = Requant(self.requant, [gg * pe + p for gg in range(G)], y_range, negate=True, slots=self.rq_slots)
             m.submodules[f"rq{p}"] = r
             xsel = Signal(elem_shape(*y_range), name=f"rqx{p}")
-            with m.Switch(kf):
+            with m.Switch(rq_k):
                 for k in range(4):
                     with m.Case(k):
                         m.d.comb += xsel.eq(y_hold[p][k])
             m.d.comb += [r.en.eq(ce_out), r.valid.eq(y_busy), r.x.eq(xsel), r.sel.eq(y_g)]
             rqs.append(r)
         m.d.comb += [take_rq.eq(ce_out & y_busy & rqs[0].ready),
-                     y_free.eq(~y_busy | (take_rq & (kf == 3))),
+                     y_free.eq(~y_busy | (take_rq & (rq_k == 3))),
                      ce.eq(ce_out & ~(m_done & ~y_free))]
         with m.If(take_rq):
-            m.d.sync += kf.eq(kf + 1)
-            with m.If(kf == 3):
+            m.d.sync += rq_k.eq(rq_k + 1)
+            with m.If(rq_k == 3):
                 m.d.sync += y_busy.eq(0)
         with m.If(ce & m_done):
-            m.d.sync += [y_busy.eq(1), kf.eq(0), y_g.eq(m_g)]
+            m.d.sync += [y_busy.eq(1), rq_k.eq(0), y_g.eq(m_g)]
 
         # ---------------------------------------------------------------- output reorder
         m.submodules.reorder = reorder = TileReorder(out_elem=self.out_elem, pe=pe, groups=G,
