@@ -15,6 +15,7 @@ from .conv import LUT_BUDGET, ROM_BLOCK_BITS, check_io, choose_folding, pack_wor
 from .pe import Lane
 from .requant import Requant, requant_shape
 from .window import _add_mod
+from .winograd_reorder import TileReorder
 
 __all__ = ["WinogradEngine", "winograd_candidates", "winograd_folding", "estimate_winograd_luts", "KIND",
            "LANES"]
@@ -501,13 +502,14 @@ class WinogradEngine(wiring.Component):
         m.d.comb += next_r.eq(lane_r + 1)
         m.d.comb += [rrp.addr.eq(Mux(latch, Cat(Const(0, 2), widx1), Cat(next_r, lane_widx))), rrp.en.eq(ce)]
 
-        tv, tr = Signal(), Signal(2)
-        tfirst, tlast, tg = Signal(), Signal(), Signal.like(g)
+        terms_valid, terms_row = Signal(), Signal(2)
+        terms_first, terms_last, terms_group = Signal(), Signal(), Signal.like(g)
         with m.If(ce):
-            m.d.sync += [tv.eq(lane_on), tr.eq(lane_r), tfirst.eq(lane_first), tlast.eq(lane_last), tg.eq(lane_g)]
+            m.d.sync += [terms_valid.eq(lane_on), terms_row.eq(lane_r), terms_first.eq(lane_first),
+                         terms_last.eq(lane_last), terms_group.eq(lane_g)]
         m_done, m_g = Signal(), Signal.like(g)
         with m.If(ce):
-            m.d.sync += [m_done.eq(tv & tlast & (tr == 3)), m_g.eq(tg)]
+            m.d.sync += [m_done.eq(terms_valid & terms_last & (terms_row == 3)), m_g.eq(terms_group)]
 
         # ---------------------------------------------------------------- output transform
         # Linear, so it is applied to every row of terms as it comes and the four outputs are
@@ -536,7 +538,7 @@ class WinogradEngine(wiring.Component):
                     # acc ± (s << k) or acc + 0 by the row's coefficient, as one adder: the
                     # negation is ~s with the carry in (no subtractor, no mux of ±s).
                     neg, nz, sh = Signal(name=f"neg{p}_{aa}{bb}"), Signal(name=f"nz{p}_{aa}{bb}"), Signal(range(2))
-                    with m.Switch(tr):
+                    with m.Switch(terms_row):
                         for i in range(4):
                             with m.Case(i):
                                 c_ = int(at[aa, i])
@@ -549,12 +551,12 @@ class WinogradEngine(wiring.Component):
                     ext = Signal(Shape(width, True), name=f"sx{p}_{aa}{bb}")
                     term = Signal(Shape(width, True), name=f"inc{p}_{aa}{bb}")
                     m.d.comb += [ext.eq(scaled), term.eq(Mux(nz, Mux(neg, ~ext, ext), 0))]
-                    with m.If(ce & tv):
-                        m.d.sync += acc.eq(Mux(tfirst & (tr == 0), 0, acc) + term + (nz & neg))
+                    with m.If(ce & terms_valid):
+                        m.d.sync += acc.eq(Mux(terms_first & (terms_row == 0), 0, acc) + term + (nz & neg))
                     ys.append(acc)
             y_accs.append(ys)
 
-        y_busy, kf = Signal(), Signal(2)
+        y_busy, rq_k = Signal(), Signal(2)  # rq_k: the tile value in the requantizers
         y_g = Signal.like(g)
         y_free, take_rq = Signal(), Signal()
         y_range = self.y_range
@@ -571,84 +573,30 @@ class WinogradEngine(wiring.Component):
             r = Requant(self.requant, [gg * pe + p for gg in range(G)], y_range, negate=True, slots=self.rq_slots)
             m.submodules[f"rq{p}"] = r
             xsel = Signal(elem_shape(*y_range), name=f"rqx{p}")
-            with m.Switch(kf):
+            with m.Switch(rq_k):
                 for k in range(4):
                     with m.Case(k):
                         m.d.comb += xsel.eq(y_hold[p][k])
             m.d.comb += [r.en.eq(ce_out), r.valid.eq(y_busy), r.x.eq(xsel), r.sel.eq(y_g)]
             rqs.append(r)
         m.d.comb += [take_rq.eq(ce_out & y_busy & rqs[0].ready),
-                     y_free.eq(~y_busy | (take_rq & (kf == 3))),
+                     y_free.eq(~y_busy | (take_rq & (rq_k == 3))),
                      ce.eq(ce_out & ~(m_done & ~y_free))]
         with m.If(take_rq):
-            m.d.sync += kf.eq(kf + 1)
-            with m.If(kf == 3):
+            m.d.sync += rq_k.eq(rq_k + 1)
+            with m.If(rq_k == 3):
                 m.d.sync += y_busy.eq(0)
         with m.If(ce & m_done):
-            m.d.sync += [y_busy.eq(1), kf.eq(0), y_g.eq(m_g)]
+            m.d.sync += [y_busy.eq(1), rq_k.eq(0), y_g.eq(m_g)]
 
         # ---------------------------------------------------------------- output reorder
-        ob = self.out_elem.width
-        xb, gb = max(1, _bits(2 * TW)), _bits(G)
-        m.submodules.obuf = omem = Memory(shape=unsigned(pe * ob), depth=4 << (xb + gb), init=[],
-                                          attrs={"no_rw_check": 1})
-        owp, orp = omem.write_port(), omem.read_port()
-        full = Signal(range(3))
-        wbank, kw, tx_w = Signal(), Signal(2), Signal(range(TW))
-        y_valid, y_sel = rqs[0].y_valid, rqs[0].y_sel
-        wen = Signal()
-        m.d.comb += [ce_out.eq(~(y_valid & (full == 2))), wen.eq(y_valid & (full != 2))]
-        xw = Signal(xb)  # the column 2*tx + b, in a field of xb bits (as the reader's)
-        m.d.comb += xw.eq(Cat(kw[0], tx_w))
-        m.d.comb += [owp.addr.eq(Cat(y_sel, xw, kw[1], wbank) if gb else Cat(xw, kw[1], wbank)),
-                     owp.data.eq(Cat(*(r.y for r in rqs))), owp.en.eq(wen)]
-        row_written = Signal()
-        with m.If(wen):
-            m.d.sync += kw.eq(kw + 1)
-            with m.If((kw == 3) & (y_sel == G - 1)):
-                m.d.sync += tx_w.eq(tx_w + 1)
-                with m.If(tx_w == TW - 1):
-                    m.d.sync += [tx_w.eq(0), wbank.eq(~wbank)]
-                    m.d.comb += row_written.eq(1)
-
-        # Reader: per output pixel, G words (one per group) into the output register.
-        rbank, ra, rx, rt = Signal(), Signal(), Signal(range(OW)), Signal(range(TH))
-        gi, gq = Signal(range(G)), Signal(range(G))
-        dq, waiting = Signal(), Signal()
-        layout = data.ArrayLayout(self.out_elem, self.O)
-        obuf = Signal(layout)
-        ovalid = Signal()
-        m.d.comb += [self.o.valid.eq(ovalid), self.o.payload.eq(obuf)]
-        rxf = Signal(xb)
-        m.d.comb += rxf.eq(rx)
-        m.d.comb += [orp.addr.eq(Cat(gi, rxf, ra, rbank) if gb else Cat(rxf, ra, rbank)),
-                     orp.en.eq(~waiting & (full != 0))]
-        m.d.sync += dq.eq(orp.en)
-        with m.If(orp.en):
-            m.d.sync += [gq.eq(gi), gi.eq(gi + 1)]
-            with m.If(gi == G - 1):
-                m.d.sync += [gi.eq(0), waiting.eq(1)]
-        with m.If(dq):
-            bits = obuf.as_value()
-            if G == 1:
-                m.d.sync += bits.eq(orp.data)
-            else:
-                with m.Switch(gq):
-                    for gg in range(G):
-                        with m.Case(gg):
-                            m.d.sync += bits[gg * pe * ob:(gg + 1) * pe * ob].eq(orp.data)
-            with m.If(gq == G - 1):
-                m.d.sync += ovalid.eq(1)
-        bank_done = Signal()
-        with m.If(ovalid & self.o.ready):
-            m.d.sync += [ovalid.eq(0), waiting.eq(0), rx.eq(rx + 1)]
-            with m.If(rx == OW - 1):
-                m.d.sync += [rx.eq(0), ra.eq(~ra)]
-                last_row = (ra == 1) | (rt == TH - 1) if OH % 2 else ra == 1
-                with m.If(last_row):
-                    m.d.sync += [ra.eq(0), rbank.eq(~rbank), rt.eq(Mux(rt == TH - 1, 0, rt + 1))]
-                    m.d.comb += bank_done.eq(1)
-        m.d.sync += full.eq(full + row_written - bank_done)
+        m.submodules.reorder = reorder = TileReorder(out_elem=self.out_elem, pe=pe, groups=G,
+                                                     tiles=(TH, TW), out_hw=(OH, OW))
+        y_valid = rqs[0].y_valid
+        m.d.comb += [reorder.y.eq(Cat(*(r.y for r in rqs))), reorder.y_valid.eq(y_valid),
+                     reorder.y_group.eq(rqs[0].y_sel),
+                     ce_out.eq(~y_valid | reorder.y_ready)]
+        wiring.connect(m, reorder.o, wiring.flipped(self.o))
         return m
 
 
