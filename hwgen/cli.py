@@ -32,6 +32,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
                                          FileNotFoundError]
     for module, name in (("hwgen.nn.checkpoint", "CheckpointError"), ("hwgen.nn.models", "ConfigError"), ("hwgen.toolchain", "ToolError"),
                          ("hwgen.synth", "SynthError"), ("hwgen.simulate", "SimError"),
+                         ("hwgen.boards", "BoardError"),
                          ("hwgen.compare", "CompareError"), ("hwgen.report", "ReportError"),
                          ("hwgen.energy", "EnergyError"), ("hwgen.sweep", "SweepError")):
         try:
@@ -330,6 +331,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--simulator", choices=["icarus", "verilator"], default="icarus")
     p.add_argument("--images", type=int, default=20)
     p.set_defaults(func=cmd_flow)
+
+    from .boards import add_commands as add_board_commands
+    add_board_commands(sub)
     return parser
 
 

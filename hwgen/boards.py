@@ -1,0 +1,101 @@
+"""The open boards hwgen targets, on ``amaranth-boards`` (issue 16): which platform, device and
+oscillator each has, and which programmer loads its bitstream.
+
+``program`` runs the board's usual programmer the way the board's own amaranth-boards
+``toolchain_program`` does (same tool, same arguments, same environment variable to point at
+it), but on a bitstream file that already exists, and with a one-line error when the tool is
+missing instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .toolchain import ToolError, tool_env
+
+__all__ = ["Board", "BOARDS", "board", "programmer", "program", "BoardError"]
+
+
+class BoardError(ValueError):
+    """An unknown board name or a bitstream that is not there."""
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    platform: str  # "module:Class" in amaranth_boards
+    device: str  # hwgen's device name (hwgen.synth)
+    osc_mhz: float  # the board's oscillator
+    programmer: str  # the programmer's command
+    program_env: str  # the variable amaranth-boards reads to find it
+    program_args: tuple[str, ...]  # its arguments before the bitstream
+    install_hint: str
+
+    def platform_class(self):
+        module, cls = self.platform.split(":")
+        return getattr(importlib.import_module(f"amaranth_boards.{module}"), cls)
+
+
+BOARDS: dict[str, Board] = {b.name: b for b in (
+    Board("icebreaker", "icebreaker:ICEBreakerPlatform", "ice40-up5k", 12.0,
+          "iceprog", "ICEPROG", (), "apt install fpga-icestorm (or the OSS CAD Suite)"),
+    Board("ulx3s", "ulx3s:ULX3S_85F_Platform", "ecp5-85f", 25.0,
+          "openFPGALoader", "OPENFPGALOADER", ("-b", "ulx3s", "-m"),
+          "apt install openfpgaloader"),
+    Board("orangecrab", "orangecrab_r0_2:OrangeCrabR0_2_25FPlatform", "ecp5-25f", 48.0,
+          "dfu-util", "DFU_UTIL", ("-a", "0", "-D"), "apt install dfu-util"),
+)}
+
+
+def board(name: str) -> Board:
+    """The board called ``name``; BoardError naming the known ones otherwise."""
+    try:
+        return BOARDS[name]
+    except KeyError:
+        raise BoardError(f"unknown board {name!r} (known: {', '.join(BOARDS)})") from None
+
+
+def programmer(b: Board, env: dict | None = None) -> str:
+    """Path of ``b``'s programmer (its environment variable first, then PATH); ToolError with
+    the tool's name and how to install it when it is missing."""
+    env = tool_env() if env is None else env
+    path = env.get(b.program_env) or shutil.which(b.programmer, path=env.get("PATH"))
+    if not path:
+        raise ToolError(f"{b.programmer} not found: {b.name} bitstreams are loaded with it; "
+                        f"install it ({b.install_hint}) or set {b.program_env}")
+    return path
+
+
+def program(name: str, bitstream: str | os.PathLike, env: dict | None = None) -> list[str]:
+    """Load ``bitstream`` into board ``name``; returns the command it ran."""
+    b = board(name)
+    path = Path(bitstream)
+    if not path.is_file():
+        raise BoardError(f"no bitstream at {path}")
+    env = tool_env() if env is None else env
+    cmd = [programmer(b, env), *b.program_args, str(path)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr or done.stdout).strip().splitlines()
+        raise ToolError(f"{b.programmer} failed ({done.returncode}): "
+                        f"{last[-1] if last else 'no output'}")
+    return cmd
+
+
+def add_commands(sub) -> None:
+    """The board subcommands of ``hwgen`` (cli.make_parser calls this with its subparsers)."""
+    p = sub.add_parser("program", help="load a bitstream into a board with its usual programmer")
+    p.add_argument("--board", required=True, choices=sorted(BOARDS))
+    p.add_argument("bitstream", help="the bitstream file (.bin for iCE40, .bit for ECP5)")
+    p.set_defaults(func=_cmd_program)
+
+
+def _cmd_program(args) -> int:
+    cmd = program(args.board, args.bitstream)
+    print(f"programmed {args.board}: {' '.join(cmd)}")
+    return 0
