@@ -165,10 +165,10 @@ def run(model: ir.Model, x: np.ndarray, check_ranges: bool = True) -> Result:
         raise ValueError(f"input values outside [{lo}, {hi}] ({model.input_bits}-bit unsigned)")
     x = x.astype(np.int64)
     outs = []
-    ranges = model.value_ranges() if check_ranges else None
+    ranges = model.value_ranges()  # refuses a model whose int64 arithmetic could wrap
     for i, layer in enumerate(model.layers):
         x = execute(layer, x)
-        if ranges is not None and x.size:
+        if check_ranges and x.size:
             r_lo, r_hi = ranges[i]
             if x.min() < r_lo or x.max() > r_hi:
                 raise AssertionError(f"{layer.name}: values [{x.min()}, {x.max()}] outside the derived "

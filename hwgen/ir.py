@@ -83,7 +83,30 @@ def _int_array(name, value, ndim):
         raise ModelError(f"{name}: expected an integer array, got dtype {arr.dtype}")
     if arr.ndim != ndim:
         raise ModelError(f"{name}: expected {ndim} dimensions, got shape {arr.shape}")
+    if arr.size and arr.dtype.kind == "u" and int(arr.max()) > INT64_MAX:
+        raise ModelError(f"{name}: value {int(arr.max())} does not fit int64")
     return arr.astype(np.int64)
+
+
+INT64_MAX = (1 << 63) - 1
+
+
+def _exact(value) -> np.ndarray:
+    """``value`` as an array of Python integers: range derivations on it cannot wrap."""
+    return np.asarray(value).astype(object)
+
+
+def _fits(*bounds) -> None:
+    """Raise ``OverflowError`` unless every bound is inside int64 (``Model`` adds the name)."""
+    for b in bounds:
+        if not -INT64_MAX - 1 <= int(b) <= INT64_MAX:
+            raise OverflowError(int(b))
+
+
+def _mag(coef, lo, hi):
+    """Bound of every partial sum of ``sum_k coef[..., k] * x_k``, ``|x_k| <= max(|lo|, |hi|)``."""
+    bound = np.maximum(np.abs(_exact(lo)), np.abs(_exact(hi)))
+    return np.asarray((np.abs(coef) * bound).sum(axis=-1)).max()
 
 
 @dataclass
@@ -115,15 +138,17 @@ class Layer:
 
 def _l1_range(weight2d: np.ndarray, lo: int, hi: int) -> tuple[int, int]:
     """Interval of ``-sum_k |x_k - w[o, k]|`` over ``x_k in [lo, hi]``, all rows ``o``."""
-    w = weight2d.astype(np.int64)
+    w = _exact(weight2d)
     worst = np.maximum(np.abs(lo - w), np.abs(hi - w)).sum(axis=1)
+    _fits(worst.max(initial=0))
     best = np.where(w < lo, lo - w, np.where(w > hi, w - hi, 0)).sum(axis=1)
     return int(-worst.max()), int(-best.min())
 
 
 def _mac_range(weight2d: np.ndarray, lo: int, hi: int) -> tuple[int, int]:
     """Interval of ``sum_k x_k * w[o, k]`` over ``x_k in [lo, hi]``, all rows ``o``."""
-    w = weight2d.astype(np.int64)
+    w = _exact(weight2d)
+    _fits(_mag(w, lo, hi))
     a, b = w * lo, w * hi
     return int(np.minimum(a, b).sum(axis=1).min()), int(np.maximum(a, b).sum(axis=1).max())
 
@@ -371,6 +396,8 @@ def _small_matrix(name, value, shape) -> np.ndarray:
 
 def _affine_range(coef: np.ndarray, lo, hi):
     """Interval of ``sum_k coef[..., k] * x_k`` with ``x_k in [lo[..., k], hi[..., k]]`` (broadcast)."""
+    coef, lo, hi = _exact(coef), _exact(lo), _exact(hi)
+    _fits(_mag(coef, lo, hi))
     a, b = coef * lo, coef * hi
     return np.minimum(a, b).sum(axis=-1), np.maximum(a, b).sum(axis=-1)
 
@@ -450,8 +477,9 @@ class WinogradAdderConv2d(Layer):
     def lane_range(self, lo, hi) -> tuple[np.ndarray, np.ndarray]:
         """Per output channel and lane ``(O, 4, 4)`` interval of ``M = -sum_c |u - V|``."""
         v_lo, v_hi = self.v_range(lo, hi)
-        u = self.u
+        u = _exact(self.u)
         worst = np.maximum(np.abs(v_lo - u), np.abs(v_hi - u)).sum(axis=1)
+        _fits(worst.max())
         best = np.where(u < v_lo, v_lo - u, np.where(u > v_hi, u - v_hi, 0)).sum(axis=1)
         return -worst, -best
 
@@ -513,7 +541,8 @@ class Requant(Layer):
 
     def sum_range(self, lo, hi) -> tuple[int, int]:
         """Interval of ``x * mult + bias`` before the shift (sizes the hardware's adder)."""
-        m, b = self.mult, self.bias
+        m, b = _exact(self.mult), _exact(self.bias)
+        _fits(*(np.abs(m) * max(abs(lo), abs(hi)) + np.abs(b)))
         a, c = m * lo + b, m * hi + b
         return int(np.minimum(a, c).min()), int(np.maximum(a, c).max())
 
@@ -619,7 +648,12 @@ class Model:
         lo, hi = self.input_range
         out = []
         for layer in self.layers:
-            lo, hi = layer.out_range(lo, hi)
+            try:
+                lo, hi = layer.out_range(lo, hi)
+                _fits(lo, hi)
+            except OverflowError as e:
+                raise ModelError(f"{layer.name}: a derived value ({e}) does not fit int64; "
+                                 "the golden model would wrap") from None
             out.append((int(lo), int(hi)))
         return out
 

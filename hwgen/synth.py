@@ -17,10 +17,12 @@ so the Verilog is copied into the device folder and every path passed to them is
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -219,15 +221,38 @@ def _meaningful_last_line(log: Path) -> str:
     return lines[-1] if lines else "(empty log)"
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGKILL when hwgen dies, however it dies (Linux ``PR_SET_PDEATHSIG``)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 == PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the process group kill below still applies
+        pass
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Kill the tool's own process group (it and anything it started) and reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
 def _run(cmd: list[str], cwd: Path, log: Path, what: str, timeout: float) -> float:
     env = tool_env()
     t0 = time.perf_counter()
     with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=_die_with_parent)
         try:
-            proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, timeout=timeout)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            _kill_group(proc)
             raise SynthError(f"{what} did not finish in {timeout:.0f} s (log: {log})") from None
+        except BaseException:  # Ctrl-C or any error here: the tool dies too (SIGTERM: pdeathsig)
+            _kill_group(proc)
+            raise
     if proc.returncode != 0:
         return -(time.perf_counter() - t0)
     return time.perf_counter() - t0

@@ -73,6 +73,9 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
 
 
+MAX_ABS_WEIGHT = 1e9  # beyond it a float is absurd as a weight, bias or batch-norm statistic
+
+
 def load_checkpoint(path) -> tuple[nn.Module, dict]:
     """Load a checkpoint: ``(model in eval mode, info)``; ``info`` has arch, config, metrics, path.
 
@@ -113,6 +116,11 @@ def load_checkpoint(path) -> tuple[nn.Module, dict]:
             shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
             raise CheckpointError(f"{path}: weights do not fit architecture {arch!r}: {key} is {shape}, "
                                   f"expected {tuple(expected[key].shape)}")
+        if tensor.is_floating_point() and tensor.numel():
+            worst = tensor.detach().abs().max().item()  # NaN propagates through max
+            if not worst <= MAX_ABS_WEIGHT:
+                raise CheckpointError(f"{path}: {key} holds {worst:g}; weights must be finite "
+                                      f"and at most {MAX_ABS_WEIGHT:g} in magnitude")
     model.load_state_dict(state)
     model.eval()
     info = {"arch": arch, "config": config, "metrics": dict(doc.get("metrics", {})), "path": str(path)}
