@@ -102,7 +102,9 @@ def build(model: ir.Model, out_dir: str | os.PathLike, device: str | None = None
     if out_dir.exists() and not out_dir.is_dir():
         raise BuildError(f"{out_dir} exists and is not a folder")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.building-"))
+    _clean_stale(out_dir)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent,
+                                prefix=f".{out_dir.name}.building-{os.getpid()}-"))
     try:
         t0 = time.perf_counter()
         model.save(tmp)
@@ -120,6 +122,24 @@ def build(model: ir.Model, out_dir: str | os.PathLike, device: str | None = None
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def _clean_stale(out_dir: Path) -> None:
+    """Remove ``out_dir``'s temporary folders left by builds whose process is gone (killed)."""
+    for p in out_dir.parent.glob(f".{out_dir.name}.building-*"):
+        pid = p.name[len(f".{out_dir.name}.building-"):].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
 
 
 def _swap_into_place(new: Path, target: Path) -> None:

@@ -53,3 +53,20 @@ def test_tool_dies_with_hwgen(tmp_path, sig):
     else:
         os.kill(tool, signal.SIGKILL)
         pytest.fail(f"the tool outlived hwgen killed by {sig.name}")
+
+
+def test_stale_build_folders_of_dead_builds_are_cleaned(tmp_path):
+    from hwgen import flow
+    from hwgen.hw.top import random_digits_model
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "b"
+    stale = tmp_path / f".b.building-{dead.pid}-x1"
+    live = tmp_path / f".b.building-{os.getpid()}-x2"  # a build still running: kept
+    other = tmp_path / f".c.building-{dead.pid}-x3"    # another build folder's: not ours
+    for p in (stale, live, other):
+        p.mkdir()
+    flow.build(random_digits_model(), out)
+    assert (out / "manifest.json").is_file()
+    assert not stale.exists() and live.exists() and other.exists()
