@@ -57,7 +57,7 @@ def test_tool_dies_with_hwgen(tmp_path, sig):
 
 def test_stale_build_folders_of_dead_builds_are_cleaned(tmp_path):
     from hwgen import flow
-    from hwgen.hw.top import random_digits_model
+    from hwgen.testmodels import random_digits_model
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
