@@ -90,11 +90,15 @@ class Dataset:
                 "input_shape": list(self.input_shape), "classes": list(self.classes),
                 "sha256": self.sha256}
 
-    def check_model(self, input_shape, num_classes: int, what: str = "the model") -> None:
-        """Raise :class:`DataError` unless images and labels fit a model of that shape."""
+    def check_model(self, input_shape, num_classes: int, what: str = "the model", *,
+                    labels: bool = True) -> None:
+        """Raise :class:`DataError` unless images (and, with ``labels``, labels) fit a model of
+        that shape."""
         if tuple(input_shape) != self.input_shape:
             raise DataError(f"data set {self.name!r} has {_shape(self.input_shape)} images, "
                             f"{what} takes {_shape(input_shape)}")
+        if not labels:
+            return
         top = int(max(self.y_train.max(initial=0), self.y_test.max(initial=0)))
         if top >= num_classes:
             raise DataError(f"data set {self.name!r} has label {top}, {what} has "
