@@ -114,12 +114,18 @@ class Layer:
         return {f: getattr(self, f) for f in self.array_fields}
 
 
+def abs_diff_range(w, lo, hi) -> tuple[np.ndarray, np.ndarray]:
+    """The one l1 range rule: elementwise interval ``(min, max)`` of ``|x - w|`` over ``x`` in
+    ``[lo, hi]`` (arrays broadcast)."""
+    w = np.asarray(w, dtype=np.int64)
+    return (np.where(w < lo, lo - w, np.where(w > hi, w - hi, 0)),
+            np.maximum(np.abs(lo - w), np.abs(hi - w)))
+
+
 def _l1_range(weight2d: np.ndarray, lo: int, hi: int) -> tuple[int, int]:
     """Interval of ``-sum_k |x_k - w[o, k]|`` over ``x_k in [lo, hi]``, all rows ``o``."""
-    w = weight2d.astype(np.int64)
-    worst = np.maximum(np.abs(lo - w), np.abs(hi - w)).sum(axis=1)
-    best = np.where(w < lo, lo - w, np.where(w > hi, w - hi, 0)).sum(axis=1)
-    return int(-worst.max()), int(-best.min())
+    best, worst = abs_diff_range(weight2d, lo, hi)
+    return int(-worst.sum(axis=1).max()), int(-best.sum(axis=1).min())
 
 
 def _mac_range(weight2d: np.ndarray, lo: int, hi: int) -> tuple[int, int]:
@@ -451,10 +457,8 @@ class WinogradAdderConv2d(Layer):
     def lane_range(self, lo, hi) -> tuple[np.ndarray, np.ndarray]:
         """Per output channel and lane ``(O, 4, 4)`` interval of ``M = -sum_c |u - V|``."""
         v_lo, v_hi = self.v_range(lo, hi)
-        u = self.u
-        worst = np.maximum(np.abs(v_lo - u), np.abs(v_hi - u)).sum(axis=1)
-        best = np.where(u < v_lo, v_lo - u, np.where(u > v_hi, u - v_hi, 0)).sum(axis=1)
-        return -worst, -best
+        best, worst = abs_diff_range(self.u, v_lo, v_hi)
+        return -worst.sum(axis=1), -best.sum(axis=1)
 
     def out_range(self, lo, hi):
         m_lo, m_hi = self.lane_range(lo, hi)
