@@ -68,6 +68,26 @@ def csd(value: int) -> list[tuple[int, int]]:
     return terms
 
 
+def csd_round(value: int, max_terms: int) -> int:
+    """The integer nearest to ``value`` whose canonical signed-digit form has <= ``max_terms`` digits.
+
+    Ties go to the smaller magnitude.  ``max_terms`` must be >= 1.
+    """
+    if max_terms < 1:
+        raise ValueError(f"requant_terms must be >= 1, got {max_terms}")
+    value = int(value)
+    if len(csd(value)) <= max_terms:
+        return value
+    sign = -1 if value < 0 else 1
+    mag = abs(value)
+    d = 1
+    while True:
+        for cand in (mag - d, mag + d):
+            if cand >= 0 and len(csd(cand)) <= max_terms:
+                return sign * cand
+        d += 1
+
+
 # --------------------------------------------------------------------------- layers
 
 _KINDS: dict[str, type["Layer"]] = {}

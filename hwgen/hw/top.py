@@ -448,12 +448,7 @@ def generate(model: ir.Model, out_dir, folding: dict | None = None, name: str = 
 
 def _csd_near(target: float, max_terms: int = 3) -> int:
     """The integer closest to ``target`` with at most ``max_terms`` canonical signed digits."""
-    t = int(round(target))
-    for d in range(0, 1 << 20):
-        for v in (t - d, t + d):
-            if len(ir.csd(v)) <= max_terms:
-                return v
-    raise AssertionError("unreachable")
+    return ir.csd_round(int(round(target)), max_terms)
 
 
 def _calibrated_requant(name, acc, out_lo, out_hi, *, relu, out_bits, shift=12, negative=True) -> ir.Requant:
