@@ -67,6 +67,26 @@ def csd(value: int) -> list[tuple[int, int]]:
     return terms
 
 
+def csd_round(value: int, max_terms: int) -> int:
+    """The integer nearest to ``value`` whose canonical signed-digit form has <= ``max_terms`` digits.
+
+    Ties go to the smaller magnitude.  ``max_terms`` must be >= 1.
+    """
+    if max_terms < 1:
+        raise ValueError(f"requant_terms must be >= 1, got {max_terms}")
+    value = int(value)
+    if len(csd(value)) <= max_terms:
+        return value
+    sign = -1 if value < 0 else 1
+    mag = abs(value)
+    d = 1
+    while True:
+        for cand in (mag - d, mag + d):
+            if cand >= 0 and len(csd(cand)) <= max_terms:
+                return sign * cand
+        d += 1
+
+
 # --------------------------------------------------------------------------- layers
 
 _KINDS: dict[str, type["Layer"]] = {}
@@ -134,6 +154,14 @@ class Layer:
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {f: getattr(self, f) for f in self.array_fields}
+
+
+def abs_diff_range(w, lo, hi) -> tuple[np.ndarray, np.ndarray]:
+    """The one l1 range rule: elementwise interval ``(min, max)`` of ``|x - w|`` over ``x`` in
+    ``[lo, hi]`` (arrays broadcast)."""
+    w = np.asarray(w, dtype=np.int64)
+    return (np.where(w < lo, lo - w, np.where(w > hi, w - hi, 0)),
+            np.maximum(np.abs(lo - w), np.abs(hi - w)))
 
 
 def _l1_range(weight2d: np.ndarray, lo: int, hi: int) -> tuple[int, int]:

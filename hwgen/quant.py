@@ -86,6 +86,7 @@ import torch
 from torch import nn
 
 from . import golden, ir
+from .ir import csd_round
 from .nn.adder import AdderConv2d, AdderLinear
 from .nn.shift import ShiftConv2d, ShiftLinear
 from .nn.winograd import WinogradAdderConv2d
@@ -94,26 +95,6 @@ __all__ = ["quantize", "quantize_input", "float_reference", "csd_round"]
 
 
 # --------------------------------------------------------------------------- helpers
-
-def csd_round(value: int, max_terms: int) -> int:
-    """The integer nearest to ``value`` whose canonical signed-digit form has <= ``max_terms`` digits.
-
-    Ties go to the smaller magnitude.  ``max_terms`` must be >= 1.
-    """
-    if max_terms < 1:
-        raise ValueError(f"requant_terms must be >= 1, got {max_terms}")
-    value = int(value)
-    if len(ir.csd(value)) <= max_terms:
-        return value
-    sign = -1 if value < 0 else 1
-    mag = abs(value)
-    d = 1
-    while True:
-        for cand in (mag - d, mag + d):
-            if cand >= 0 and len(ir.csd(cand)) <= max_terms:
-                return sign * cand
-        d += 1
-
 
 _ADDER = (AdderConv2d, AdderLinear)
 _SHIFT = (ShiftConv2d, ShiftLinear)

@@ -140,3 +140,12 @@ def test_hand_written_non_power_of_two_is_refused(tmp_path):
     with pytest.raises(ir.ModelError, match=r"layer 0 \(shift_conv2d\): array 'sign' missing from the .npz "
                                             r"\(or give 'weight'\)"):
         ir.Model.load(_write_hand_model(tmp_path / "e", weight_name="wrong"))
+
+
+def test_abs_diff_range_is_the_exact_interval():
+    w = np.array([[-3, 0, 2, 9]])
+    lo, hi = np.array([[-1]]), np.array([[4]])
+    tmin, tmax = ir.abs_diff_range(w, lo, hi)
+    xs = np.arange(-1, 5)[:, None, None]
+    assert (tmin == np.abs(xs - w).min(axis=0)).all()
+    assert (tmax == np.abs(xs - w).max(axis=0)).all()

@@ -134,8 +134,7 @@ def acc_range(op: str, weight: np.ndarray, x_range) -> tuple[int, int]:
     w = weight.reshape(weight.shape[0], -1).astype(np.int64)
     lo, hi = x_range
     if op == "l1":
-        tmin = np.where(w < lo, lo - w, np.where(w > hi, w - hi, 0))
-        tmax = np.maximum(np.abs(lo - w), np.abs(hi - w))
+        tmin, tmax = ir.abs_diff_range(w, lo, hi)
     else:
         a, b = w * lo, w * hi
         tmin, tmax = np.minimum(a, b), np.maximum(a, b)

@@ -273,8 +273,7 @@ class WinogradEngine(wiring.Component):
                            (int(u[..., l].min()), int(u[..., l].max()))) for l in range(LANES)]
         # Output accumulators Y[a, b] = Σ_{c, i, l} at[a, i] at[b, l] |u[o, c, i, l] - V[i, l]|:
         # every partial sum (any order) lies in the subset-sum bound of its terms' intervals.
-        tmin = np.where(u < v_lo, v_lo - u, np.where(u > v_hi, u - v_hi, 0))     # (O, C, 4, 4)
-        tmax = np.maximum(np.abs(v_lo - u), np.abs(v_hi - u))
+        tmin, tmax = ir.abs_diff_range(u, v_lo, v_hi)                             # (O, C, 4, 4)
         self.y_acc_ranges = [[None] * 2 for _ in range(2)]
         for a in range(2):
             for b in range(2):
