@@ -739,22 +739,3 @@ def format_energy(ops: dict | None = None, fpga: dict | None = None) -> str:
             lines.append(f"  {r['engine']:<12} activity {r['activity']:.3f}, {r['cells']:.0f} cells, "
                          f"{_pj(r['pj'])}")
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    import argparse
-    import sys
-
-    ap = argparse.ArgumentParser(description="Energy estimates of a build folder")
-    ap.add_argument("build_dir")
-    ap.add_argument("--device", default="ice40-up5k")
-    ap.add_argument("--vcd", default=None)
-    a = ap.parse_args()
-    try:
-        model = ir.Model.load(a.build_dir)
-        o = op_energy(model)
-        f = fpga_energy(a.build_dir, a.device, a.vcd) if (Path(a.build_dir) / "synth" / a.device).is_dir() else None
-    except (EnergyError, ir.ModelError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    print(format_energy(o, f))

@@ -564,21 +564,3 @@ def write_report(out_dir, builds, device: str | None = None, title: str | None =
     atomic_write(out / "report.md", lambda fh: fh.write(_markdown(doc, tables, figs)))
     atomic_write(out / "report.html", lambda fh: fh.write(_html(doc, tables, figs)))
     return merged
-
-
-if __name__ == "__main__":
-    import argparse
-    import sys
-
-    ap = argparse.ArgumentParser(description="Write report.json/.md/.html for one or more build folders")
-    ap.add_argument("builds", nargs="+")
-    ap.add_argument("--out", default=None, help="default: the (first) build folder")
-    ap.add_argument("--device", default=None)
-    a = ap.parse_args()
-    try:
-        d = write_report(a.out or a.builds[0], a.builds if len(a.builds) > 1 else a.builds[0], device=a.device)
-    except (ReportError, energy.EnergyError, ir.ModelError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    print(f"wrote {Path(a.out or a.builds[0]) / 'report.html'} ({len(d['variants'])} variants, "
-          f"{len(d['figures'])} figures)")

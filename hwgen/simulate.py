@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -203,23 +202,3 @@ def format_summary(s: dict) -> str:
     for m in s["mismatches"][:5]:
         lines.append(f"  image {m['index']}: expected {m['expected']}, got {m['got']}")
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    import argparse
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("build_dir")
-    ap.add_argument("--simulator", default="icarus", choices=SIMULATORS)
-    ap.add_argument("--images", type=int, default=16)
-    ap.add_argument("--backpressure", action="store_true")
-    ap.add_argument("--waves", action="store_true")
-    ap.add_argument("--seed", type=int, default=0)
-    a = ap.parse_args()
-    try:
-        res = simulate(a.build_dir, a.simulator, a.images, a.backpressure, a.waves, a.seed)
-    except SimulationError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    print(format_summary(res))
-    sys.exit(res["status"])

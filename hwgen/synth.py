@@ -427,23 +427,3 @@ def _merge_report(path: Path, device_name: str, report: dict) -> None:
                                       "modules")}
     doc.setdefault("synth", {})[device_name] = summary
     atomic_write_json(path, doc)
-
-
-if __name__ == "__main__":
-    import argparse
-    import sys
-
-    ap = argparse.ArgumentParser(description="Synthesize a build folder")
-    ap.add_argument("build_dir")
-    ap.add_argument("--device", default="ice40-up5k", choices=list(DEVICES))
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--freq", type=float, default=None)
-    ap.add_argument("--abc9", action="store_true", help="(the default in Yosys 0.70)")
-    ap.add_argument("--no-dsp", action="store_true")
-    a = ap.parse_args()
-    try:
-        rep = synthesize(a.build_dir, a.device, a.seed, a.freq, a.abc9, not a.no_dsp)
-    except SynthError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    print(format_summary(rep))

@@ -233,7 +233,3 @@ def print_doctor(rows: list[DoctorRow] | None = None, console=None) -> bool:
     rows = doctor() if rows is None else rows
     (console or Console()).print(doctor_table(rows))
     return all(r.ok for r in rows)
-
-
-if __name__ == "__main__":
-    sys.exit(0 if print_doctor() else 1)
