@@ -62,6 +62,7 @@ from pathlib import Path
 import numpy as np
 
 from . import ir
+from .errors import HwgenError
 
 __all__ = [
     "EnergyError", "EnergyTable", "HOROWITZ_45NM", "OP_TYPES", "Op",
@@ -73,7 +74,7 @@ __all__ = [
 OP_TYPES = ("add", "absdiff", "shift", "mult", "compare")
 
 
-class EnergyError(ValueError):
+class EnergyError(HwgenError, ValueError):
     """An energy estimate that cannot be made (missing report or waveform); one line."""
 
 

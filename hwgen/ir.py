@@ -20,13 +20,14 @@ from typing import ClassVar
 
 import numpy as np
 
+from .errors import HwgenError
 from .util import atomic_write
 
 FORMAT = "hwgen-integer-model"
 FORMAT_VERSION = 1
 
 
-class ModelError(ValueError):
+class ModelError(HwgenError, ValueError):
     """An integer model that is malformed, inconsistent or unsupported."""
 
 
