@@ -62,6 +62,7 @@ from pathlib import Path
 import numpy as np
 
 from . import ir
+from .buildfolder import BuildFolder
 from .errors import HwgenError
 
 __all__ = [
@@ -582,12 +583,12 @@ def _read_json(path: Path, what: str) -> dict:
 
 def _find_vcd(build: Path) -> Path:
     for sim in ("verilator", "icarus"):
-        f = build / f"sim_{sim}.json"
+        f = BuildFolder(build).sim_summary(sim)
         if f.is_file():
             waves = json.loads(f.read_text()).get("waves")
             if waves and Path(waves).suffix == ".vcd" and Path(waves).is_file():
                 return Path(waves)
-    found = sorted(build.glob("sim/*/*.vcd"))
+    found = sorted(BuildFolder(build).sim_dir("*").glob("*.vcd"))
     if found:
         return found[0]
     raise EnergyError(f"{build}: no VCD waveform; run `hwgen sim {build} --simulator verilator --waves` first")
@@ -602,8 +603,9 @@ def fpga_energy(build_dir, device: str, vcd=None, coefficients: DeviceCoefficien
     the steady state, ``cycles_per_image`` (manifest) cycles at the reported Fmax.
     """
     build = Path(build_dir)
-    manifest = _read_json(build / "manifest.json", f"{build}: not an hwgen build folder (no manifest.json)")
-    synth_file = build / "synth" / device / "report.json"
+    folder = BuildFolder(build)
+    manifest = _read_json(folder.manifest_file, f"{build}: not an hwgen build folder (no {folder.MANIFEST})")
+    synth_file = folder.synth_report(device)
     synth = _read_json(synth_file, f"{build}: no synthesis report for {device}; run `hwgen synth {build} "
                                    f"--device {device}` first")
     family = synth.get("family") or ("ice40" if device.startswith("ice40") else "ecp5")
@@ -638,7 +640,7 @@ def fpga_energy(build_dir, device: str, vcd=None, coefficients: DeviceCoefficien
         raise EnergyError(f"{synth_file}: no Fmax reported")
     cycles_img = float(manifest.get("cycles_per_image") or run_cycles)
     t_img = cycles_img / (fmax * 1e6)
-    summary = _read_json(build / "report.json", "") if (build / "report.json").is_file() else {}
+    summary = _read_json(folder.summary, "") if folder.summary.is_file() else {}
     modules = (summary.get("synth", {}).get(device, {}) or {}).get("modules") or synth.get("modules")
     total_bits = sum(d["bits"] for d in per_engine.values()) or 1.0
     brams_of: dict[str, float] = {}
@@ -688,15 +690,15 @@ def fpga_energy(build_dir, device: str, vcd=None, coefficients: DeviceCoefficien
         r["pj"] = r["logic_pj"] + r["bram_pj"] + r["shared_pj"]
     shared += bram_j
     total = dyn_logic_total + shared
-    sim_json = next((build / f"sim_{s}.json" for s in ("verilator", "icarus")
-                     if (build / f"sim_{s}.json").is_file()), None)
+    sim_json = next((folder.sim_summary(s) for s in ("verilator", "icarus")
+                     if folder.sim_summary(s).is_file()), None)
     return {
         "estimate": True,
         "method": "switching activity (VCD toggles) × utilization × per-device coefficients, plus static "
                   "power × time per image at Fmax; glitches, I/O and configuration power not modelled",
         "device": device, "family": family,
         "coefficients": coef.to_json(),
-        "inputs": {"vcd": str(vcd_path), "synth_report": str(synth_file), "manifest": str(build / "manifest.json"),
+        "inputs": {"vcd": str(vcd_path), "synth_report": str(synth_file), "manifest": str(folder.manifest_file),
                    "sim_report": str(sim_json) if sim_json else None, "cells": cells_src},
         "run_cycles": run_cycles, "cycles_per_image": cycles_img, "fmax_mhz": fmax,
         "time_per_image_s": t_img, "logic_cells": logic_cells,

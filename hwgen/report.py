@@ -83,6 +83,7 @@ from pathlib import Path
 import numpy as np
 
 from . import energy, ir
+from .buildfolder import BuildFolder
 from .errors import HwgenError
 from .util import atomic_write, atomic_write_json
 
@@ -112,32 +113,33 @@ def _load(path: Path):
 def collect_build(build_dir, device: str | None = None, name: str | None = None, vcd=None) -> dict:
     """One variant of the report from a build folder (see the schema in the module docstring)."""
     build = Path(build_dir)
-    manifest = _load(build / "manifest.json")
+    folder = BuildFolder(build)
+    manifest = _load(folder.manifest_file)
     if manifest is None:
-        raise ReportError(f"{build} is not an hwgen build folder (no manifest.json); run `hwgen build` first")
+        raise ReportError(f"{build} is not an hwgen build folder (no {folder.MANIFEST}); run `hwgen build` first")
     notes = []
     model = ir.Model.load(build)
     v = {"name": name or model.name, "build_dir": str(build), "notes": notes}
 
     v["accuracy"] = {"value": manifest.get("golden_accuracy"), "images": None,
-                     "source": f"{build / 'manifest.json'}: golden_accuracy (golden model on the "
+                     "source": f"{folder.manifest_file}: golden_accuracy (golden model on the "
                                f"{manifest.get('data', {}).get('name', 'digits')} test set; "
                                f"the hardware is bit-exact with it, see the sim report)"}
     try:
-        with np.load(build / "vectors.npz", allow_pickle=False) as vec:
+        with np.load(folder.vectors, allow_pickle=False) as vec:
             v["accuracy"]["images"] = int(len(vec["labels"]))
     except (OSError, KeyError, ValueError):
         pass
     v["sim_accuracy"] = None
     for sim in ("verilator", "icarus"):
-        s = _load(build / f"sim_{sim}.json")
+        s = _load(folder.sim_summary(sim))
         if s:
             v["sim_accuracy"] = {"value": s.get("accuracy"), "images": s.get("images"), "simulator": sim,
                                  "mismatches": len(s.get("mismatches", [])),
-                                 "source": f"{build / f'sim_{sim}.json'}: accuracy, images, mismatches"}
+                                 "source": f"{folder.sim_summary(sim)}: accuracy, images, mismatches"}
             break
 
-    summary = _load(build / "report.json") or {}
+    summary = _load(folder.summary) or {}
     devices = sorted((summary.get("synth") or {}).keys())
     # The build's own target first (the device `hwgen build --device` recorded), else any.
     dev = device or (manifest.get("device") if manifest.get("device") in devices else None) \
@@ -228,8 +230,8 @@ def winograd_vs_direct(direct: dict, winograd: dict) -> dict | None:
         return None
     ddir = direct.get("build_dir")
     dconvs = [l.name for l in ir.Model.load(ddir).layers if l.kind == "adder_conv2d"] if ddir else None
-    mans = {"direct": (_load(Path(ddir) / "manifest.json") or {}) if ddir else {},
-            "winograd": _load(Path(wdir) / "manifest.json") or {}}
+    mans = {"direct": (_load(BuildFolder(ddir).manifest_file) or {}) if ddir else {},
+            "winograd": _load(BuildFolder(wdir).manifest_file) or {}}
     engines = {side: {e.get("name"): e for e in man.get("engines", [])} for side, man in mans.items()}
 
     def engine_figures(side, name):

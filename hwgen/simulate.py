@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import time
 from pathlib import Path
 
+from .buildfolder import BuildFolder
 from .errors import HwgenError
 from .toolchain import ToolError, require, tool_env
 from .util import atomic_write_json
+
+log = logging.getLogger(__name__)
 
 SIMULATORS = ("icarus", "verilator")
 TEST_MODULE = "hwgen.sim.testbench"
@@ -75,16 +79,14 @@ def _IcarusVCD():
     return IcarusVCD()
 
 
-def _check_build_dir(build: Path) -> dict:
-    from .flow import read_manifest
-
-    manifest = read_manifest(build)
-    for name in ("model.json", "model.npz", "vectors.npz"):
-        if not (build / name).is_file():
-            raise SimulationError(f"{build}: {name} missing; run `hwgen build` again")
-    verilog = build / manifest.get("verilog", "hwgen_top.v")
+def _check_build_dir(folder: BuildFolder) -> dict:
+    manifest = folder.manifest()
+    for path in (folder.model, folder.path / folder.MODEL_ARRAYS, folder.vectors):
+        if not path.is_file():
+            raise SimulationError(f"{folder.path}: {path.name} missing; run `hwgen build` again")
+    verilog = folder.verilog(manifest)
     if not verilog.is_file():
-        raise SimulationError(f"{build}: {verilog.name} missing; run `hwgen build` first")
+        raise SimulationError(f"{folder.path}: {verilog.name} missing; run `hwgen build` first")
     return manifest
 
 
@@ -101,7 +103,8 @@ def simulate(build_dir, simulator: str = "icarus", images: int | None = 16, back
     if simulator not in SIMULATORS:
         raise SimulationError(f"unknown simulator {simulator!r}; pick one of {', '.join(SIMULATORS)}")
     build = Path(build_dir).resolve()
-    manifest = _check_build_dir(build)
+    folder = BuildFolder(build)
+    manifest = _check_build_dir(folder)
     try:
         if simulator == "icarus":
             require("iverilog")
@@ -112,8 +115,8 @@ def simulate(build_dir, simulator: str = "icarus", images: int | None = 16, back
         raise SimulationError(str(e)) from None
 
     top = manifest.get("top", "hwgen_top")
-    verilog = build / manifest.get("verilog", "hwgen_top.v")
-    sim_dir = build / "sim" / simulator
+    verilog = folder.verilog(manifest)
+    sim_dir = folder.sim_dir(simulator)
     sim_dir.mkdir(parents=True, exist_ok=True)
     result_file = sim_dir / "testbench_result.json"
     result_file.unlink(missing_ok=True)
@@ -150,6 +153,7 @@ def simulate(build_dir, simulator: str = "icarus", images: int | None = 16, back
     t0 = time.perf_counter()
     with _environ(env):
         runner = _IcarusVCD() if simulator == "icarus" else get_runner(simulator)
+        log.info("compiling %s with %s (log: %s)", verilog.name, simulator, build_log)
         try:
             runner.build(sources=[verilog], hdl_toplevel=top, build_dir=sim_dir, timescale=("1ns", "1ps"),
                          build_args=build_args, waves=waves, always=simulator == "icarus", log_file=None if verbose else build_log)
@@ -157,6 +161,8 @@ def simulate(build_dir, simulator: str = "icarus", images: int | None = 16, back
             raise SimulationError(f"{simulator} could not compile {verilog.name}: {_last_line(build_log) or e} "
                                   f"(log: {build_log})") from None
         t1 = time.perf_counter()
+        log.info("streaming %s images through %s (log: %s)", images if images is not None else "all",
+                 top, test_log)
         try:
             runner.test(test_module=TEST_MODULE, hdl_toplevel=top, build_dir=sim_dir, test_dir=sim_dir,
                         extra_env=extra_env, waves=waves, seed=seed, timescale=("1ns", "1ps"),
@@ -185,7 +191,7 @@ def simulate(build_dir, simulator: str = "icarus", images: int | None = 16, back
     })
     if waves:
         summary["waves"] = str(next(iter(sorted(sim_dir.glob("*.fst")) + sorted(sim_dir.glob("*.vcd"))), ""))
-    atomic_write_json(build / f"sim_{simulator}.json", summary)
+    atomic_write_json(folder.sim_summary(simulator), summary)
     return summary
 
 

@@ -164,9 +164,10 @@ def test_cli_folds_winograd_layers_by_pe_and_overlap_only(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads((out / "sim_icarus.json").read_text())["mismatches"] == []
 
-    for fold, text in (("conv1=simd:9", "folding of 'conv1': the Winograd tile engine takes pe"),
-                       ("conv1=weights:const", "folding of 'conv1': the Winograd tile engine takes pe"),
-                       ("dense0=overlap:1", "folding of 'dense0': overlap applies to Winograd-adder layers only")):
+    for fold, text in (("conv1=simd:9", "folding of 'conv1': unknown keys ['simd']; use 'pe', 'overlap'"),
+                       ("conv1=weights:const", "folding of 'conv1': unknown keys ['weights']; use 'pe', "),
+                       ("dense0=overlap:1", "folding of 'dense0': unknown keys ['overlap']; use 'pe', 'simd', "
+                                            "'weights'")):
         bad = tmp_path / "bad"
         assert_user_error(hwgen("build", CHECKPOINT, "--out", bad, "--fold", fold), text)
         assert not bad.exists()

@@ -7,7 +7,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from . import constructing, divisors, ice40_blocks
+from . import constructing, divisors, elem_shape, ice40_blocks
 
 __all__ = ["MaxPoolEngine", "elementwise_max", "row_buffer_attrs", "ROW_BLOCK_BITS"]
 
@@ -104,6 +104,12 @@ class MaxPoolEngine(wiring.Component):
             "i": In(stream.Signature(self.layout)),
             "o": Out(stream.Signature(self.layout)),
         })
+
+    @classmethod
+    def from_spec(cls, spec) -> "MaxPoolEngine":
+        """The engine of a :class:`~hwgen.hw.spec.PoolSpec`, with its ``lanes``."""
+        return cls(spec.in_shape[0], spec.in_shape[1:], spec.size, elem_shape(*spec.in_range),
+                   lanes=spec.folding.lanes)
 
     @staticmethod
     def valid_lanes(channels: int) -> list[int]:

@@ -33,6 +33,7 @@ from cocotb.simtime import get_sim_time
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, with_timeout
 
 from hwgen import golden, ir
+from hwgen.buildfolder import BuildFolder
 
 PERIOD_NS = 10
 
@@ -69,10 +70,10 @@ def pack_pixels(x: np.ndarray, bits: int) -> list[int]:
 
 @cocotb.test()
 async def stream_images(dut):
-    build = Path(os.environ["HWGEN_BUILD_DIR"])
-    manifest = json.loads((build / "manifest.json").read_text())
-    model = ir.Model.load(build)
-    with np.load(build / "vectors.npz", allow_pickle=False) as v:
+    folder = BuildFolder(os.environ["HWGEN_BUILD_DIR"])
+    manifest = folder.manifest()
+    model = ir.Model.load(folder.path)
+    with np.load(folder.vectors, allow_pickle=False) as v:
         x_all, labels_all = v["x"], v["labels"]
     n = min(_env_int("HWGEN_IMAGES", len(x_all)), len(x_all))
     x, labels = x_all[:n], labels_all[:n]
