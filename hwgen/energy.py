@@ -60,6 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import ir
+from .errors import HwgenError
 from .kinds import OP_TYPES, Op
 
 __all__ = [
@@ -69,7 +70,7 @@ __all__ = [
     "vcd_toggles", "fpga_energy", "format_energy",
 ]
 
-class EnergyError(ValueError):
+class EnergyError(HwgenError, ValueError):
     """An energy estimate that cannot be made (missing report or waveform); one line."""
 
 
