@@ -4,11 +4,13 @@
 shift / shift-add versions of a network), gathers what each build's stages wrote, adds the
 energy estimates of :mod:`hwgen.energy`, and writes three files into ``out_dir``:
 
-``report.json``   machine-readable, schema below (merged into an existing file: the ``synth``
-                  summary that :func:`hwgen.synth.synthesize` keeps there survives)
-``report.md``     Markdown tables, every figure with its source
-``report.html``   the same, self-contained: plots are inline base64 PNGs (matplotlib, Agg
-                  backend), no external file, script or style sheet
+=================  ===========================================================================
+``report.json``    machine-readable, schema below (merged into an existing file: the ``synth``
+                   summary that :func:`hwgen.synth.synthesize` keeps there survives)
+``report.md``      Markdown tables, every figure with its source
+``report.html``    the same, self-contained: plots are inline base64 PNGs (matplotlib, Agg
+                   backend), no external file, script or style sheet
+=================  ===========================================================================
 
 Both readable files are rendered from the Jinja2 templates ``hwgen/templates/report.html.j2`` and
 ``report.md.j2`` and read in the same order: the headline first (one figure of LUTs, Fmax,
@@ -657,16 +659,16 @@ def write_report(out_dir, builds, device: str | None = None, title: str | None =
 
     Parameters
     ----------
-    out_dir : path
+    out_dir : str or os.PathLike
         The folder to write into (created if missing); an existing ``report.json`` there is
         merged into, not replaced.
-    builds : path, dict or list of them
+    builds : str, os.PathLike, dict or a list of them
         One build folder, one variant dict, or a list of them (compared variants).
     device : str, optional
         The synthesis device to report (default: the first one each build has).
     title : str, optional
         The report's title (default: the variants' names).
-    vcd : path, optional
+    vcd : str or os.PathLike, optional
         A waveform for the FPGA energy estimate (default: the build's own, if any).
     winograd_pair : (str, str), optional
         ``(direct name, Winograd name)``, two of the variants: adds the per-layer
