@@ -4,48 +4,23 @@ an l1 distance, streaming like the direct engines (:class:`~hwgen.hw.conv.ConvEn
 from __future__ import annotations
 
 import numpy as np
-from amaranth import Cat, Module, Mux, Shape, Signal, unsigned
+from amaranth import Cat, Module, Signal
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .. import ir
-from . import constructing, divisors, elem_shape, ice40_blocks
-from .conv import LUT_BUDGET, ROM_BLOCK_BITS, check_io, choose_folding, pack_words, requant_slots
-from .pe import Lane
+from . import constructing, divisors, elem_shape
+from .conv import LUT_BUDGET, check_io, choose_folding, pack_words, requant_slots
 from .requant import Requant, requant_shape
 from .winograd_buffer import TilePairBuffer
+from .winograd_lanes import LANES, TileLanes, accumulator_ranges, lane_specs, u_words
 from .winograd_reorder import TileReorder
-from .winograd_transform import InputTransform, lincomb, transform_ranges
+from .winograd_transform import InputTransform, transform_ranges
 
 __all__ = ["WinogradEngine", "winograd_candidates", "winograd_folding", "estimate_winograd_luts", "KIND",
            "LANES"]
 
 KIND = "winograd_adder_conv2d"
-#: l1 lanes per PE: one row of the 4×4 tile per cycle, the four rows in the four cycles the
-#: next tile's columns take to load.
-LANES = 4
-
-
-def _bits(n: int) -> int:
-    """Bits of a counter over ``range(n)`` used as an address field (0 for ``n == 1``)."""
-    return max(0, (n - 1).bit_length())
-
-
-def rom_attrs(width: int, depth: int) -> dict:
-    """Where a weight ROM goes: block RAM when it is large (at least
-    :data:`~hwgen.hw.conv.ROM_BLOCK_BITS`) and fills at least a quarter of the iCE40 blocks it
-    needs (:func:`~hwgen.hw.ice40_blocks`, 4 kbit each); else logic, where a narrow-and-shallow
-    ROM costs fewer resources than whole blocks (a 32 × 56-bit ROM would take four blocks,
-    11 % full)."""
-    bits = width * depth
-    if bits >= ROM_BLOCK_BITS and 4 * bits >= ice40_blocks(width, depth) * 4096:
-        return {"rom_style": "block"}
-    return {"rom_style": "logic"}
-
-
-def _union(ranges):
-    return min(r[0] for r in ranges), max(r[1] for r in ranges)
 
 
 def _check_layer(layer, in_shape):
@@ -146,7 +121,8 @@ class WinogradEngine(wiring.Component):
       per cycle, by four adders shared by the rows.
     * **l1 lanes.**  ``pe`` PEs of :data:`LANES` lanes: lane ``l`` of PE ``p`` computes
       ``|u[g·pe + p, c, r, l] - V[r, l]|`` for rows ``r = 0..3``, ``u`` read from a ROM (``pe·4``
-      values of ``u`` per word; block RAM when large and well filled, :func:`rom_attrs`).
+      values of ``u`` per word; block RAM when large and well filled,
+      :func:`~hwgen.hw.winograd_lanes.rom_attrs`).
     * **Output transform**, adders only, folded into the accumulation: it is linear, so each row
       of terms is transformed as it comes, ``Y[a, b] += at[a, r] · Σ_l at[b, l] · term_l``, into
       four accumulators per PE (restarted by the first channel), not sixteen accumulators and a
@@ -240,21 +216,9 @@ class WinogradEngine(wiring.Component):
         self.t_ranges, self.v_ranges = transform_ranges(bt, d_range)
         v_lo, v_hi = layer.v_range(*self.in_range)
         assert all(self.v_ranges[i][l] == (int(v_lo[i, l]), int(v_hi[i, l])) for i in range(4) for l in range(4))
-        # Lane l serves the four rows in turn: its input is the union over the rows.
         u = layer.u.astype(np.int64)
-        self.lanes = [Lane("l1", _union([self.v_ranges[i][l] for i in range(4)]),
-                           (int(u[..., l].min()), int(u[..., l].max()))) for l in range(LANES)]
-        # Output accumulators Y[a, b] = Σ_{c, i, l} at[a, i] at[b, l] |u[o, c, i, l] - V[i, l]|:
-        # every partial sum (any order) lies in the subset-sum bound of its terms' intervals.
-        tmin, tmax = ir.abs_diff_range(u, v_lo, v_hi)                             # (O, C, 4, 4)
-        self.y_acc_ranges = [[None] * 2 for _ in range(2)]
-        for a in range(2):
-            for b in range(2):
-                coef = np.outer(at[a], at[b]).astype(np.int64)                    # (4, 4)
-                p, q = coef * tmin, coef * tmax
-                lo = np.minimum(0, np.minimum(p, q)).sum(axis=(1, 2, 3)).min()
-                hi = np.maximum(0, np.maximum(p, q)).sum(axis=(1, 2, 3)).max()
-                self.y_acc_ranges[a][b] = (int(lo), int(hi))
+        self.lanes = lane_specs(u, v_lo, v_hi)
+        self.y_acc_ranges = accumulator_ranges(u, at, v_lo, v_hi)
         # The complete outputs, in magnitudes (the layer's output is their negation).
         y_lo, y_hi = layer.out_range(*self.in_range)
         self.y_range = (-int(y_hi), -int(y_lo))
@@ -274,17 +238,9 @@ class WinogradEngine(wiring.Component):
         }
 
     def u_words(self) -> np.ndarray:
-        """Raw ``u`` words ``(groups * C * 4, pe, LANES)``: address ``(g·C + c)·4 + r`` holds,
-        for PE ``p`` and lane ``l``, ``u[g·pe + p, c, r, l]`` (:meth:`~hwgen.hw.pe.Lane.encode`)."""
-        u = self.layer.u
-        words = np.zeros((self.groups * self.C * 4, self.pe, LANES), dtype=object)
-        for g in range(self.groups):
-            for c in range(self.C):
-                for r in range(4):
-                    for p in range(self.pe):
-                        for lane in range(LANES):
-                            words[(g * self.C + c) * 4 + r, p, lane] = self.lanes[lane].encode(u[g * self.pe + p, c, r, lane])
-        return words
+        """Raw ``u`` words ``(groups * C * 4, pe, LANES)``
+        (:func:`~hwgen.hw.winograd_lanes.u_words`)."""
+        return u_words(self.layer.u, self.lanes, self.pe)
 
     def u_rom(self) -> list[int]:
         """ROM words: :meth:`u_words` packed, PE 0 lane 0 in the LSBs, ``u_width`` bits each."""
@@ -313,81 +269,18 @@ class WinogradEngine(wiring.Component):
             bt=bt, in_range=self.in_range, overlap=self.overlap, beats=G * C, groups=G)
         wiring.connect(m, tiles.columns, transform.columns)
         m.d.comb += transform.en.eq(ce)
-        rows = transform.rows
 
         # ---------------------------------------------------------------- l1 lanes
-        v_row = []
-        for lane in range(LANES):
-            x = Signal(self.lanes[lane].x_shape, name=f"v{lane}")
-            m.d.comb += x.eq(rows.v[lane])  # inside the lane's union over the rows
-            v_row.append(x)
-        lane_on, lane_r, lane_first, lane_last, lane_g = (rows.valid, rows.row, rows.first,
-                                                          rows.last, rows.group)
-
-        ub = self.u_width
-        depth = G * C * 4
-        wbits = pe * LANES * ub
-        m.submodules.rom = rom = Memory(shape=unsigned(wbits), depth=depth, init=self.u_rom(),
-                                         attrs=rom_attrs(wbits, depth))
-        rrp = rom.read_port()
-        m.d.comb += [rrp.addr.eq(rows.u_addr), rrp.en.eq(ce)]
-
-        terms_valid, terms_row = Signal(), Signal(2)
-        terms_first, terms_last, terms_group = Signal(), Signal(), Signal.like(lane_g)
-        with m.If(ce):
-            m.d.sync += [terms_valid.eq(lane_on), terms_row.eq(lane_r), terms_first.eq(lane_first),
-                         terms_last.eq(lane_last), terms_group.eq(lane_g)]
-        m_done, m_g = Signal(), Signal.like(lane_g)
-        with m.If(ce):
-            m.d.sync += [m_done.eq(terms_valid & terms_last & (terms_row == 3)), m_g.eq(terms_group)]
-
-        # ---------------------------------------------------------------- output transform
-        # Linear, so it is applied to every row of terms as it comes and the four outputs are
-        # accumulated: Y[a, b] += at[a, r] · Σ_l at[b, l] |u - V[r, l]| (magnitudes; the
-        # requantizer negates), restarted by the first channel's row 0.  Four accumulators per
-        # PE instead of sixteen and a transform.
-        y_accs = []
-        for p in range(pe):
-            terms = []
-            for lane in range(LANES):
-                spec = self.lanes[lane]
-                w = Signal(spec.w_layout, name=f"u{p}_{lane}")
-                pos = p * LANES + lane
-                m.d.comb += w.eq(rrp.data[pos * ub:pos * ub + spec.w_width])
-                term = spec.term(m, v_row[lane], w, f"l{p}_{lane}")
-                term_q = Signal(term.shape(), name=f"term{p}_{lane}")
-                with m.If(ce):
-                    m.d.sync += term_q.eq(term)
-                terms.append((term_q, spec.term_range))
-            rowsum = [lincomb(m, at[bb], terms, f"s{p}_{bb}") for bb in range(2)]
-            ys = []
-            for aa in range(2):
-                for bb in range(2):
-                    acc = Signal(elem_shape(*self.y_acc_ranges[aa][bb]), name=f"y{p}_{aa}{bb}")
-                    s_val, (s_lo, s_hi) = rowsum[bb]
-                    # acc ± (s << k) or acc + 0 by the row's coefficient, as one adder: the
-                    # negation is ~s with the carry in (no subtractor, no mux of ±s).
-                    neg, nz, sh = Signal(name=f"neg{p}_{aa}{bb}"), Signal(name=f"nz{p}_{aa}{bb}"), Signal(range(2))
-                    with m.Switch(terms_row):
-                        for i in range(4):
-                            with m.Case(i):
-                                c_ = int(at[aa, i])
-                                m.d.comb += [neg.eq(c_ < 0), nz.eq(c_ != 0), sh.eq(abs(c_) == 2)]
-                    mags = [abs(int(at[aa, i])) for i in range(4)]
-                    scaled = Signal(elem_shape(min(0, 2 * s_lo), max(0, 2 * s_hi)) if 2 in mags else s_val.shape(),
-                                    name=f"ss{p}_{aa}{bb}")
-                    m.d.comb += scaled.eq(Mux(sh, s_val << 1, s_val) if 2 in mags else s_val)
-                    width = max(len(acc), len(scaled)) + 1
-                    ext = Signal(Shape(width, True), name=f"sx{p}_{aa}{bb}")
-                    term = Signal(Shape(width, True), name=f"inc{p}_{aa}{bb}")
-                    m.d.comb += [ext.eq(scaled), term.eq(Mux(nz, Mux(neg, ~ext, ext), 0))]
-                    with m.If(ce & terms_valid):
-                        m.d.sync += acc.eq(Mux(terms_first & (terms_row == 0), 0, acc) + term + (nz & neg))
-                    ys.append(acc)
-            y_accs.append(ys)
+        # with the output transform folded into their accumulators
+        m.submodules.lanes = lanes = TileLanes(
+            u=self.layer.u, v_range=self.layer.v_range(*self.in_range), at=at, pe=pe)
+        wiring.connect(m, transform.rows, lanes.rows)
+        m.d.comb += lanes.en.eq(ce)
+        m_done, m_g = lanes.done, lanes.group
+        y_accs = [[lanes.y[p][k] for k in range(4)] for p in range(pe)]
 
         y_busy, rq_k = Signal(), Signal(2)  # rq_k: the tile value in the requantizers
-        y_g = Signal.like(lane_g)
+        y_g = Signal.like(m_g)
         y_free, take_rq = Signal(), Signal()
         y_range = self.y_range
         y_hold = []
