@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from hwgen import golden, ir
 from hwgen.hw.winograd_lanes import TileLanes
 from hwgen.nn.winograd import transform_set
+
+from simbench import run_benches
 
 
 def matrices(name: str):
@@ -27,7 +28,7 @@ def run(dut: TileLanes, v: np.ndarray, groups: int, rng, *, p_gap=0.0, p_stall=0
     rows = [(v[t, ch, r], r, ch == 0, ch == c - 1, g, (g * c + ch) * 4 + r)
             for t in range(n) for g in range(groups) for ch in range(c) for r in range(4)]
     got, taken = [], []
-    pe = len(dut.y)
+    pe = len(dut.tiles.y)
 
     async def bench(ctx):
         pending = 0
@@ -37,7 +38,8 @@ def run(dut: TileLanes, v: np.ndarray, groups: int, rng, *, p_gap=0.0, p_stall=0
             if present:
                 ctx.set(dut.rows.u_addr, rows[pending][5])
             ctx.set(dut.en, en)
-            _, _, done, y, group = await ctx.tick().sample(dut.done, dut.y, dut.group)
+            _, _, done, y, group = await ctx.tick().sample(dut.tiles.done, dut.tiles.y,
+                                                           dut.tiles.group)
             if en and done:
                 got.append(([[int(y[p][k]) for k in range(4)] for p in range(pe)], group))
                 taken.append(cycle)
@@ -55,10 +57,7 @@ def run(dut: TileLanes, v: np.ndarray, groups: int, rng, *, p_gap=0.0, p_stall=0
                 ctx.set(dut.rows.valid, int(present))
         raise AssertionError(f"{len(got)} of {n * groups} tiles")
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    run_benches(dut, bench)
     return got, taken
 
 

@@ -15,6 +15,7 @@ from .requant import Requant, requant_shape
 from .winograd_buffer import TilePairBuffer
 from .winograd_lanes import LANES, TileLanes, accumulator_ranges, lane_specs, u_words
 from .winograd_reorder import TileReorder
+from .winograd_requant import TileRequant
 from .winograd_transform import InputTransform, transform_ranges
 
 __all__ = ["WinogradEngine", "winograd_candidates", "winograd_folding", "estimate_winograd_luts", "KIND",
@@ -255,70 +256,36 @@ class WinogradEngine(wiring.Component):
         OH, OW = self.out_hw
         bt, at = self.layer.bt, self.layer.at
 
-        ce = Signal()      # clock enable of the tile side: issue, transforms, lanes, accumulators
-        ce_out = Signal()  # clock enable of the requantizers (stops while a result cannot be stored)
-
         # ---------------------------------------------------------------- tile-pair buffer
         m.submodules.tiles = tiles = TilePairBuffer(channels=C, height=H, width=W, padding=pad,
                                                     elem_shape=self.in_elem, groups=G)
         wiring.connect(m, wiring.flipped(self.i), tiles.i)
-        m.d.comb += tiles.en.eq(ce)
 
         # ---------------------------------------------------------------- input transform
         m.submodules.transform = transform = InputTransform(
             bt=bt, in_range=self.in_range, overlap=self.overlap, beats=G * C, groups=G)
         wiring.connect(m, tiles.columns, transform.columns)
-        m.d.comb += transform.en.eq(ce)
 
         # ---------------------------------------------------------------- l1 lanes
         # with the output transform folded into their accumulators
         m.submodules.lanes = lanes = TileLanes(
             u=self.layer.u, v_range=self.layer.v_range(*self.in_range), at=at, pe=pe)
         wiring.connect(m, transform.rows, lanes.rows)
-        m.d.comb += lanes.en.eq(ce)
-        m_done, m_g = lanes.done, lanes.group
-        y_accs = [[lanes.y[p][k] for k in range(4)] for p in range(pe)]
 
-        y_busy, rq_k = Signal(), Signal(2)  # rq_k: the tile value in the requantizers
-        y_g = Signal.like(m_g)
-        y_free, take_rq = Signal(), Signal()
-        y_range = self.y_range
-        y_hold = []
-        for p in range(pe):
-            regs = [Signal(elem_shape(*y_range), name=f"yh{p}_{k}") for k in range(4)]
-            with m.If(ce & m_done):
-                # The complete values lie in y_range, inside the accumulators' partial-sum bound.
-                m.d.sync += [r.eq(y) for r, y in zip(regs, y_accs[p])]
-            y_hold.append(regs)
-
-        rqs = []
-        for p in range(pe):
-            r = Requant(self.requant, [gg * pe + p for gg in range(G)], y_range, negate=True, slots=self.rq_slots)
-            m.submodules[f"rq{p}"] = r
-            xsel = Signal(elem_shape(*y_range), name=f"rqx{p}")
-            with m.Switch(rq_k):
-                for k in range(4):
-                    with m.Case(k):
-                        m.d.comb += xsel.eq(y_hold[p][k])
-            m.d.comb += [r.en.eq(ce_out), r.valid.eq(y_busy), r.x.eq(xsel), r.sel.eq(y_g)]
-            rqs.append(r)
-        m.d.comb += [take_rq.eq(ce_out & y_busy & rqs[0].ready),
-                     y_free.eq(~y_busy | (take_rq & (rq_k == 3))),
-                     ce.eq(ce_out & ~(m_done & ~y_free))]
-        with m.If(take_rq):
-            m.d.sync += rq_k.eq(rq_k + 1)
-            with m.If(rq_k == 3):
-                m.d.sync += y_busy.eq(0)
-        with m.If(ce & m_done):
-            m.d.sync += [y_busy.eq(1), rq_k.eq(0), y_g.eq(m_g)]
+        # ---------------------------------------------------------------- requantization
+        m.submodules.requant = requant = TileRequant(self.requant, pe=pe, in_range=self.y_range,
+                                                     tile_shape=lanes.tile_shape,
+                                                     slots=self.rq_slots)
+        wiring.connect(m, lanes.tiles, requant.tiles)
+        # The tile side moves with the requantizers, and waits while a tile cannot be held.
+        m.d.comb += [tiles.en.eq(requant.tile_en), transform.en.eq(requant.tile_en),
+                     lanes.en.eq(requant.tile_en)]
 
         # ---------------------------------------------------------------- output reorder
         m.submodules.reorder = reorder = TileReorder(out_elem=self.out_elem, pe=pe, groups=G,
                                                      tiles=(TH, TW), out_hw=(OH, OW))
-        y_valid = rqs[0].y_valid
-        m.d.comb += [reorder.y.eq(Cat(*(r.y for r in rqs))), reorder.y_valid.eq(y_valid),
-                     reorder.y_group.eq(rqs[0].y_sel),
-                     ce_out.eq(~y_valid | reorder.y_ready)]
+        m.d.comb += [reorder.y.eq(requant.step), reorder.y_valid.eq(requant.step_valid),
+                     reorder.y_group.eq(requant.step_group), requant.step_ready.eq(reorder.y_ready)]
         wiring.connect(m, reorder.o, wiring.flipped(self.o))
         return m
 

@@ -15,7 +15,8 @@ from .conv import ROM_BLOCK_BITS, pack_words
 from .pe import Lane
 from .winograd_transform import lincomb, row_signature, small_matrix
 
-__all__ = ["TileLanes", "LANES", "lane_specs", "accumulator_ranges", "u_words", "rom_attrs"]
+__all__ = ["TileLanes", "tile_signature", "LANES", "lane_specs", "accumulator_ranges", "u_words",
+           "rom_attrs"]
 
 #: l1 lanes per PE: one row of the 4×4 tile per cycle.
 LANES = 4
@@ -72,6 +73,20 @@ def u_words(u: np.ndarray, lanes: list[Lane], pe: int) -> np.ndarray:
     return words
 
 
+def tile_signature(tile_shape, *, pe: int, groups: int) -> wiring.Signature:
+    """The finished 2×2 output tiles, from :class:`TileLanes` to the requantization stage
+    (:class:`~hwgen.hw.winograd_requant.TileRequant`).
+
+    ``y[p][k]``: value ``k = 2a + b`` of PE ``p``'s tile, in magnitude; ``done``: ``y`` is
+    complete (the consumer takes it in an enabled cycle); ``group``: the tile's output-channel
+    group (channels ``group · pe + p``).
+    """
+    return wiring.Signature({
+        "y": Out(data.ArrayLayout(data.ArrayLayout(tile_shape, 4), pe)),
+        "done": Out(1), "group": Out(range(groups)),
+    })
+
+
 class TileLanes(wiring.Component):
     """``pe`` PEs of :data:`LANES` l1 lanes with the Winograd output transform folded into
     four accumulators per PE.
@@ -101,11 +116,11 @@ class TileLanes(wiring.Component):
     rows : ``In(row_signature(v_shape, beats=groups · C, groups=groups))``
         Rows of ``V`` (:class:`~hwgen.hw.winograd_transform.InputTransform`); ``u_addr`` is
         read by the ROM with ``en``.
-    y : ``Out(ArrayLayout(ArrayLayout(acc_shape, 4), pe))``, done : ``Out(1)``,
-    group : ``Out(range(groups))``
-        The accumulators, value ``k = 2a + b`` of PE ``p``: complete, for the pass's group,
-        while ``done`` is high (the enabled cycle after a pass's last term is accumulated;
-        held while ``en`` is low).  The consumer takes them then, or holds ``en`` low.
+    tiles : ``Out(tile_signature(tile_shape, pe=pe, groups=groups))``
+        The accumulators (:attr:`tile_shape` holds every partial sum): complete, for the
+        pass's group, while ``done`` is high (the enabled cycle after a pass's last term is
+        accumulated; held while ``en`` is low).  The consumer takes them then, or holds ``en``
+        low.
 
     Timing
     ------
@@ -131,15 +146,19 @@ class TileLanes(wiring.Component):
             self._lanes = lane_specs(self._u, v_lo, v_hi)
             self._acc_ranges = accumulator_ranges(self._u, self._at, v_lo, v_hi)
             acc = [r for row in self._acc_ranges for r in row]
-            acc_shape = elem_shape(min(r[0] for r in acc), max(r[1] for r in acc))
+            self._tile_shape = elem_shape(min(r[0] for r in acc), max(r[1] for r in acc))
             beats = self._groups * c
         super().__init__({
             "en": In(1),
             "rows": In(row_signature(elem_shape(int(v_lo.min()), int(v_hi.max())),
                                      beats=beats, groups=self._groups)),
-            "y": Out(data.ArrayLayout(data.ArrayLayout(acc_shape, 4), pe)),
-            "done": Out(1), "group": Out(range(self._groups)),
+            "tiles": Out(tile_signature(self._tile_shape, pe=pe, groups=self._groups)),
         })
+
+    @property
+    def tile_shape(self):
+        """The shape of a value on ``tiles.y``: the union of :attr:`acc_ranges`."""
+        return self._tile_shape
 
     @property
     def lanes(self) -> list[Lane]:
@@ -178,8 +197,8 @@ class TileLanes(wiring.Component):
             m.d.sync += [terms_valid.eq(rows.valid), terms_row.eq(rows.row),
                          terms_first.eq(rows.first), terms_last.eq(rows.last),
                          terms_group.eq(rows.group),
-                         self.done.eq(terms_valid & terms_last & (terms_row == 3)),
-                         self.group.eq(terms_group)]
+                         self.tiles.done.eq(terms_valid & terms_last & (terms_row == 3)),
+                         self.tiles.group.eq(terms_group)]
         restart = Signal()  # the pass's first term row: the accumulators start again
         m.d.comb += restart.eq(terms_first & (terms_row == 0))
 
@@ -231,5 +250,5 @@ class TileLanes(wiring.Component):
                     m.d.comb += [ext.eq(scaled), step.eq(Mux(nonzero, Mux(neg, ~ext, ext), 0))]
                     with m.If(en & terms_valid):
                         m.d.sync += acc.eq(Mux(restart, 0, acc) + step + (nonzero & neg))
-                    m.d.comb += self.y[p][2 * a + b].eq(acc)
+                    m.d.comb += self.tiles.y[p][2 * a + b].eq(acc)
         return m
