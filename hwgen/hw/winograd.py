@@ -106,33 +106,33 @@ class WinogradEngine(wiring.Component):
     zero padding, and an odd output size completed to whole tiles with zeros and cropped), then
     ``requant``.  Pixels in and out in raster order, like every engine.
 
-    Structure, in pipeline order:
+    Structure, in pipeline order: five components, one per module, in one clock-enabled
+    pipeline (the tile side stops when the requantization stage cannot take a tile).
 
-    * **Tile window.**  A line buffer of four row-pair slots: a
-      :class:`~amaranth.lib.memory.Memory` word holds one channel of one pixel in two input rows
-      (the rows ``2q - pad`` and ``2q - pad + 1`` of an image form its pair ``q``), so the four
-      rows of a tile are two pairs, read by two ports (two block-RAM copies on iCE40), and four
-      pair slots let the next two pairs (the next image's first tile row) arrive meanwhile: a cycle
-      reads one column of the 4×4 tile of one channel (taps outside the image read 0).  Tiles
-      are visited in raster order, for each the output-channel groups, for each the input
-      channels: a *beat* (tile, group, channel) is four cycles.
-    * **Input transform**, adders only: each column is transformed as it arrives
-      (``t_j = bt · d[:, j]``); with the fourth column the four ``t_j`` are held, and during the
-      next beat's four loading cycles row ``r`` of ``V = [t_0 … t_3] · btᵀ`` is formed, one row
-      per cycle, by four adders shared by the rows.
-    * **l1 lanes.**  ``pe`` PEs of :data:`LANES` lanes: lane ``l`` of PE ``p`` computes
-      ``|u[g·pe + p, c, r, l] - V[r, l]|`` for rows ``r = 0..3``, ``u`` read from a ROM (``pe·4``
-      values of ``u`` per word; block RAM when large and well filled,
-      :func:`~hwgen.hw.winograd_lanes.rom_attrs`).
-    * **Output transform**, adders only, folded into the accumulation: it is linear, so each row
-      of terms is transformed as it comes, ``Y[a, b] += at[a, r] · Σ_l at[b, l] · term_l``, into
-      four accumulators per PE (restarted by the first channel), not sixteen accumulators and a
-      transform at the end.  In magnitudes: the requantizer negates.
-    * **Requantization**: one sequential :class:`~hwgen.hw.requant.Requant` per PE takes the
-      four values of its tile one after the other.
-    * **Output reorder**: the results go into a double-buffered memory of two tile rows' output
-      (one word = the ``pe`` values of one requantization step); a reader gathers the ``O``
-      channels of each output pixel and sends the pixels in raster order, cropping an odd size.
+    * **Tile-pair buffer** (:class:`~hwgen.hw.winograd_buffer.TilePairBuffer`).  A line buffer
+      of four row-pair slots: a word holds one channel of one pixel in two input rows (the
+      rows ``2q - pad`` and ``2q - pad + 1`` form pair ``q``), so the four rows of a tile are
+      two pairs, read by two ports (two block-RAM copies on iCE40); its addressing is the
+      window generator's (:mod:`hwgen.hw.window`).  Tiles are visited in raster order, for each
+      the output-channel groups, for each the input channels: a *beat* (tile, group, channel)
+      is four columns, one per cycle (taps outside the image read 0).
+    * **Input transform** (:class:`~hwgen.hw.winograd_transform.InputTransform`), adders only:
+      each column is transformed as it arrives (``t_j = bt · d[:, j]``); with the fourth the
+      ``t_j`` are held, and during the next beat's four loading cycles row ``r`` of
+      ``V = [t_0 … t_3] · btᵀ`` is formed, one row per cycle, by four adders shared by the rows.
+    * **l1 lanes with the output transform** (:class:`~hwgen.hw.winograd_lanes.TileLanes`):
+      ``pe`` PEs of :data:`LANES` lanes; lane ``l`` of PE ``p`` computes
+      ``|u[g·pe + p, c, r, l] - V[r, l]|`` for rows ``r = 0..3``, ``u`` read from a ROM
+      (block RAM when large and well filled, :func:`~hwgen.hw.winograd_lanes.rom_attrs`).  The
+      output transform is linear, so each row of terms is transformed as it comes,
+      ``Y[a, b] += at[a, r] · Σ_l at[b, l] · term_l``, into four accumulators per PE, not
+      sixteen and a transform at the end.  In magnitudes: the requantizer negates.
+    * **Requantization** (:class:`~hwgen.hw.winograd_requant.TileRequant`): one sequential
+      :class:`~hwgen.hw.requant.Requant` per PE takes the four values of its tile one after the
+      other.
+    * **Output reorder** (:class:`~hwgen.hw.winograd_reorder.TileReorder`): a double-buffered
+      memory of two tile rows' output; a reader gathers the ``O`` channels of each output pixel
+      and sends the pixels in raster order, cropping an odd size.
 
     Every width is derived from the layer: the column transforms and ``V`` per row and lane
     (``V`` exactly :meth:`~hwgen.ir.WinogradAdderConv2d.v_range`), the lanes' differences, the
