@@ -1,6 +1,7 @@
 """The quantizer: a trained PyTorch model (:mod:`hwgen.nn`) → an integer model (:mod:`hwgen.ir`).
 
-Supported module sequences (a flat or nested :class:`torch.nn.Sequential`):
+Supported module sequences (a chain, as :func:`hwgen.capture.capture` reads it: a flat or nested
+:class:`torch.nn.Sequential`, or a ``forward()`` of these modules and their functional forms):
 
 * a weight layer optionally followed by ``BatchNorm2d | BatchNorm1d`` and ``ReLU``: the weight
   layer plus one :class:`hwgen.ir.Requant` (BatchNorm folded, ReLU fused).  Weight layers:
@@ -85,7 +86,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import golden, ir
+from . import capture, golden, ir
 from .ir import csd_round
 from .nn.adder import AdderConv2d, AdderLinear
 from .nn.shift import ShiftConv2d, ShiftLinear
@@ -126,14 +127,6 @@ class _Stage:
 _SKIP = (nn.Identity, nn.Dropout)
 
 
-def _leaves(model: nn.Module, prefix=""):
-    if isinstance(model, nn.Sequential):
-        for name, child in model.named_children():
-            yield from _leaves(child, f"{prefix}{name}.")
-    else:
-        yield prefix.rstrip(".") or type(model).__name__, model
-
-
 def _unsupported(name, module, why=""):
     supported = ("AdderConv2d, AdderLinear, ShiftConv2d, ShiftLinear, WinogradAdderConv2d, Conv2d, Linear, "
                  "BatchNorm1d/2d, ReLU, MaxPool2d, Flatten")
@@ -161,8 +154,17 @@ def _conv_geometry(m) -> tuple[int, int]:
 
 def _parse(model: nn.Module) -> list[_Stage]:
     stages: list[_Stage] = []
-    leaves = [(n, m) for n, m in _leaves(model) if not isinstance(m, _SKIP)]
-    for name, m in leaves:
+    before = capture.INPUT
+    for node in capture.capture(model):
+        name, m = node.name, node.module
+        if isinstance(m, capture.Add):
+            _unsupported(name, m, " (x + y, a residual add): the integer model is a chain of layers")
+        if node.inputs != (before,):
+            raise ir.ModelError(f"quantize: node {name!r} reads {', '.join(node.inputs)}, not the "
+                                f"node before it ({before}); the integer model is a chain of layers")
+        before = name
+        if isinstance(m, _SKIP):
+            continue
         last = stages[-1] if stages else None
         if isinstance(m, _WEIGHT):
             if isinstance(m, nn.Conv2d):
@@ -191,7 +193,10 @@ def _parse(model: nn.Module) -> list[_Stage]:
         elif isinstance(m, nn.Flatten):
             if m.start_dim != 1 or m.end_dim != -1:
                 _unsupported(name, m, " with start_dim/end_dim other than 1/-1")
-            stages.append(_Stage("flatten"))
+            flat = last is not None and (last.kind == "flatten" or (
+                last.kind == "weight" and not isinstance(last.module, _CONV)))
+            if not flat:  # a flatten of a flat (N, K) tensor changes nothing
+                stages.append(_Stage("flatten"))
         else:
             _unsupported(name, m)
     if not stages or not any(s.kind == "weight" for s in stages):
