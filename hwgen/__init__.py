@@ -29,8 +29,9 @@ class _SourceTreeFinder:
         return _spec_from_file_location(name, init, submodule_search_locations=[str(init.parent)])
 
 
-if not all((_Path(__file__).parent / name.split(".")[1]).is_dir() for name in _MAPPED):
-    _sys.meta_path.append(_SourceTreeFinder)
+# First, before a stale hwgen/sim/__pycache__ can pass for a namespace package; not in a wheel.
+if not all((_Path(__file__).parent / n.split(".")[1] / "__init__.py").is_file() for n in _MAPPED):
+    _sys.meta_path.insert(0, _SourceTreeFinder)
 
 __all__ = ["convert", "Build"]
 
