@@ -350,7 +350,7 @@ _OP_COLOURS = {"add": "#4C72B0", "absdiff": "#DD8452", "shift": "#55A868", "mult
 _PART_COLOURS = {"logic": "#4C72B0", "clock": "#DD8452", "bram": "#55A868", "dsp": "#C44E52",
                  "static": "#8172B3"}
 #: The panels of the headline figure: (key of :func:`headline`, title, scale, value format).
-_PANELS = (("luts", "LUTs (logic cells)", 1, "{:,.0f}"), ("fmax_mhz", "Fmax (MHz)", 1, "{:.1f}"),
+_PANELS = (("luts", "logic cells (LUTs)", 1, "{:,.0f}"), ("fmax_mhz", "Fmax (MHz)", 1, "{:.1f}"),
            ("images_per_s", "images / s", 1, "{:,.0f}"),
            ("energy_ops_pj", "energy / inference (nJ,\n45 nm op counts, estimate)", 1e-3, "{:.3g}"),
            ("accuracy", "test accuracy (%)", 100, "{:.2f}"))
@@ -571,7 +571,7 @@ def _headline_table(variants: list[dict]) -> dict:
     rows = [[r["name"], _fmt(None if r["accuracy"] is None else 100 * r["accuracy"], ".2f"),
              _fmt(r["luts"], ","), _fmt(r["fmax_mhz"], ".1f"), _fmt(r["images_per_s"], ",.0f"),
              _fmt_pj(r["energy_ops_pj"]), _fmt_pj(r["energy_fpga_pj"])] for r in headline(variants)]
-    return _table("headline", "Headline", ["variant", "accuracy %", "LUTs", "Fmax MHz", "images/s",
+    return _table("headline", "Headline", ["variant", "accuracy %", "logic cells", "Fmax MHz", "images/s",
                                            "energy / inference (45 nm ops, estimate)",
                                            "energy / image (FPGA, estimate)"],
                   rows, _headline_sources(variants))
