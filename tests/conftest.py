@@ -5,7 +5,7 @@ def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False,
                      help="also run the slow tier (training from scratch, long simulations)")
     parser.addoption("--notebooks", action="store_true", default=False,
-                     help="also run the notebooks tier: execute every notebooks/*.ipynb top to bottom")
+                     help="also run the notebooks tier: every notebooks/*.ipynb top to bottom")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -20,10 +20,11 @@ def test_notebook_is_stored_without_outputs(path):
     nb = json.loads(path.read_text())
     assert nb.get("nbformat") == 4
     for k, cell in enumerate(nb["cells"]):
+        where = f"{path.name}: cell {k}"
         if cell["cell_type"] == "code":
-            assert cell.get("outputs") == [], f"{path.name}: cell {k} has outputs (clear them before committing)"
-            assert cell.get("execution_count") is None, f"{path.name}: cell {k} has an execution count"
-        assert "attachments" not in cell or not cell["attachments"], f"{path.name}: cell {k} has attachments"
+            assert cell.get("outputs") == [], f"{where} has outputs (clear them before committing)"
+            assert cell.get("execution_count") is None, f"{where} has an execution count"
+        assert not cell.get("attachments"), f"{where} has attachments"
 
 
 @pytest.mark.notebooks
@@ -38,5 +39,6 @@ def test_notebook_runs(path, tmp_path):
     client = nbclient.NotebookClient(nb, timeout=1800, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
+              if o.output_type == "error"]
     assert not errors
