@@ -193,6 +193,19 @@ def test_train_is_deterministic_and_learns(tmp_path):
         train(epochs=1, progress=False, lrr=0.1)
 
 
+def test_training_curves_change_no_weight(tmp_path):
+    """``history=True`` records a curve point per epoch and trains the same weights."""
+    a = train(epochs=3, seed=1, out=tmp_path / "a.pt", progress=False)
+    h = train(epochs=3, seed=1, out=tmp_path / "h.pt", progress=False, history=True)
+    assert "history" not in a and [p["epoch"] for p in h["history"]] == [1, 2, 3]
+    assert h["history"][-1]["test_accuracy"] == h["test_accuracy"] == a["test_accuracy"]
+    assert h["history"][0]["loss"] > h["history"][-1]["loss"] > 0
+    ma, _ = load_checkpoint(tmp_path / "a.pt")
+    mh, _ = load_checkpoint(tmp_path / "h.pt")
+    for va, vh in zip(ma.state_dict().values(), mh.state_dict().values()):
+        assert torch.equal(va, vh)
+
+
 @pytest.mark.slow
 def test_full_training_reaches_95_percent(tmp_path):
     m = train(out=tmp_path / "d.pt", progress=False)

@@ -20,9 +20,9 @@ Two training forms, chosen by ``mode``:
   DeepShift rounds ``log2|w|`` instead; the two differ only for ``|w|/2**floor(log2|w|)``
   in ``[sqrt 2, 1.5)``.
 
-:meth:`ShiftConv2d.exported` gives the integer ``(sign, exponent)`` arrays the forward uses; the
-quantizer turns the exponent into a non-negative integer shift (``shift = p - pmin``) and folds ``2**pmin``
-into the requantization scale.
+:meth:`ShiftConv2d.exported` gives the integer ``(sign, exponent)`` arrays the forward uses;
+the quantizer turns the exponent into a non-negative integer shift (``shift = p - pmin``) and
+folds ``2**pmin`` into the requantization scale.
 """
 
 from __future__ import annotations

@@ -59,8 +59,8 @@ def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, batch_size: i
 
 
 def train(arch: str = "adder", epochs: int | None = None, seed: int = 0, out=None, progress: bool = True,
-          config: dict | None = None, dataset: data.Dataset | None = None, *,
-          model: torch.nn.Module | None = None, **hparams) -> dict:
+          config: dict | None = None, dataset: data.Dataset | None = None, history: bool = False,
+          *, model: torch.nn.Module | None = None, **hparams) -> dict:
     """Train ``arch`` on ``dataset`` (default: the digits); save a checkpoint to ``out`` if given.
 
     ``model``: train this module (a user's own architecture, in place) instead of building
@@ -71,7 +71,10 @@ def train(arch: str = "adder", epochs: int | None = None, seed: int = 0, out=Non
     unless ``config`` sets them (then they must agree with it).  ``hparams`` override
     :data:`DEFAULTS` (batch_size, lr, momentum, weight_decay, shift).  Returns the metrics,
     ``{"test_accuracy", "train_accuracy", "train_time_s", "epochs", "seed", "arch", "data", ...}``;
-    ``data`` describes the data set (:meth:`hwgen.data.Dataset.describe`).
+    ``data`` describes the data set (:meth:`hwgen.data.Dataset.describe`).  With ``history``,
+    ``metrics["history"]`` holds the training curves: per epoch ``{"epoch", "loss",
+    "test_accuracy"}`` (the mean training loss, and the test accuracy after the epoch; measuring
+    it changes no weight).
     """
     unknown = sorted(set(hparams) - set(DEFAULTS))
     if unknown:
@@ -111,6 +114,7 @@ def train(arch: str = "adder", epochs: int | None = None, seed: int = 0, out=Non
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp["lr"], epochs=hp["epochs"],
                                                     steps_per_epoch=steps_per_epoch, pct_start=0.15)
         start = time.perf_counter()
+        curves = []
         bar = _progress(progress)
         with bar:
             task = bar.add_task(f"training {arch}", total=hp["epochs"]) if bar else None
@@ -130,6 +134,9 @@ def train(arch: str = "adder", epochs: int | None = None, seed: int = 0, out=Non
                     opt.step()
                     sched.step()
                     total_loss += float(loss.detach()) * len(idx)
+                if history:
+                    curves.append({"epoch": epoch + 1, "loss": total_loss / len(xt),
+                                   "test_accuracy": float(evaluate(model, x_te, y_te))})
                 if bar:
                     bar.update(task, advance=1, description=f"training {arch}: epoch {epoch + 1} "
                                                             f"loss {total_loss / len(xt):.3f}")
@@ -150,6 +157,8 @@ def train(arch: str = "adder", epochs: int | None = None, seed: int = 0, out=Non
         "torch": torch.__version__,
         "data": dataset.describe(),
     }
+    if history:
+        metrics["history"] = curves
     if out is not None:
         save_checkpoint(Path(out), model, arch, config, metrics)
         metrics["path"] = str(out)
