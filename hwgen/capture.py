@@ -126,6 +126,7 @@ _RELU = {F.relu, torch.relu, torch.relu_}
 _DROPOUT = {F.dropout, torch.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout}
 _ADD = {operator.add, operator.iadd, torch.add}
 _FLATTEN = {torch.flatten}
+_FLATTEN_METHODS = frozenset({"flatten"})  # Tensor.flatten
 _RESHAPE = {torch.reshape}
 _MAXPOOL = {F.max_pool2d, torch.max_pool2d}
 _MAXPOOL_ARGS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
@@ -246,7 +247,7 @@ class _FxReader:
             if params.pop("return_indices", False):
                 _refuse(_describe(node) + " with return_indices", node.name)
             self._emit(node, node.name, nn.MaxPool2d(**params), args[0])
-        elif fn in _FLATTEN or method == "flatten":
+        elif fn in _FLATTEN or method in _FLATTEN_METHODS:
             params = dict(zip(("start_dim", "end_dim"), args[1:]), **kwargs)
             self._emit(node, node.name, nn.Flatten(params.get("start_dim", 0),
                                                    params.get("end_dim", -1)), args[0])

@@ -143,7 +143,7 @@ def _parse(model: nn.Module) -> list[_Stage]:
         last = stages[-1] if stages else None
         weighted = last is not None and last.handler.weighted
         if isinstance(m, nn.Flatten) and last is not None and (
-                last.handler.prefix == "flatten" or (weighted and last.handler.rank == 2)):
+                isinstance(last.module, nn.Flatten) or (weighted and last.handler.rank == 2)):
             continue  # a flatten of a flat (N, K) tensor changes nothing
         handler = _handler(m, handlers)
         if handler is not None:
