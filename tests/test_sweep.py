@@ -170,6 +170,7 @@ def test_killed_sweep_finishes_without_redoing_points(tiny, tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the sweep and the Yosys / nextpnr it started
         proc.wait()
+        proc.stderr.close()  # an open pipe is a ResourceWarning, an error under filterwarnings
     before = read_results(out)
     assert len(before) == 1, "the sweep finished before it could be killed"
     assert not (out / "sweep.csv").exists()
