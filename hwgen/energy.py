@@ -13,26 +13,26 @@ Two independent estimates, each with the source of every constant it uses:
 2. **FPGA estimate from utilization and switching activity** (:func:`fpga_energy`).  The
    toggles of every net in a waveform of the cocotb run (a VCD) give each engine's switching
    activity; the synthesis report gives its logic cells, block RAMs and DSPs and the Fmax;
-   a per-device coefficient model (:data:`DEVICE_COEFFICIENTS`) turns them into dynamic
+   a per-device coefficient model (``DEVICE_COEFFICIENTS``) turns them into dynamic
    energy per image, plus static power × time per image at the reported Fmax.
 
 Op-count rules (the hardware of :mod:`hwgen.hw` does exactly this work, never skipping a
 zero weight):
 
-=================  ===========================================================================
-layer kind         operations per inference (``L`` output pixels, ``O`` outputs, ``K`` taps)
-=================  ===========================================================================
-adder_conv2d/dense ``L·O·K`` absdiff (subtract + abs) at the difference width;
-                   ``L·O·(K-1)`` add at the accumulator width (the layer's output range)
-shift_conv2d/dense ``L·O·K`` shift of the input (``x << p``) at the input width;
-                   ``L·O·(K-1)`` add (add or subtract: the sign) at the accumulator width
-conv2d/dense       ``L·O·K`` mult (input width × weight width); ``L·O·(K-1)`` add
-requant            per element of channel ``c``: one shift per canonical-signed-digit term of
-                   ``mult[c]`` with a non-zero power, ``terms`` adds (the terms and the bias),
-                   one shift right by ``shift`` (if non-zero), two compares (the clamp)
-maxpool2d          ``size²-1`` compares per output element, at the element width
-flatten            nothing (wiring)
-=================  ===========================================================================
+==================  ===========================================================================
+layer kind          operations per inference (``L`` output pixels, ``O`` outputs, ``K`` taps)
+==================  ===========================================================================
+adder_conv2d/dense  ``L·O·K`` absdiff (subtract + abs) at the difference width;
+                    ``L·O·(K-1)`` add at the accumulator width (the layer's output range)
+shift_conv2d/dense  ``L·O·K`` shift of the input (``x << p``) at the input width;
+                    ``L·O·(K-1)`` add (add or subtract: the sign) at the accumulator width
+conv2d/dense        ``L·O·K`` mult (input width × weight width); ``L·O·(K-1)`` add
+requant             per element of channel ``c``: one shift per canonical-signed-digit term of
+                    ``mult[c]`` with a non-zero power, ``terms`` adds (the terms and the bias),
+                    one shift right by ``shift`` (if non-zero), two compares (the clamp)
+maxpool2d           ``size²-1`` compares per output element, at the element width
+flatten             nothing (wiring)
+==================  ===========================================================================
 
 ``winograd_adder_conv2d`` (``T`` tiles of 2×2 outputs): per tile and input channel the input
 transform's adds (and one shift per ``±2`` entry), ``16·T·C·O`` absdiff, ``16·T·O·(C-1)``
@@ -60,6 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import ir
+from .errors import HwgenError
 from .kinds import OP_TYPES, Op
 
 __all__ = [
@@ -69,7 +70,7 @@ __all__ = [
     "vcd_toggles", "fpga_energy", "format_energy",
 ]
 
-class EnergyError(ValueError):
+class EnergyError(HwgenError, ValueError):
     """An energy estimate that cannot be made (missing report or waveform); one line."""
 
 

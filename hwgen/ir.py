@@ -5,7 +5,7 @@ It is saved as a versioned JSON manifest (``model.json``) next to a NumPy archiv
 (``model.npz``, loaded with ``allow_pickle=False``), and validated when loaded.
 
 Value ranges (and so every bit width) are derived here, once, from the actual
-integer weights: :func:`value_ranges` gives the exact worst-case interval of every
+integer weights: :meth:`Model.value_ranges` gives the exact worst-case interval of every
 layer's output for any input in the declared input range.  The golden model checks
 its tensors against them and the hardware sizes its accumulators from them.
 

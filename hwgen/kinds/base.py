@@ -27,6 +27,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from ..errors import HwgenError
 from ..arith import INT64_MAX, Arithmetic, bits_for, signed_bits_for
 
 __all__ = ["BLOCK_ELEMENTS", "ModelError", "Layer", "OP_TYPES", "Op", "Quantizer",
@@ -38,7 +39,7 @@ __all__ = ["BLOCK_ELEMENTS", "ModelError", "Layer", "OP_TYPES", "Op", "Quantizer
 BLOCK_ELEMENTS = 1 << 24
 
 
-class ModelError(ValueError):
+class ModelError(HwgenError, ValueError):
     """An integer model that is malformed, inconsistent or unsupported."""
 
 
