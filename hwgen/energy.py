@@ -167,12 +167,12 @@ def op_counts(model: ir.Model) -> list[dict]:
     """Operations of one inference, per layer: ``[{layer, kind, label, ops: [{op, bits, count}],
     by_type: {op: count}}]`` (``label``: the kind's name in reports); ``bits`` is an int, or
     ``"AxB"`` for a multiplier."""
-    in_shapes, out_shapes = model.in_shapes(), model.shapes()
-    in_ranges, out_ranges = model.in_ranges(), model.value_ranges()
+    in_shapes, out_shapes = model.in_shape_lists(), model.shapes()
+    in_ranges, out_ranges = model.in_range_lists(), model.value_ranges()
     rows = []
     for i, layer in enumerate(model.layers):
         try:
-            counted = layer.ops(in_shapes[i], out_shapes[i], in_ranges[i], out_ranges[i])
+            counted = layer.ops_of(in_shapes[i], out_shapes[i], in_ranges[i], out_ranges[i])
         except NotImplementedError:
             raise EnergyError(f"no op counter for layer kind {layer.kind!r} (layer {layer.name!r}); "
                               f"define ops() in its hwgen.kinds module") from None

@@ -8,6 +8,7 @@
 :mod:`.requant`         ``requant`` (shift-and-add requantization)
 :mod:`.maxpool`         ``maxpool2d``
 :mod:`.flatten`         ``flatten``
+:mod:`.add`             ``add`` (residual addition, saturating; golden model and ranges only)
 ======================  ====================================================================
 
 What a kind defines, and how a new one plugs in, is in :mod:`.base`: a subclass of
@@ -26,11 +27,12 @@ from .winograd_adder import WinogradAdderConv2d, winograd_adder
 from .requant import Requant, requant
 from .maxpool import MaxPool2d, maxpool
 from .flatten import Flatten
+from .add import Add
 
 __all__ = [
     "OP_TYPES", "Layer", "ModelError", "Op", "Quantizer", "QuantizedLayer", "kind_class",
     "layer_kinds", "register", "registered", "ConvLayer", "DenseLayer", "im2col",
     "AdderConv2d", "AdderDense", "l1_matrix", "ShiftConv2d", "ShiftDense", "shift_matrix",
     "split_power_of_two", "Conv2d", "Dense", "mac_matrix", "WinogradAdderConv2d",
-    "winograd_adder", "Requant", "requant", "MaxPool2d", "maxpool", "Flatten",
+    "winograd_adder", "Requant", "requant", "MaxPool2d", "maxpool", "Flatten", "Add",
 ]
