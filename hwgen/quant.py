@@ -1,6 +1,7 @@
 """The quantizer: a trained PyTorch model (:mod:`hwgen.nn`) → an integer model (:mod:`hwgen.ir`).
 
-Supported module sequences (a flat or nested :class:`torch.nn.Sequential`):
+Supported module sequences (a chain, as :func:`hwgen.capture.capture` reads it: a flat or nested
+:class:`torch.nn.Sequential`, or a ``forward()`` of these modules and their functional forms):
 
 * a weight layer optionally followed by ``BatchNorm2d | BatchNorm1d`` and ``ReLU``: the weight
   layer plus one :class:`hwgen.ir.Requant` (BatchNorm folded, ReLU fused).  Weight layers:
@@ -85,7 +86,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import golden, ir
+from . import capture, golden, ir
 from .ir import csd_round
 from .kinds import Quantizer, registered
 
@@ -119,14 +120,6 @@ def _handler(module: nn.Module, handlers: dict[type, Quantizer]) -> Quantizer | 
     return next((handlers[t] for t in type(module).__mro__ if t in handlers), None)
 
 
-def _leaves(model: nn.Module, prefix=""):
-    if isinstance(model, nn.Sequential):
-        for name, child in model.named_children():
-            yield from _leaves(child, f"{prefix}{name}.")
-    else:
-        yield prefix.rstrip(".") or type(model).__name__, model
-
-
 def _unsupported(name, module, why=""):
     supported = ", ".join([t.__name__ for t in _handlers()] + ["BatchNorm1d/2d", "ReLU"])
     raise ir.ModelError(f"quantize: module {name!r} of type {type(module).__name__} is not "
@@ -136,10 +129,22 @@ def _unsupported(name, module, why=""):
 def _parse(model: nn.Module) -> list[_Stage]:
     stages: list[_Stage] = []
     handlers = _handlers()
-    leaves = [(n, m) for n, m in _leaves(model) if not isinstance(m, _SKIP)]
-    for name, m in leaves:
+    before = capture.INPUT
+    for node in capture.capture(model):
+        name, m = node.name, node.module
+        if isinstance(m, capture.Add):
+            _unsupported(name, m, " (x + y, a residual add): the integer model is a chain of layers")
+        if node.inputs != (before,):
+            raise ir.ModelError(f"quantize: node {name!r} reads {', '.join(node.inputs)}, not the "
+                                f"node before it ({before}); the integer model is a chain of layers")
+        before = name
+        if isinstance(m, _SKIP):
+            continue
         last = stages[-1] if stages else None
         weighted = last is not None and last.handler.weighted
+        if isinstance(m, nn.Flatten) and last is not None and (
+                isinstance(last.module, nn.Flatten) or (weighted and last.handler.rank == 2)):
+            continue  # a flatten of a flat (N, K) tensor changes nothing
         handler = _handler(m, handlers)
         if handler is not None:
             why = handler.check(m)
