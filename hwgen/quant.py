@@ -50,7 +50,7 @@ maximum by default) and ``top`` the largest code, ``2**act_bits - 1`` or ``2**(a
 Winograd-adder layers take ``s = a / top`` (no weight term): the transformed kernel ``U`` is put
 on the scale of ``V = Bᵀ d B``, ``s / kb²`` (``kb = 2`` when ``Bᵀ`` has a ``½`` entry, stored
 doubled, else 1), and is *not* clipped (``weight_bits`` does not apply; see
-:func:`_winograd_weights` for why clipping is not exact here), so the integer layer computes
+``_winograd_weights`` for why clipping is not exact here), so the integer layer computes
 exactly the float one up to the rounding of ``U`` and of the input.  One accumulator LSB is
 ``s / (kb² ka²)`` (``ka = 2`` when ``Aᵀ`` has a ``½`` entry).
 
