@@ -243,7 +243,7 @@ def test_training_still_uses_the_eager_autograd():
     x = torch.rand(2, 2, 5, 5, requires_grad=True)
     layer(x).sum().backward()
     assert x.grad is not None and layer.weight.grad is not None
-    assert type(layer(x).grad_fn).__name__ != "GeneratedBackwardFor_hwgen_adder_conv2d_defaultBackward"
+    assert "hwgen" not in type(layer(x).grad_fn).__name__  # not the operator's (none)
 
 
 # --------------------------------------------------------------------------- a user's model
@@ -270,7 +270,8 @@ def test_pt2_through_the_cli_builds_the_same_design(user, user_cli_build):
 def test_live_module_through_the_api_is_bit_exact(user, user_cli_build, tmp_path):
     tmp, net, dataset = user
     loader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(torch.tensor(dataset.x_train), torch.tensor(dataset.y_train)),
+        torch.utils.data.TensorDataset(torch.tensor(dataset.x_train),
+                                       torch.tensor(dataset.y_train)),
         batch_size=256)
     build = hwgen.convert(net, calibration=loader, test=(dataset.x_test, dataset.y_test),
                           out=tmp_path / "api")
@@ -369,7 +370,8 @@ def test_architecture_with_options_through_the_cli_is_bit_exact(user, tmp_path):
     assert proc.returncode == 0, proc.stderr
     config = torch.load(tmp_path / "a.pt", weights_only=True)["config"]
     assert config["input_size"] == [H, W] and config["in_channels"] == 3
-    proc = hwgen_main("build", tmp_path / "a.pt", "--data", tmp / "wide.npz", "--out", tmp_path / "b")
+    proc = hwgen_main("build", tmp_path / "a.pt", "--data", tmp / "wide.npz",
+                      "--out", tmp_path / "b")
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["data"]["input_shape"] == [3, H, W]
@@ -392,7 +394,8 @@ def test_architecture_with_options_through_the_api_is_bit_exact(user, tmp_path):
     train(arch="conv", epochs=1, dataset=dataset, progress=False, out=tmp_path / "c.pt",
           config={"kernel": [3, 5], "padding": [0, 2], "channels": [4, 6]})
     build = hwgen.convert(tmp_path / "c.pt", data=dataset, out=tmp_path / "b")
-    assert [getattr(l, "padding", None) for l in build.model.layers if isinstance(l, ir.Conv2d)] == [0, 2]
+    convs = [layer for layer in build.model.layers if isinstance(layer, ir.Conv2d)]
+    assert [c.padding for c in convs] == [0, 2]
     assert build.model.input_shape == (3, H, W)
     result = build.simulate(images=2)
     assert not result["mismatches"] and result["passed"]
