@@ -126,7 +126,6 @@ class BoardTop(Elaboratable):
             i_PACKAGEPIN=clk.io, i_RESETB=Const(1), i_BYPASS=Const(0),
             o_PLLOUTGLOBALA=sync_clk, o_PLLOUTGLOBALB=accel_clk, o_LOCK=lock)
         m.d.comb += [ClockSignal("sync").eq(sync_clk), ClockSignal("accel").eq(accel_clk)]
-        platform.add_clock_constraint(sync_clk, self.board.osc_mhz * 1e6)
         platform.add_clock_constraint(accel_clk, self.clock_mhz * 1e6)
         self._power_on_reset(m, round(15 * self.board.osc_mhz))
         m.submodules.accel_reset = ResetSynchronizer(~lock | ResetSignal("sync"), domain="accel")
