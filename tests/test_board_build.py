@@ -20,18 +20,18 @@ from hwgen.toolchain import tool_env, venv_bin
 ARGS = {}  # the tool's arguments, set by each test
 
 
-def _tool(name):
+def _tool(name, cwd):
     path = venv_bin() / f"yowasp-{name}"
     if not path.is_file():
         pytest.skip(f"yowasp-{name} missing")
     return subprocess.run([str(path), *ARGS[name]], capture_output=True, text=True,
-                          env=tool_env(), timeout=300)
+                          env=tool_env(), timeout=300, cwd=cwd)
 
 
 @pytest.mark.parametrize("f_in, f_out", [(12, 18), (12, 24), (12, 30), (48, 60)])
-def test_ice40_pll_matches_icepll(f_in, f_out):
+def test_ice40_pll_matches_icepll(f_in, f_out, tmp_path):
     ARGS["icepll"] = ["-i", str(f_in), "-o", str(f_out)]
-    out = _tool("icepll").stdout
+    out = _tool("icepll", tmp_path).stdout
     p = ice40_pll(f_in, f_out)
     want = {k: int(re.search(rf"^{k}:\s+(\d+)", out, re.M).group(1))
             for k in ("DIVR", "DIVF", "DIVQ", "FILTER_RANGE")}
@@ -41,9 +41,9 @@ def test_ice40_pll_matches_icepll(f_in, f_out):
 
 
 @pytest.mark.parametrize("f_in, f_out", [(25, 50), (25, 60), (48, 72)])
-def test_ecp5_pll_matches_ecppll(f_in, f_out):
+def test_ecp5_pll_matches_ecppll(f_in, f_out, tmp_path):
     ARGS["ecppll"] = ["-i", str(f_in), "-o", str(f_out), "-f", "pll.v"]
-    out = _tool("ecppll").stdout
+    out = _tool("ecppll", tmp_path).stdout
     p = ecp5_pll(f_in, f_out)
     got = [int(re.search(rf"{k}:\s+(\d+)", out).group(1))
            for k in ("Refclk divisor", "Feedback divisor", "clkout0 divisor")]
