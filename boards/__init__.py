@@ -16,12 +16,13 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import HwgenError
 from ..toolchain import ToolError, tool_env
 
 __all__ = ["Board", "BOARDS", "board", "programmer", "program", "BoardError"]
 
 
-class BoardError(ValueError):
+class BoardError(HwgenError, ValueError):
     """An unknown board name or a bitstream that is not there."""
 
 

@@ -13,33 +13,14 @@ import json
 import sys
 from pathlib import Path
 
+from .errors import HwgenError
+
 EXIT_USER_ERROR = 2
 EXIT_MISMATCH = 1
 
 
-class UserError(Exception):
-    """An error a user can mend; printed as one line."""
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """The exception types that mean 'your input or your machine is wrong', not a bug."""
-    from . import ir
-    from .flow import BuildError
-
-    from .data import DataError
-
-    types: list[type[BaseException]] = [UserError, ir.ModelError, BuildError, DataError,
-                                         FileNotFoundError]
-    for module, name in (("hwgen.nn.checkpoint", "CheckpointError"), ("hwgen.nn.models", "ConfigError"), ("hwgen.toolchain", "ToolError"),
-                         ("hwgen.synth", "SynthError"), ("hwgen.simulate", "SimError"),
-                         ("hwgen.boards", "BoardError"),
-                         ("hwgen.compare", "CompareError"), ("hwgen.report", "ReportError"),
-                         ("hwgen.energy", "EnergyError"), ("hwgen.sweep", "SweepError")):
-        try:
-            types.append(getattr(__import__(module, fromlist=[name]), name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(types)
+class UserError(HwgenError):
+    """A command-line argument a user can mend; printed as one line."""
 
 
 def _parse_folding(items: list[str] | None) -> dict | None:
@@ -249,12 +230,15 @@ def make_parser() -> argparse.ArgumentParser:
                    help="data set: x (N×C×H×W), y, optional classes/split (default: the digits)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--set", action="append", metavar="NAME=VALUE",
-                   help="architecture option, e.g. --set mode=q, --set freeze=shift (repeatable)")
+                   help="architecture option, e.g. --set kernel=5,3 --set padding=2,1 --set "
+                        "input_size=12x16 --set mode=q (repeatable)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("build", help="quantize a model and write its Verilog, test vectors and manifest")
     p.add_argument("model", nargs="?", default=None,
-                   help="checkpoint (.pt) or integer model (folder or model.json); default: the embedded model")
+                   help="checkpoint (.pt), torch.export program (.pt2, loading runs no code), "
+                        "path.py:function returning the module (runs that file), or integer model "
+                        "(folder or model.json); default: the embedded model")
     p.add_argument("--out", required=True, help="build folder to write")
     p.add_argument("--data", default=None, metavar="D.npz",
                    help="data set for calibration and test vectors (default: the digits)")
@@ -338,7 +322,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("flow", help="build, simulate and synthesize in one go (default: the embedded model)")
-    p.add_argument("model", nargs="?", default=None)
+    p.add_argument("model", nargs="?", default=None, help="as for 'hwgen build'")
     p.add_argument("--out", default="build/digits")
     p.add_argument("--data", default=None, metavar="D.npz", help="data set (default: the digits)")
     p.add_argument("--device", default="ice40-up5k")
@@ -358,14 +342,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hwgen: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # noqa: BLE001 - sorted below
-        if isinstance(e, _user_errors()):
-            message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            if isinstance(e, FileNotFoundError) and e.filename:
-                message = f"no such file: {e.filename}"
-            print(f"hwgen: error: {message}", file=sys.stderr)
-            return EXIT_USER_ERROR
-        raise
+    except (HwgenError, FileNotFoundError) as e:
+        # FileNotFoundError: the operating system's own word for a path the user named.
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, FileNotFoundError) and e.filename:
+            message = f"no such file: {e.filename}"
+        print(f"hwgen: error: {message}", file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":
