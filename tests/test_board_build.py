@@ -118,3 +118,20 @@ def test_a_clock_too_fast_fails_the_build(tmp_path):
         build_board(build, "icebreaker", clock_mhz=250)
     report = json.loads((build / "board" / "icebreaker" / "board_report.json").read_text())
     assert report["timing_met"] is False
+
+
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_every_board_top_elaborates_on_its_platform(name):
+    """The build plan (pins, PLL, clocks, LEDs) of each board, without running the tools."""
+    from hwgen.boards.top import BoardTop
+    from hwgen.hw.top import Accelerator
+
+    b = board(name)
+    top = BoardTop(b, Accelerator(tiny_model()))
+    plan = b.platform_class()().build(top, name="top", do_build=False)
+    script = plan.files["build_top.sh"]
+    assert ("icepack" if b.device.startswith("ice40") else "ecppack") in script
+    constraints = plan.files["top.pcf" if b.device.startswith("ice40") else "top.lpf"]
+    assert "uart" in constraints
+    rtlil = plan.files["top.il"]
+    assert ("SB_PLL40_2_PAD" in rtlil or "EHXPLLL" in rtlil) == (b.clock_mhz != b.osc_mhz)
