@@ -13,7 +13,8 @@ Settings come in the environment: ``HWGEN_BUILD_DIR``, ``HWGEN_LINK`` (the link'
 description: divisor, timeout, max_count, ...), ``HWGEN_IMAGES``, ``HWGEN_RESULT`` (the JSON
 summary), ``HWGEN_BOARD_TEST`` (which test runs) and, for the bridge, ``HWGEN_PTY_FILE`` (where
 to write the terminal's path), ``HWGEN_BRIDGE_STOP`` (a file whose appearance ends it) and
-``HWGEN_BRIDGE_IDLE_S`` (wall seconds of host silence that end it anyway). The clocks: ``clk`` (the line's) has a 10 ns period and ``accel_clk`` 7 ns, unrelated, so
+``HWGEN_BRIDGE_IDLE_S`` (wall seconds of host silence that end it anyway). The clocks: ``clk``
+(the line's) has a 10 ns period and ``accel_clk`` 7 ns, unrelated, so
 the FIFOs really cross; the baud rate is scaled to ``clk / divisor`` (12.5 Mbaud at divisor 8)
 instead of the boards' 115200, which changes nothing but the number of cycles per bit.
 """
