@@ -67,6 +67,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from . import ir
+from .errors import HwgenError
 from .util import atomic_write, atomic_write_json
 
 __all__ = ["FAMILIES", "SOURCES", "variant_model", "compare", "format_table", "markdown_table"]
@@ -80,7 +81,7 @@ BASELINE = "conv"
 WINOGRAD_PAIR = ("adder", "winograd-adder")
 
 
-class CompareError(ValueError):
+class CompareError(HwgenError, ValueError):
     """A bad request to :func:`compare`; the message is one line."""
 
 

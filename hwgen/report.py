@@ -94,6 +94,7 @@ from pathlib import Path
 import numpy as np
 
 from . import energy, ir
+from .errors import HwgenError
 from .util import atomic_write, atomic_write_json
 
 __all__ = ["SCHEMA", "VERSION", "collect_build", "write_report", "pareto_front", "winograd_vs_direct"]
@@ -106,7 +107,7 @@ ESTIMATES = ("Energy figures are estimates: the op-count figure prices the arith
              "utilization and a coefficient model. Neither is a measurement.")
 
 
-class ReportError(ValueError):
+class ReportError(HwgenError, ValueError):
     """A report that cannot be written (no build, nothing to report); one line."""
 
 

@@ -15,6 +15,7 @@ from typing import Callable
 
 from torch import nn
 
+from ..errors import HwgenError
 from .adder import DEFAULT_ETA, AdderConv2d, AdderLinear
 from .shift import DEFAULT_PRANGE, ShiftConv2d, ShiftLinear
 from .winograd import WinogradAdderConv2d, transform_set
@@ -26,7 +27,7 @@ FREEZE = ("none", "shift", "add")  # the shiftadd arch's ``freeze`` options
 _ARCHS: dict[str, tuple[Callable[..., nn.Module], dict]] = {}
 
 
-class ConfigError(ValueError):
+class ConfigError(HwgenError, ValueError):
     """An architecture name or option a user can mend (one line)."""
 
 
