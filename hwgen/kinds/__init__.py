@@ -11,9 +11,9 @@
 ======================  ====================================================================
 
 What a kind defines, and how a new one plugs in, is in :mod:`.base`: a subclass of
-:class:`~.base.Layer` decorated with :func:`~hwgen.kinds.base.register`.  ShiftAddNet is no kind of its own: it is
-a shift layer followed by an adder layer.  Importing this package imports NumPy only (the
-quantizer handlers import torch when called).
+:class:`~.base.Layer` decorated with :func:`~hwgen.kinds.base.register`.  ShiftAddNet is no
+kind of its own: it is a shift layer followed by an adder layer.  Importing this package imports
+NumPy only (the quantizer handlers import torch when called).
 """
 
 from .base import (OP_TYPES, Layer, ModelError, Op, Quantizer, QuantizedLayer, kind_class,
