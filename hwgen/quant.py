@@ -1,6 +1,7 @@
 """The quantizer: a trained PyTorch model (:mod:`hwgen.nn`) → an integer model (:mod:`hwgen.ir`).
 
-Supported module sequences (a flat or nested :class:`torch.nn.Sequential`):
+Supported module sequences (a chain, as :func:`hwgen.capture.capture` reads it: a flat or nested
+:class:`torch.nn.Sequential`, or a ``forward()`` of these modules and their functional forms):
 
 * a weight layer optionally followed by ``BatchNorm2d | BatchNorm1d`` and ``ReLU``: the weight
   layer plus one :class:`hwgen.ir.Requant` (BatchNorm folded, ReLU fused).  Weight layers:
@@ -85,139 +86,106 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import golden, ir
+from . import capture, golden, ir
 from .ir import csd_round
-from .nn.adder import AdderConv2d, AdderLinear
-from .nn.shift import ShiftConv2d, ShiftLinear
-from .nn.winograd import WinogradAdderConv2d
+from .kinds import Quantizer, registered
 
 __all__ = ["quantize", "quantize_input", "float_reference", "csd_round"]
 
 
 # --------------------------------------------------------------------------- helpers
 
-_ADDER = (AdderConv2d, AdderLinear)
-_SHIFT = (ShiftConv2d, ShiftLinear)
-_MAC = (nn.Conv2d, nn.Linear)
-_WINOGRAD = (WinogradAdderConv2d,)
-_WEIGHT = _ADDER + _SHIFT + _MAC + _WINOGRAD
-_CONV = (AdderConv2d, ShiftConv2d, nn.Conv2d, WinogradAdderConv2d)  # 4-D weight layers, followed by BatchNorm2d
-
-
 @dataclass
 class _Stage:
-    """One unit of the integer model, in order."""
+    """One unit of the integer model, in order: a module and the quantizer of its kind
+    (:class:`hwgen.kinds.Quantizer`), with the BatchNorm and ReLU a weight layer absorbs."""
 
-    kind: str                       # "weight", "pool", "flatten"
-    module: nn.Module | None = None
+    handler: Quantizer
+    module: nn.Module
     bn: nn.Module | None = None
     relu: bool = False
-    pool: int = 0
-
-    @property
-    def arithmetic(self) -> str:
-        """``"adder"``, ``"shift"``, ``"winograd"`` or ``"mac"`` for a weight stage."""
-        m = self.module
-        if isinstance(m, _WINOGRAD):
-            return "winograd"
-        return "adder" if isinstance(m, _ADDER) else "shift" if isinstance(m, _SHIFT) else "mac"
 
 
 _SKIP = (nn.Identity, nn.Dropout)
+_BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
-def _leaves(model: nn.Module, prefix=""):
-    if isinstance(model, nn.Sequential):
-        for name, child in model.named_children():
-            yield from _leaves(child, f"{prefix}{name}.")
-    else:
-        yield prefix.rstrip(".") or type(model).__name__, model
+def _handlers() -> dict[type, Quantizer]:
+    """Every PyTorch module class a registered layer kind takes, and its quantizer."""
+    return {t: q for cls in registered() for q in cls.quantizers for t in q.modules()}
+
+
+def _handler(module: nn.Module, handlers: dict[type, Quantizer]) -> Quantizer | None:
+    """The quantizer of ``module``'s most specific class that has one."""
+    return next((handlers[t] for t in type(module).__mro__ if t in handlers), None)
 
 
 def _unsupported(name, module, why=""):
-    supported = ("AdderConv2d, AdderLinear, ShiftConv2d, ShiftLinear, WinogradAdderConv2d, Conv2d, Linear, "
-                 "BatchNorm1d/2d, ReLU, MaxPool2d, Flatten")
-    raise ir.ModelError(f"quantize: module {name!r} of type {type(module).__name__} is not supported"
-                        f"{why} (supported: {supported})")
-
-
-def _pair(v):
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-
-
-def _check_conv(name, m: nn.Conv2d):
-    """An ``nn.Conv2d`` the integer conv can express: square stride and padding, no groups or dilation."""
-    stride, padding = _pair(m.stride), m.padding
-    if (isinstance(padding, str) or _pair(padding)[0] != _pair(padding)[1] or stride[0] != stride[1]
-            or _pair(m.dilation) != (1, 1) or m.groups != 1 or m.padding_mode != "zeros"):
-        _unsupported(name, m, " with these options: only equal stride and padding in both dimensions, "
-                              "zero padding, no dilation, groups=1")
-
-
-def _conv_geometry(m) -> tuple[int, int]:
-    """``(stride, padding)`` of a conv-type module as ints."""
-    return int(_pair(m.stride)[0]), int(_pair(m.padding)[0])
+    supported = ", ".join([t.__name__ for t in _handlers()] + ["BatchNorm1d/2d", "ReLU"])
+    raise ir.ModelError(f"quantize: module {name!r} of type {type(module).__name__} is not "
+                        f"supported{why} (supported: {supported})")
 
 
 def _parse(model: nn.Module) -> list[_Stage]:
     stages: list[_Stage] = []
-    leaves = [(n, m) for n, m in _leaves(model) if not isinstance(m, _SKIP)]
-    for name, m in leaves:
+    handlers = _handlers()
+    before = capture.INPUT
+    for node in capture.capture(model):
+        name, m = node.name, node.module
+        if isinstance(m, capture.Add):
+            _unsupported(name, m, " (x + y, a residual add): the integer model is a chain of layers")
+        if node.inputs != (before,):
+            raise ir.ModelError(f"quantize: node {name!r} reads {', '.join(node.inputs)}, not the "
+                                f"node before it ({before}); the integer model is a chain of layers")
+        before = name
+        if isinstance(m, _SKIP):
+            continue
         last = stages[-1] if stages else None
-        if isinstance(m, _WEIGHT):
-            if isinstance(m, nn.Conv2d):
-                _check_conv(name, m)
-            if isinstance(m, _WINOGRAD) and m.p != 1.0:
-                _unsupported(name, m, f" with p = {m.p}: the integer model is l1 (p = 1); finish the "
-                                      f"l2-to-l1 schedule (it ends at p = 1)")
-            stages.append(_Stage("weight", module=m))
-        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            want = nn.BatchNorm2d if (last and isinstance(last.module, _CONV)) else nn.BatchNorm1d
-            if last is None or last.kind != "weight" or last.bn is not None or last.relu or not isinstance(m, want):
-                _unsupported(name, m, " here: a BatchNorm must directly follow a weight layer of matching rank")
+        weighted = last is not None and last.handler.weighted
+        if isinstance(m, nn.Flatten) and last is not None and (
+                isinstance(last.module, nn.Flatten) or (weighted and last.handler.rank == 2)):
+            continue  # a flatten of a flat (N, K) tensor changes nothing
+        handler = _handler(m, handlers)
+        if handler is not None:
+            why = handler.check(m)
+            if why:
+                _unsupported(name, m, why)
+            stages.append(_Stage(handler, m))
+        elif isinstance(m, _BATCHNORM):
+            want = nn.BatchNorm2d if weighted and last.handler.rank == 4 else nn.BatchNorm1d
+            if not weighted or last.bn is not None or last.relu or not isinstance(m, want):
+                _unsupported(name, m, " here: a BatchNorm must directly follow a weight layer "
+                                      "of matching rank")
             if not m.track_running_stats or m.running_mean is None:
                 _unsupported(name, m, " without running statistics")
             last.bn = m
         elif isinstance(m, nn.ReLU):
-            if last is None or last.kind != "weight" or last.relu:
+            if not weighted or last.relu:
                 _unsupported(name, m, " here: a ReLU must follow a weight layer or its BatchNorm")
             last.relu = True
-        elif isinstance(m, nn.MaxPool2d):
-            k, s = m.kernel_size, m.stride if m.stride is not None else m.kernel_size
-            if (_pair(k)[0] != _pair(k)[1] or _pair(s) != _pair(k) or _pair(m.padding) != (0, 0)
-                    or _pair(m.dilation) != (1, 1) or m.ceil_mode):
-                _unsupported(name, m, " with these options: only square kernel = stride, no padding, floor mode")
-            stages.append(_Stage("pool", pool=int(_pair(k)[0])))
-        elif isinstance(m, nn.Flatten):
-            if m.start_dim != 1 or m.end_dim != -1:
-                _unsupported(name, m, " with start_dim/end_dim other than 1/-1")
-            stages.append(_Stage("flatten"))
         else:
             _unsupported(name, m)
-    if not stages or not any(s.kind == "weight" for s in stages):
-        raise ir.ModelError("quantize: the model has no weight layer (adder, shift, conv or linear)")
+    if not any(s.handler.weighted for s in stages):
+        raise ir.ModelError("quantize: the model has no weight layer (adder, shift, conv or "
+                            "linear)")
     return stages
 
 
 @torch.no_grad()
 def _trace(stages: list[_Stage], x: torch.Tensor) -> list[dict]:
-    """Float tensors of every stage: input, the weight layer's raw output (without a bias), the output."""
+    """Float tensors of every stage: input, the weight layer's raw output (without a bias),
+    the output."""
     out = []
     for st in stages:
         rec = {"in": x}
-        if st.kind == "weight":
-            a = st.module(x)
-            bias = getattr(st.module, "bias", None) if isinstance(st.module, _MAC) else None
-            rec["acc"] = a if bias is None else a - bias.reshape((1, -1) + (1,) * (a.dim() - 2))
+        x = st.module(x)
+        if st.handler.weighted:
+            bias = st.handler.bias(st.module)
+            rec["acc"] = x if bias is None else x - bias.reshape((1, -1) + (1,) * (x.dim() - 2))
             if st.bn is not None:
-                a = st.bn(a)
+                x = st.bn(x)
             if st.relu:
-                a = torch.relu(a)
-            x = a
-        elif st.kind == "pool":
-            x = nn.functional.max_pool2d(x, st.pool)
-        else:
-            x = x.flatten(1)
+                x = torch.relu(x)
         rec["out"] = x
         out.append(rec)
     return out
@@ -233,8 +201,9 @@ def _calib_max(t: torch.Tensor, percentile: float) -> float:
 
 
 def _bn_affine(st: _Stage, channels: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(A_c, B_c)`` of ``z = A_c * acc + B_c``: BatchNorm folded, with a multiplier layer's bias."""
-    bias = getattr(st.module, "bias", None) if isinstance(st.module, _MAC) else None
+    """``(A_c, B_c)`` of ``z = A_c * acc + B_c``: BatchNorm folded, with a multiplier layer's
+    bias."""
+    bias = st.handler.bias(st.module)
     bias = np.zeros(channels) if bias is None else bias.detach().double().numpy()
     if st.bn is None:
         return np.ones(channels), bias
@@ -244,81 +213,6 @@ def _bn_affine(st: _Stage, channels: int) -> tuple[np.ndarray, np.ndarray]:
     beta = bn.bias.detach().double().numpy() if bn.affine else np.zeros(channels)
     a = gamma / np.sqrt(var + bn.eps)
     return a, beta + a * (bias - bn.running_mean.double().numpy())
-
-
-def _input_scale(st: _Stage, a: float, signed: bool, act_bits: int, weight_bits: int) -> float:
-    """Scale of the tensor feeding weight stage ``st`` (see the module docstring)."""
-    top = (1 << (act_bits - 1)) - 1 if signed else (1 << act_bits) - 1
-    s = a / top
-    if st.arithmetic == "adder":
-        w = st.module.weight.detach().double().numpy()
-        w_top = float(np.abs(w).max()) if signed else float(w.max())
-        w_max = max(0.0, min(w_top, a))
-        s = max(s, w_max / ((1 << (weight_bits - 1)) - 1))
-    return s
-
-
-def _adder_weights(module, s_in: float, weight_bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """Integer adder weights on the input's scale, clipped, and the per-channel clipping offset."""
-    w_lim = (1 << (weight_bits - 1)) - 1
-    w_lo = -(1 << (weight_bits - 1))
-    w = module.weight.detach().double().numpy()
-    wq = np.round(w / s_in).astype(np.int64)
-    # Clipping a weight changes |x - w| by a constant while x stays on the same side of it (see the
-    # module docstring): acc_int = acc_true + offset, removed in the requantizer.
-    clipped = np.clip(wq, w_lo, w_lim)
-    offset = np.abs(wq - clipped).reshape(len(wq), -1).sum(axis=1)
-    return clipped, offset
-
-
-def _winograd_weights(module, s_in: float):
-    """Integer Winograd layer parts: ``(u, bt, at, acc_scale_factor)``.
-
-    ``bt``/``at`` are the float ``Bᵀ``/``Aᵀ`` times ``kb``/``ka`` (2 if the matrix has a ``½``
-    entry, else 1), so ``V_int = bt d_int btᵀ`` is ``V / (s_in / kb²)`` and ``u = round(U kb² / s_in)``
-    is on the same scale (the adder rule).  ``u`` is not clipped: its width is its own (the ranges
-    of :class:`hwgen.ir.WinogradAdderConv2d` follow it).  Clipping, as the direct adder layers do,
-    is not exact here: a clipped entry changes ``|u - V|`` by a constant (``V`` stays on one side),
-    but ``at · atᵀ`` turns the constants of the 16 lanes into a different constant for each of the
-    four positions of an output tile, while the requantizer's bias is one per channel.  And trained
-    ``U`` goes far beyond the range of ``V`` (on digits, a quarter of the first layer's entries lie
-    outside their lane's range, down to about 9 × the input's full scale: such a lane is the linear
-    function ``V - U`` of its input), so clipping to ``V``'s width costs accuracy (measured: 94.7 %
-    integer against 98.1 % float) where keeping ``u`` exact costs about three bits of lane width.
-    One accumulator LSB is worth ``s_in / (kb² ka²)``.
-    """
-    bt_f = module.bt.double().numpy()
-    at_f = module.at.double().numpy()
-    kb = 2 if np.any(np.abs(bt_f) == 0.5) else 1
-    ka = 2 if np.any(np.abs(at_f) == 0.5) else 1
-    bt = np.round(bt_f * kb).astype(np.int64)
-    at = np.round(at_f * ka).astype(np.int64)
-    u = np.round(module.weight.detach().double().numpy() * kb * kb / s_in)
-    if np.abs(u).max(initial=0) >= 2.0 ** 40:
-        raise ir.ModelError(f"quantize: Winograd weights of {np.abs(u).max():.3g} input LSBs "
-                            f"do not fit an integer lane")
-    return u.astype(np.int64), bt, at, 1.0 / (kb * kb * ka * ka)
-
-
-def _shift_weights(name: str, module) -> tuple[np.ndarray, np.ndarray, int]:
-    """``(sign, shift, max_shift)`` of a shift layer: the integer weight ``sign << (p - pmin)``."""
-    sign, p = module.exported()
-    max_shift = module.pmax - module.pmin
-    if max_shift > 30:
-        raise ir.ModelError(f"quantize: shift layer {name!r} has prange ({module.pmin}, {module.pmax}), "
-                            f"{max_shift} shifts wide; the integer model allows at most 30")
-    return sign, (p - module.pmin).astype(np.int64), int(max_shift)
-
-
-def _mac_weights(module, weight_bits: int, per_channel: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric integer weights and the weight scale of every output channel."""
-    w_lim = (1 << (weight_bits - 1)) - 1
-    w = module.weight.detach().double().numpy()
-    flat = np.abs(w).reshape(len(w), -1)
-    peak = flat.max(axis=1) if per_channel else np.full(len(w), flat.max())
-    ws = np.where(peak > 0, peak / w_lim, 1.0)
-    wq = np.clip(np.round(w / ws.reshape((-1,) + (1,) * (w.ndim - 1))), -w_lim, w_lim).astype(np.int64)
-    return wq, ws
 
 
 # --------------------------------------------------------------------------- public API
@@ -352,7 +246,7 @@ def quantize(model: nn.Module, x_calib: np.ndarray, act_bits: int = 8, weight_bi
     model.eval()
     stages = _parse(model)
     trace = _trace(stages, torch.from_numpy(x_calib))
-    weights = [i for i, st in enumerate(stages) if st.kind == "weight"]
+    weights = [i for i, st in enumerate(stages) if st.handler.weighted]
 
     # Scale of every tensor that feeds a weight layer.  Its input is signed when the weight layer
     # before it has no ReLU (the image, before the first, is unsigned).
@@ -362,7 +256,8 @@ def quantize(model: nn.Module, x_calib: np.ndarray, act_bits: int = 8, weight_bi
         signed = k > 0 and not stages[weights[k - 1]].relu
         x_in = trace[i]["in"]
         a = _calib_max(x_in.abs() if signed else x_in, percentile)
-        s = _input_scale(stages[i], a, signed, act_bits, weight_bits)
+        top = (1 << (act_bits - 1)) - 1 if signed else (1 << act_bits) - 1
+        s = stages[i].handler.input_scale(stages[i].module, a, top, signed, weight_bits)
         if s <= 0:
             raise ir.ModelError(f"quantize: the input of weight layer {k} ({type(stages[i].module).__name__}) "
                                 f"is all zero on the calibration images")
@@ -374,60 +269,29 @@ def quantize(model: nn.Module, x_calib: np.ndarray, act_bits: int = 8, weight_bi
     layers: list[ir.Layer] = []
     scales: list[float] = []
     csd_err: dict[str, float] = {}
-    offsets: dict[str, list[int]] = {}
-    channel_scales: dict[str, list[float]] = {}
-    counters = {"conv": 0, "dense": 0, "requant": 0, "pool": 0, "flatten": 0}
+    layer_meta: dict[str, dict] = {"adder_offsets": {}}  # per key: {layer name: value}
+    options = {"weight_bits": weight_bits, "mac_per_channel": mac_per_channel}
+    counters: dict[str, int] = {}
 
-    def new_name(kind):
-        n = f"{kind}{counters[kind]}"
-        counters[kind] += 1
-        return n
+    def new_name(prefix):
+        counters[prefix] = counters.get(prefix, -1) + 1
+        return f"{prefix}{counters[prefix]}"
 
     for i, st in enumerate(stages):
-        if st.kind == "pool":
-            layers.append(ir.MaxPool2d(name=new_name("pool"), size=st.pool))
-            scales.append(scale)
-            continue
-        if st.kind == "flatten":
-            layers.append(ir.Flatten(name=new_name("flatten")))
+        if not st.handler.weighted:
+            layers.append(st.handler.layer(st.module, new_name(st.handler.prefix)))
             scales.append(scale)
             continue
         # ---- weight layer: integer weights and the real value of one accumulator LSB (per channel)
         s_in = in_scale[i]
         if not math.isclose(s_in, scale, rel_tol=1e-12):
             raise AssertionError(f"scale mismatch at stage {i}")  # the scale plan is one chain
-        m = st.module
-        is_conv = isinstance(m, _CONV)
-        lname = new_name("conv" if is_conv else "dense")
-        geometry = (dict(zip(("stride", "padding"), _conv_geometry(m)))
-                    if is_conv and not isinstance(m, _WINOGRAD) else {})
-        if st.arithmetic == "winograd":
-            uq, bt, at, factor = _winograd_weights(m, s_in)
-            layer = ir.WinogradAdderConv2d(name=lname, u=uq, bt=bt, at=at, padding=m.padding)
-            acc_scale = np.full(len(uq), s_in * factor)
-            offset = np.zeros(len(uq), dtype=np.int64)
-            offsets[lname] = [0] * len(uq)
-            scales.append(s_in * factor)
-        elif st.arithmetic == "adder":
-            wq, offset = _adder_weights(m, s_in, weight_bits)
-            layer = (ir.AdderConv2d if is_conv else ir.AdderDense)(name=lname, weight=wq, **geometry)
-            acc_scale = np.full(len(wq), s_in)
-            offsets[lname] = [int(v) for v in offset]
-            scales.append(s_in)
-        elif st.arithmetic == "shift":
-            sign, shift, max_shift = _shift_weights(lname, m)
-            layer = (ir.ShiftConv2d if is_conv else ir.ShiftDense)(name=lname, sign=sign, shift=shift,
-                                                                    max_shift=max_shift, **geometry)
-            acc_scale = np.full(len(sign), s_in * 2.0 ** m.pmin)
-            offset = np.zeros(len(sign), dtype=np.int64)
-            scales.append(s_in * 2.0 ** m.pmin)
-        else:
-            wq, ws = _mac_weights(m, weight_bits, mac_per_channel)
-            layer = (ir.Conv2d if is_conv else ir.Dense)(name=lname, weight=wq, **geometry)
-            acc_scale = s_in * ws
-            offset = np.zeros(len(wq), dtype=np.int64)
-            channel_scales[lname] = [float(v) for v in ws]
-            scales.append(s_in)
+        lname = new_name(st.handler.prefix)
+        q = st.handler.quantize(st.module, lname, s_in, options)
+        layer, acc_scale, offset = q.layer, q.acc_scale, q.offset
+        scales.append(q.layer_scale)
+        for key, value in q.meta.items():
+            layer_meta.setdefault(key, {})[lname] = value
         layers.append(layer)
 
         # ---- requantizer: BatchNorm folded, ReLU fused
@@ -469,11 +333,10 @@ def quantize(model: nn.Module, x_calib: np.ndarray, act_bits: int = 8, weight_bi
         "percentile": percentile, "score_bits": score_bits,
         "layer_scales": [float(s) for s in scales],
         "requant_max_scale_error": csd_err,
-        "adder_offsets": offsets,
+        "adder_offsets": layer_meta.pop("adder_offsets"),
         "calibration_images": int(len(x_calib)),
+        **layer_meta,
     }
-    if channel_scales:
-        meta["channel_scales"] = channel_scales
     qmodel = ir.Model(name=name, input_shape=(c, h, w), input_bits=act_bits,
                       input_scale=float(in_scale[first]), layers=layers,
                       classes=list(classes) if classes is not None else [], meta=meta)
@@ -506,7 +369,7 @@ def float_reference(model: nn.Module, x_float: np.ndarray) -> list[np.ndarray]:
     stages = _parse(model)
     out = []
     for st, rec in zip(stages, _trace(stages, torch.as_tensor(np.array(x_float, dtype=np.float32)))):
-        if st.kind == "weight":
+        if st.handler.weighted:
             out.append(rec["acc"].double().numpy())
         out.append(rec["out"].double().numpy())
     return out

@@ -304,7 +304,8 @@ def test_embedded_checkpoints_of_other_archs(arch):
     path = embedded_checkpoint(arch)
     assert path.name == f"digits_{arch}.pt" and path.stat().st_size < 1_000_000
     model, info = load_checkpoint(path)
-    assert info["arch"] == arch and info["config"] == default_config(arch)  # the default recipe
+    assert info["arch"] == arch  # the default recipe (options added since take their defaults)
+    assert {**default_config(arch), **info["config"]} == default_config(arch)
     assert info["metrics"]["seed"] == 0 and info["metrics"]["epochs"] == 100
     _, _, x_te, y_te = data.digits()
     acc = evaluate(model, x_te, y_te)
