@@ -23,8 +23,10 @@ import numpy as np
 
 from . import ir
 # The executors live with their kinds (hwgen.kinds); their kernels are re-exported here.
-from .kinds import (im2col, l1_matrix, mac_matrix, maxpool, requant, shift_matrix,
-                    winograd_adder)
+from .kinds import im2col, l1_matrix, mac_matrix, shift_matrix
+from .kinds.maxpool import maxpool
+from .kinds.requant import requant
+from .kinds.winograd_adder import winograd_adder
 
 __all__ = ["Result", "run", "execute", "accuracy", "im2col", "l1_matrix", "mac_matrix",
            "shift_matrix", "winograd_adder", "requant", "maxpool"]

@@ -8,8 +8,8 @@ energy estimates of :mod:`hwgen.energy`, and writes three files into ``out_dir``
 ``report.json``    machine-readable, schema below (merged into an existing file: the ``synth``
                    summary that :func:`hwgen.synth.synthesize` keeps there survives)
 ``report.md``      Markdown tables, every figure with its source
-``report.html``    the same, self-contained: plots are inline base64 PNGs (matplotlib, Agg
-                   backend), no external file, script or style sheet
+``report.html``    the same, self-contained: plots are inline base64 PNGs (matplotlib figures
+                   drawn without pyplot), no external file, script or style sheet
 =================  ===========================================================================
 
 Both readable files are rendered from the Jinja2 templates ``hwgen/templates/report.html.j2`` and
@@ -340,10 +340,26 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
     return buf.getvalue()
+
+
+class _Figures:
+    """The two pyplot calls the plots make, on :class:`matplotlib.figure.Figure` instead: without
+    pyplot no backend is chosen or switched (a notebook that writes a report keeps its inline
+    plots) and no global figure list is shared between threads."""
+
+    @staticmethod
+    def subplots(nrows=1, ncols=1, figsize=None, **kwargs):
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=figsize)
+        return fig, fig.subplots(nrows, ncols, **kwargs)
+
+    @staticmethod
+    def get_cmap(name):
+        import matplotlib
+
+        return matplotlib.colormaps[name]
 
 
 #: One colour per variant, in the order of the report (the first is the colour the report's
@@ -483,11 +499,7 @@ def _energy_fpga_figure(plt, with_fpga):
 def _figures(variants: list[dict]) -> list[dict]:
     """Every figure of the report, in reading order: the headline, the Pareto front, LUTs per
     engine, then the energy breakdowns (``section`` ``"detail"``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _Figures
     figs = [{"id": "headline", "section": "headline", "png": _png(_headline_figure(plt, variants)),
              "title": "Headline: LUTs, Fmax, images/s, energy and accuracy per variant",
              "sources": _headline_sources(variants)}]

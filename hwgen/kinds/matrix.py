@@ -2,7 +2,8 @@
 
 A conv layer is a dense layer over the im2col patches of its input: :class:`ConvLayer` and
 :class:`DenseLayer` hold the geometry, the shapes, the range rule and the executor, and each
-kind module (:mod:`.adder`, :mod:`.shift`, :mod:`.conv`) gives its arithmetic: ``product`` (the
+kind module (:mod:`~hwgen.kinds.adder`, :mod:`~hwgen.kinds.shift`, :mod:`~hwgen.kinds.conv`)
+gives its arithmetic: ``product`` (the
 ``(..., K) → (..., O)`` kernel of the golden model) and ``tap_op`` (the energy of one tap).
 """
 

@@ -186,6 +186,7 @@ class WinogradAdderConv2d(Layer):
         * ``16·T·O·(C-1)`` accumulating adds at the lane width (the sum over input channels);
         * output transform ``at · M · atᵀ`` per (tile, output channel), at the output width
           (24 adds for the 0/±1 sets).
+
         The direct form of the same layer (:meth:`direct_ops`) does ``9C`` absdiff and
         ``9C - 1`` adds per output pixel and channel: 36·C absdiff per 2×2 outputs against
         16·C here.
