@@ -128,6 +128,7 @@ _DROPOUT = {F.dropout, torch.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout}
 _ADD = {operator.add, operator.iadd, torch.add}
 _FLATTEN = {torch.flatten}
 _FLATTEN_METHODS = frozenset({"flatten"})  # Tensor.flatten
+_ADD_METHODS = frozenset({"add", "add_"})  # Tensor.add, Tensor.add_
 _RESHAPE = {torch.reshape}
 _MAXPOOL = {F.max_pool2d, torch.max_pool2d}
 _MAXPOOL_ARGS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
@@ -241,7 +242,7 @@ class _FxReader:
             self._emit(node, node.name, nn.ReLU(), args[0])
         elif fn in _DROPOUT or method in ("contiguous", "clone"):
             self.alias[node.name] = self._tensor(args[0], node)
-        elif fn in _ADD or method in ("add", "add_"):
+        elif fn in _ADD or method in _ADD_METHODS:
             if len(args) != 2 or kwargs:
                 _refuse(_describe(node) + " with a scale (alpha)", node.name)
             self._emit(node, node.name, Add(), *args)
