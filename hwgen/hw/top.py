@@ -91,6 +91,9 @@ class Accelerator(wiring.Component):
         with constructing(self):
             if not isinstance(model, ir.Model):
                 raise TypeError(f"model must be an hwgen.ir.Model, not {type(model).__name__}")
+            if not model.is_chain:
+                raise ir.ModelError(f"model {model.name!r} is a graph, not a chain of layers; the "
+                                    f"hardware builds chains only (no engine joins two tensors yet)")
             self.model = model
             self.plan = plan(model, folding, target_cycles=target_cycles)
             self.target_cycles = target_cycles
