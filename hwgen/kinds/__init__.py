@@ -8,6 +8,7 @@
 :mod:`.requant`         ``requant`` (shift-and-add requantization)
 :mod:`.maxpool`         ``maxpool2d``
 :mod:`.flatten`         ``flatten``
+:mod:`.add`             ``add`` (residual addition, saturating; golden model and ranges only)
 ======================  ====================================================================
 
 What a kind defines, and how a new one plugs in, is in :mod:`.base`: a subclass of
@@ -28,11 +29,12 @@ from .winograd_adder import WinogradAdderConv2d
 from .requant import Requant
 from .maxpool import MaxPool2d
 from .flatten import Flatten
+from .add import Add
 
 __all__ = [
     "OP_TYPES", "Layer", "ModelError", "Op", "Quantizer", "QuantizedLayer", "kind_class",
     "layer_kinds", "register", "registered", "ConvLayer", "DenseLayer", "im2col",
     "AdderConv2d", "AdderDense", "l1_matrix", "ShiftConv2d", "ShiftDense", "shift_matrix",
     "split_power_of_two", "Conv2d", "Dense", "mac_matrix", "WinogradAdderConv2d",
-    "Requant", "MaxPool2d", "Flatten",
+    "Requant", "MaxPool2d", "Flatten", "Add",
 ]

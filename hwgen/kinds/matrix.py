@@ -52,6 +52,11 @@ def matrix_range(arithmetic: Arithmetic, weight: np.ndarray, lo, hi) -> tuple[in
 class _Matrix:
     """Range, ops and the golden product of a layer whose weight is ``(O, ...)``."""
 
+    @classmethod
+    def random(cls, rng, name, shape, **params):
+        """Random int8 weights."""
+        return cls(name, weight=rng.integers(-128, 128, size=shape), **params)
+
     def product(self, cols: np.ndarray) -> np.ndarray:
         """The kind's ``(..., K) → (..., O)`` integer product (the golden model's kernel)."""
         raise NotImplementedError
