@@ -40,7 +40,7 @@ def accelerator_of(build_dir):
 def link_verilog(build_dir, out: Path, *, divisor: int = SIM_DIVISOR, timeout_bytes: int = 40,
                  max_count: int = 4, accel_domain: str = "accel") -> dict:
     """Write the link core of ``build_dir``'s accelerator to ``out`` (top ``board_link``);
-    returns the link's description (:meth:`LinkCore.describe`)."""
+    returns the link's description (:meth:`hwgen.boards.link.LinkCore.describe`)."""
     from amaranth.back import verilog
 
     accelerator, _ = accelerator_of(build_dir)

@@ -93,7 +93,7 @@ class Add(nn.Module):
 
 
 class Captured(nn.Module):
-    """Captured nodes as a module: runs :attr:`nodes` in order (the float model of a ``.pt2``).
+    """Captured nodes as a module: runs ``nodes`` in order (the float model of a ``.pt2``).
 
     :func:`capture` of a ``Captured`` gives its nodes back unchanged.
     """

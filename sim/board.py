@@ -1,6 +1,7 @@
 """cocotb tests of the board top-level's link core (``board_link``, see
 :func:`hwgen.boards.bench.simulate_board`): the host's side of the UART, in frames.
 
+================  ==============================================================================
 ``board_frames``  real test images of a build (its ``vectors.npz``) in frames, every reply
                   checked against the build's golden scores and argmax; then a bad CRC, a short
                   frame, garbage between frames, a frame cut off by a host reset (the host starts
@@ -8,6 +9,7 @@
                   each gets its error reply (the board reset: none, the board forgot) and the
                   next good frame is answered.
 ``board_bridge``  a pseudo-terminal bridged to the UART model, for ``hwgen infer --port``.
+================  ==============================================================================
 
 Settings come in the environment: ``HWGEN_BUILD_DIR``, ``HWGEN_LINK`` (the link's JSON
 description: divisor, timeout, max_count, ...), ``HWGEN_IMAGES``, ``HWGEN_RESULT`` (the JSON

@@ -113,7 +113,7 @@ class WinogradEngine(wiring.Component):
       ``t_j`` are held, and during the next beat's four loading cycles row ``r`` of
       ``V = [t_0 … t_3] · btᵀ`` is formed, one row per cycle, by four adders shared by the rows.
     * **l1 lanes with the output transform** (:class:`~hwgen.hw.winograd_lanes.TileLanes`):
-      ``pe`` PEs of :data:`LANES` lanes; lane ``l`` of PE ``p`` computes
+      ``pe`` PEs of :data:`~hwgen.hw.winograd_lanes.LANES` lanes; lane ``l`` of PE ``p`` computes
       ``|u[g·pe + p, c, r, l] - V[r, l]|`` for rows ``r = 0..3``, ``u`` read from a ROM
       (block RAM when large and well filled, :func:`~hwgen.hw.winograd_lanes.rom_attrs`).  The
       output transform is linear, so each row of terms is transformed as it comes,

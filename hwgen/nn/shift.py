@@ -61,7 +61,7 @@ def round_power_of_two(w: torch.Tensor, pmin: int, pmax: int) -> tuple[torch.Ten
 
 
 def effective_weight(params: list[torch.Tensor], mode: str, pmin: int, pmax: int) -> torch.Tensor:
-    """The weight ``s * 2**p`` of a shift layer's parameters (see :meth:`_ShiftBase.params`)."""
+    """The weight ``s * 2**p`` of a shift layer's parameters (see ``_ShiftBase.params``)."""
     if mode == "q":
         (weight,) = params
         s, p = round_power_of_two(weight, pmin, pmax)
