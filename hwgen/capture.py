@@ -126,6 +126,7 @@ _RELU = {F.relu, torch.relu, torch.relu_}
 _DROPOUT = {F.dropout, torch.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout}
 _ADD = {operator.add, operator.iadd, torch.add}
 _FLATTEN = {torch.flatten}
+_ADD_METHODS = ("add", "add_")  # tensor methods (torch names, not hwgen layer kinds)
 _FLATTEN_METHODS = frozenset({"flatten"})  # Tensor.flatten
 _RESHAPE = {torch.reshape}
 _MAXPOOL = {F.max_pool2d, torch.max_pool2d}
@@ -238,7 +239,7 @@ class _FxReader:
             self._emit(node, node.name, nn.ReLU(), args[0])
         elif fn in _DROPOUT or method in ("contiguous", "clone"):
             self.alias[node.name] = self._tensor(args[0], node)
-        elif fn in _ADD or method in ("add", "add_"):
+        elif fn in _ADD or method in _ADD_METHODS:
             if len(args) != 2 or kwargs:
                 _refuse(_describe(node) + " with a scale (alpha)", node.name)
             self._emit(node, node.name, Add(), *args)
