@@ -127,6 +127,7 @@ _RELU = {F.relu, torch.relu, torch.relu_}
 _DROPOUT = {F.dropout, torch.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout}
 _ADD = {operator.add, operator.iadd, torch.add}
 _FLATTEN = {torch.flatten}
+_ADD_METHODS = ("add", "add_")  # tensor methods (torch names, not hwgen layer kinds)
 _FLATTEN_METHODS = frozenset({"flatten"})  # Tensor.flatten
 _ADD_METHODS = frozenset({"add", "add_"})  # Tensor.add, Tensor.add_
 _RESHAPE = {torch.reshape}
