@@ -16,7 +16,7 @@ class PLLError(ValueError):
 
 @dataclass(frozen=True)
 class ICE40PLL:
-    """``SB_PLL40_*`` with ``FEEDBACK_PATH="SIMPLE"``: ``f_out = f_in·(DIVF+1) / ((DIVR+1)·2^DIVQ)``."""
+    """``SB_PLL40_*``, ``FEEDBACK_PATH="SIMPLE"``: ``f_out = f_in·(DIVF+1) / ((DIVR+1)·2^DIVQ)``."""
 
     f_in_mhz: float
     divr: int

@@ -93,8 +93,15 @@ def cmd_build(args) -> int:
     dataset = _dataset(args.data)
     model = flow.load_model(args.model, act_bits=args.act_bits, weight_bits=args.weight_bits,
                             dataset=dataset)
-    manifest = flow.build(model, args.out, device=args.device, folding=_parse_folding(args.fold),
-                          target_cycles=args.cycles, dataset=dataset)
+    if args.board:
+        from .boards import build_settings
+
+        if args.device and args.device != build_settings(args.board, model)[0]:
+            raise UserError(f"--device {args.device} is not the {args.board}'s; leave it out")
+        args.device, args.cycles = build_settings(args.board, model, args.clock, args.cycles)
+    manifest = flow.build(model, args.out, device=args.device or "ice40-up5k",
+                          folding=_parse_folding(args.fold), target_cycles=args.cycles,
+                          dataset=dataset)
     meta = model.meta
     print(f"built {args.out}: {manifest['top']} ({manifest['verilog']}), "
           f"{manifest['cycles_per_image']} cycles/image, in {manifest['generation_seconds']:.1f} s")
@@ -104,6 +111,10 @@ def cmd_build(args) -> int:
               f"integer {manifest['golden_accuracy']:.4f}")
     else:
         print(f"integer model accuracy on {on}: {manifest['golden_accuracy']:.4f}")
+    if args.board:
+        from .boards import build_bitstream
+
+        build_bitstream(args)
     return 0
 
 
@@ -231,7 +242,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="build folder to write")
     p.add_argument("--data", default=None, metavar="D.npz",
                    help="data set for calibration and test vectors (default: the digits)")
-    p.add_argument("--device", default="ice40-up5k", help="target device recorded for 'hwgen synth'")
+    p.add_argument("--device", default=None,
+                   help="target device recorded for 'hwgen synth' (default: ice40-up5k)")
     p.add_argument("--act-bits", type=int, default=8)
     p.add_argument("--weight-bits", type=int, default=8)
     p.add_argument("--fold", action="append", metavar="LAYER=pe:N,simd:M",
@@ -239,6 +251,8 @@ def make_parser() -> argparse.ArgumentParser:
                         "overlap:0|1; max-pool lanes")
     p.add_argument("--cycles", type=int, default=None, metavar="N",
                    help="pace the automatic folding to N cycles per image (default: the fastest that fits)")
+    from .boards import add_build_options
+    add_build_options(p)
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("sim", help="prove the Verilog bit-exact against the golden model in cocotb")
