@@ -111,8 +111,21 @@ def test_vectors(model: ir.Model, dataset: data.Dataset | None = None) -> dict[s
     dataset.check_model(model.input_shape, model.num_classes, f"model {model.name!r}", labels=own)
     x = quantize_input(model, dataset.x_test)
     result = golden.run(model, x)
+    d = directed_images(model)
+    directed = golden.run(model, d)
     return {"x": x.astype(np.int64), "labels": dataset.y_test.astype(np.int64),
-            "scores": result.scores, "argmax": result.argmax}
+            "scores": result.scores, "argmax": result.argmax, "x_directed": d,
+            "scores_directed": directed.scores, "argmax_directed": directed.argmax}
+
+
+def directed_images(model: ir.Model) -> np.ndarray:
+    """Unlabelled images at the ends of the input range, streamed before the user's: all zero,
+    all full scale, and the two checkerboards of the two (every edge between the ends)."""
+    c, h, w = model.input_shape
+    top = (1 << model.input_bits) - 1
+    checker = np.indices((c, h, w)).sum(axis=0) % 2 * top
+    return np.stack([np.zeros((c, h, w)), np.full((c, h, w), top), checker,
+                     top - checker]).astype(np.int64)
 
 
 def build(model: ir.Model, out_dir: str | os.PathLike, device: str | None = None,

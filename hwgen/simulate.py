@@ -187,7 +187,7 @@ def simulate(build_dir, simulator: str = "icarus", images: int | None = 16, back
                               f"(log: {test_log})")
     summary = json.loads(result_file.read_text())
     test_s = t2 - t1
-    n = summary["images"]
+    n = summary["images"] + summary.get("directed", 0)
     summary.update({
         "simulator": simulator,
         "build_dir": str(build),
@@ -207,7 +207,9 @@ def simulate(build_dir, simulator: str = "icarus", images: int | None = 16, back
 
 
 def format_summary(s: dict) -> str:
-    head = (f"{s['simulator']}: {s['received']}/{s['images']} images, "
+    d = s.get("directed", 0)
+    head = (f"{s['simulator']}: {s['received']}/{s['images'] + d} images "
+            f"({d} directed), "
             f"{'PASS' if s['status'] == 0 else 'FAIL'}, {len(s['mismatches'])} mismatches, "
             f"accuracy {s['accuracy']:.3f}" if s.get("accuracy") is not None else "")
     lines = [head,
@@ -216,5 +218,6 @@ def format_summary(s: dict) -> str:
     if s.get("timed_out"):
         lines.append(f"  timed out after {s['max_cycles']} cycles")
     for m in s["mismatches"][:5]:
-        lines.append(f"  image {m['index']}: expected {m['expected']}, got {m['got']}")
+        which = f"image {m['index']}" if "index" in m else f"directed vector {m['directed']}"
+        lines.append(f"  {which}: expected {m['expected']}, got {m['got']}")
     return "\n".join(lines)

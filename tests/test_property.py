@@ -146,7 +146,9 @@ def check_example(ex: dict, out_dir: Path) -> dict:
                           name="property")
     flow.build(ex["model"], out_dir, folding=ex["folding"], dataset=ds)
     res = simulate(out_dir, ex["simulator"], images=None)
-    assert res["received"] == len(x), f"{len(x)} images sent, {res['received']} results"
+    d = len(flow.directed_images(ex["model"]))
+    assert res["images"] == len(x) and res["directed"] == d
+    assert res["received"] == len(x) + d, f"{len(x) + d} images sent, {res['received']} results"
     return res
 
 
@@ -217,3 +219,18 @@ def test_extremes_reach_the_ends(calibration):
                 assert set(np.unique(layer.u)) <= {-600, 899}
             elif isinstance(getattr(layer, "weight", None), np.ndarray):
                 assert set(np.unique(layer.weight)) == {-128, 127}
+
+
+def test_directed_vectors_are_the_ends_of_the_range(calibration):
+    """Item 3 of issue 14: every build's vectors hold zero, full-scale and checkered images."""
+    model = random_digits_model(seed=0, calibration=calibration[:16])
+    v = flow.test_vectors(model)
+    d = v["x_directed"]
+    top = (1 << model.input_bits) - 1
+    assert d.shape == (4, *model.input_shape) and set(np.unique(d)) == {0, top}
+    assert not d[0].any() and (d[1] == top).all() and (d[2] + d[3] == top).all()
+    assert d[2, 0, 0, 0] == 0 and d[2, 0, 0, 1] == top  # every neighbour differs
+    from hwgen import golden
+
+    np.testing.assert_array_equal(v["scores_directed"], golden.run(model, d).scores)
+    assert len(v["x"]) == len(v["labels"]) == len(v["scores"])  # the user's images unchanged
