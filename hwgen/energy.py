@@ -164,14 +164,15 @@ def _bits_label(bits) -> str:
 
 
 def op_counts(model: ir.Model) -> list[dict]:
-    """Operations of one inference, per layer: ``[{layer, kind, ops: [{op, bits, count}],
-    by_type: {op: count}}]``; ``bits`` is an int, or ``"AxB"`` for a multiplier."""
-    in_shapes, out_shapes = model.in_shapes(), model.shapes()
-    in_ranges, out_ranges = model.in_ranges(), model.value_ranges()
+    """Operations of one inference, per layer: ``[{layer, kind, label, ops: [{op, bits, count}],
+    by_type: {op: count}}]`` (``label``: the kind's name in reports); ``bits`` is an int, or
+    ``"AxB"`` for a multiplier."""
+    in_shapes, out_shapes = model.in_shape_lists(), model.shapes()
+    in_ranges, out_ranges = model.in_range_lists(), model.value_ranges()
     rows = []
     for i, layer in enumerate(model.layers):
         try:
-            counted = layer.ops(in_shapes[i], out_shapes[i], in_ranges[i], out_ranges[i])
+            counted = layer.ops_of(in_shapes[i], out_shapes[i], in_ranges[i], out_ranges[i])
         except NotImplementedError:
             raise EnergyError(f"no op counter for layer kind {layer.kind!r} (layer {layer.name!r}); "
                               f"define ops() in its hwgen.kinds module") from None
@@ -181,7 +182,8 @@ def op_counts(model: ir.Model) -> list[dict]:
         ops = [{"op": k[0], "bits": k[1] if isinstance(k[1], int) else _bits_label(k[1]), "count": n}
                for k, n in sorted(merged.items(), key=lambda kv: (OP_TYPES.index(kv[0][0]), str(kv[0][1])))]
         by_type = {t: sum(o["count"] for o in ops if o["op"] == t) for t in OP_TYPES}
-        rows.append({"layer": layer.name, "kind": layer.kind, "ops": ops, "by_type": by_type})
+        rows.append({"layer": layer.name, "kind": layer.kind, "label": layer.label, "ops": ops,
+                     "by_type": by_type})
     return rows
 
 
@@ -228,7 +230,8 @@ def op_energy(model: ir.Model, table: EnergyTable = HOROWITZ_45NM) -> dict:
             each = table.energy(o["op"], _parse_bits(o["bits"]))
             ops.append({**o, "pj_each": each, "pj": each * o["count"]})
         pj_by_op = {t: sum(o["pj"] for o in ops if o["op"] == t) for t in OP_TYPES}
-        layers.append({"layer": row["layer"], "kind": row["kind"], "ops": ops, "by_type": row["by_type"],
+        layers.append({"layer": row["layer"], "kind": row["kind"], "label": row["label"],
+                       "ops": ops, "by_type": row["by_type"],
                        "pj_by_op": pj_by_op, "pj": sum(pj_by_op.values())})
     return {
         "estimate": True,

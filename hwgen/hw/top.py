@@ -93,6 +93,9 @@ class Accelerator(wiring.Component):
         with constructing(self):
             if not isinstance(model, ir.Model):
                 raise TypeError(f"model must be an hwgen.ir.Model, not {type(model).__name__}")
+            if not model.is_chain:
+                raise ir.ModelError(f"model {model.name!r} is a graph, not a chain of layers; the "
+                                    f"hardware builds chains only (no engine joins two tensors yet)")
             if target_cycles is not None and (not isinstance(target_cycles, int) or target_cycles < 1):
                 raise ir.ModelError(f"target cycles per image must be a positive integer, not {target_cycles!r}")
             self.model = model
