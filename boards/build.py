@@ -90,7 +90,14 @@ def build_board(build_dir, board_name: str, *, clock_mhz: float | None = None, s
                                        f"--timing-allow-fail")
     plan.extract(out)
     log = out / "build.log"
-    seconds = _run(["sh", f"{plan.script}.sh"], out, log, f"{b.name} build", timeout)
+    cmd = ["sh", f"{plan.script}.sh"]
+    # The OrangeCrab's plan also stamps a DFU suffix on the bitstream (for its bootloader);
+    # without dfu-suffix (Debian dfu-util) the step is skipped and the report says so.
+    dfu = "DFU_SUFFIX" in plan.files[f"{plan.script}.sh"]
+    dfu_missing = dfu and not shutil.which("dfu-suffix")
+    if dfu_missing:
+        cmd = ["env", "DFU_SUFFIX=true", *cmd]
+    seconds = _run(cmd, out, log, f"{b.name} build", timeout)
     report_file = out / "report.json"
     if seconds < 0 or not report_file.is_file():
         tim = out / "top.tim"
@@ -114,6 +121,7 @@ def build_board(build_dir, board_name: str, *, clock_mhz: float | None = None, s
         "plls": util.get("ICESTORM_PLL" if family == "ice40" else "EHXPLLL", {}).get("used"),
         "bitstream": str(bitstream), "bitstream_sha256": _sha256(bitstream),
         "seconds": round(seconds, 1), "folder": str(out),
+        "dfu_suffix": (not dfu_missing) if dfu else None,
     }
     report["timing_met"] = True
     try:

@@ -26,7 +26,8 @@ def tiny(tmp_path_factory):
     return tiny_build(tmp_path_factory.mktemp("board") / "tiny")
 
 
-@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
+# Verilator's C++ compile is most of its run (4 min on the loaded 2-core machine): slow tier.
+@pytest.mark.parametrize("simulator", ["icarus", pytest.param("verilator", marks=pytest.mark.slow)])
 def test_board_answers_frames_and_recovers(tiny, simulator):
     check(simulate_board(tiny, simulator, images=8))
 
