@@ -182,4 +182,5 @@ async def stream_images(dut):
         Path(out).write_text(json.dumps(summary, indent=2) + "\n")
     assert not timed_out, f"timeout: {len(got)} of {n + d} results after {max_cycles} cycles"
     assert len(got) == n + d
-    assert not mismatches, f"{len(mismatches)} of {n + d} images differ from the golden model; first: {mismatches[0]}"
+    assert not mismatches, (f"{len(mismatches)} of {n + d} images differ from the golden model; "
+                            f"first: {mismatches[0]}")

@@ -100,7 +100,7 @@ def foldings(draw, model: ir.Model) -> dict | None:
                 fold[layer.name] = {"pe": draw(st.sampled_from(divisors(layer.u.shape[0]))),
                                     "overlap": draw(st.sampled_from([0, 1]))}
         elif isinstance(getattr(layer, "weight", None), np.ndarray) or hasattr(layer, "sign"):
-            w = layer.weight if isinstance(getattr(layer, "weight", None), np.ndarray) else layer.sign
+            w = layer.sign if hasattr(layer, "sign") else layer.weight
             o, c = w.shape[:2]
             k = int(np.prod(w.shape[2:])) if w.ndim == 4 else 1
             entry = {}
