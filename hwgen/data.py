@@ -134,7 +134,7 @@ def load(path: str | os.PathLike) -> Dataset:
     if not path.is_file():
         raise DataError(f"{path}: no such data set file")
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
             arrays = {}
             for key in npz.files:
                 arrays[key] = _read_member(npz, key, path)

@@ -30,7 +30,7 @@ def test_random_adder_vs_conv_on_hx8k(tmp_path):
         assert row["status"] == "ok", row["status"]
         assert row["sim"]["mismatches"] == 0 and row["sim"]["images"] == 2
         assert row["luts"] > 0 and row["fmax_mhz"] > 0 and row["images_per_s"] > 0
-        report = json.loads(open(row["synth_report"]).read())  # every figure traces to a tool report
+        report = json.loads(Path(row["synth_report"]).read_text())  # every figure traces to a tool report
         assert report["luts"] == row["luts"] and report["fmax_mhz"] == row["fmax_mhz"]
     assert rows["conv"]["luts_vs_conv"] == 1.0
     assert rows["adder"]["luts_vs_conv"] == round(rows["adder"]["luts"] / rows["conv"]["luts"], 3)

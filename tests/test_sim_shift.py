@@ -28,4 +28,4 @@ def test_shift_models_are_bit_exact(built, simulator, request):
             pytest.skip("slow tier: run with --runslow")
     res = simulate(built, simulator, images=6, backpressure=simulator == "icarus", seed=1)
     assert res["status"] == 0 and res["passed"] and not res["mismatches"], res.get("mismatches")
-    assert res["received"] == 6
+    assert res["received"] == 6 + res["directed"]

@@ -42,7 +42,7 @@ def test_winograd_model_is_bit_exact(built, simulator):
     # 6 images, as test_sim_shift: the Verilator build (up to a minute) is the cost, not the run.
     res = simulate(built, simulator, images=6, backpressure=simulator == "icarus", seed=1)
     assert res["status"] == 0 and res["passed"] and not res["mismatches"], res.get("mismatches")
-    assert res["received"] == 6 and not res["timed_out"]
+    assert res["received"] == 6 + res["directed"] and not res["timed_out"]
     if simulator == "verilator":  # no stalls: the engines keep the pace the manifest states
         m = _manifest(built)
         assert res["cycles"] <= 6 * m["cycles_per_image"] + m["latency_cycles"]
@@ -130,7 +130,7 @@ def test_synth_ecp5_25f(built):
 def test_whole_test_set_bit_exact(built, simulator):
     res = simulate(built, simulator, images=None, seed=2)
     assert res["status"] == 0 and res["passed"] and not res["mismatches"], res.get("mismatches")[:3]
-    assert res["images"] == res["received"] == 360
+    assert res["images"] == 360 and res["received"] == 360 + res["directed"]
     assert res["accuracy"] == res["golden_accuracy"] >= 0.95
     m = _manifest(built)
     assert res["cycles"] <= 360 * m["cycles_per_image"] + m["latency_cycles"]

@@ -140,7 +140,7 @@ class PoolFolding(Folding):
 
 
 FOLDINGS = (DirectFolding, WinogradFolding, PoolFolding)
-#: Every key an override may hold, in the order of :data:`FOLDINGS`.
+#: Every key an override may hold, in the order of ``FOLDINGS``.
 FOLDING_KEYS = tuple(dict.fromkeys(k for cls in FOLDINGS for k in cls.keys()))
 _CHECKS = {k: check for cls in FOLDINGS for k, check in cls.CHECKS.items()}
 #: The usage line of an override, for messages and ``--help``.

@@ -68,7 +68,7 @@ class Accelerator(wiring.Component):
         ``{pool name: {"lanes": int}}`` for max-pool layers (channels compared per cycle; by
         default the fewest that slow down no engine); ``{"pe": int, "overlap": 0 | 1}`` for
         Winograd-adder layers.  The planner (:func:`hwgen.hw.plan.plan`) chooses every other
-        folding; :attr:`plan` is its result.
+        folding; ``plan`` is its result.
     target_cycles : int or None
         The pace of the planner's foldings (cycles per image; default: the fastest that fits).
 
