@@ -170,6 +170,10 @@ def _parse(model: nn.Module) -> list[_Stage]:
             if isinstance(m, _WINOGRAD) and m.p != 1.0:
                 _unsupported(name, m, f" with p = {m.p}: the integer model is l1 (p = 1); finish the "
                                       f"l2-to-l1 schedule (it ends at p = 1)")
+            if isinstance(m, _WINOGRAD) and _pair(getattr(m, "stride", 1)) != (1, 1):
+                # The one refusal of a strided Winograd layer: the IR node has no stride.
+                _unsupported(name, m, f" with stride {m.stride}: the Winograd F(2×2, 3×3) engine "
+                                      f"computes stride 1 only; use an AdderConv2d for stride 2")
             stages.append(_Stage("weight", module=m))
         elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             want = nn.BatchNorm2d if (last and isinstance(last.module, _CONV)) else nn.BatchNorm1d

@@ -362,3 +362,15 @@ def test_middle_layer_without_relu_gives_signed_values():
     with torch.no_grad():
         want = model(x).numpy()
     assert np.abs(res.scores * q.layers[-1].scale - want).max() <= 0.05 * np.abs(want).max()
+
+
+def test_strided_winograd_is_refused_in_one_line():
+    from hwgen.nn.winograd import WinogradAdderConv2d
+
+    layer = WinogradAdderConv2d(1, 2, padding=1)
+    layer.stride = 2  # as a capture of a strided Winograd layer would give
+    model = nn.Sequential(layer, nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(), AdderLinear(128, 2))
+    with pytest.raises(ir.ModelError, match=r"with stride 2: the Winograd F\(2×2, 3×3\) engine computes "
+                                            r"stride 1 only; use an AdderConv2d") as e:
+        quantize(model, np.random.rand(4, 1, 8, 8))
+    assert "\n" not in str(e.value)
