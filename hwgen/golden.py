@@ -86,11 +86,18 @@ def requant(layer: ir.Requant, x: np.ndarray) -> np.ndarray:
     return np.clip(s >> layer.shift, *layer.clamp)
 
 
+def pool_windows(x: np.ndarray, size: int, stride: int, padding: int, fill: int) -> np.ndarray:
+    """``(N, C, H, W)`` → ``(N, C, OH, OW, size, size)``: every pool window, floor mode, the
+    padding filled with ``fill``."""
+    if padding:
+        x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)), constant_values=fill)
+    return sliding_window_view(x, (size, size), axis=(2, 3))[:, :, ::stride, ::stride]
+
+
 def maxpool(layer: ir.MaxPool2d, x: np.ndarray) -> np.ndarray:
-    k = layer.size
-    n, c, h, w = x.shape
-    x = x[:, :, : h // k * k, : w // k * k]
-    return x.reshape(n, c, h // k, k, w // k, k).max(axis=(3, 5))
+    # A padded position never wins: it holds the smallest int64.
+    fill = np.iinfo(np.int64).min
+    return pool_windows(x, layer.size, layer.stride, layer.padding, fill).max(axis=(4, 5))
 
 
 def shift_conv(layer: ir.ShiftConv2d, x: np.ndarray) -> np.ndarray:

@@ -580,24 +580,61 @@ class Requant(Layer):
         return max(c_lo, min(c_hi, s_lo >> self.shift)), max(c_lo, min(c_hi, s_hi >> self.shift))
 
 
+def _pool_geometry(layer) -> None:
+    """Validate (and default) a pool's ``size``, ``stride`` (``None``: ``size``) and ``padding``
+    (at most half the window, PyTorch's rule)."""
+    if layer.stride is None:
+        layer.stride = layer.size
+    for key, least in (("size", 1), ("stride", 1), ("padding", 0)):
+        v = getattr(layer, key)
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < least:
+            raise ModelError(f"{layer.name}: {key} must be an integer >= {least}, not {v!r}")
+        setattr(layer, key, int(v))
+    if 2 * layer.padding > layer.size:
+        raise ModelError(f"{layer.name}: padding {layer.padding} is more than half the pool size "
+                         f"{layer.size}")
+
+
+def _pool_params(layer) -> dict:
+    """A pool's JSON fields; ``stride`` and ``padding`` only when not the defaults, so a model
+    of the plain ``size``-stride pools reads as before."""
+    out = {"size": int(layer.size)}
+    if layer.stride != layer.size:
+        out["stride"] = int(layer.stride)
+    if layer.padding:
+        out["padding"] = int(layer.padding)
+    return out
+
+
+def _pool_shape(layer, in_shape) -> tuple[int, int, int]:
+    if len(in_shape) != 3:
+        raise ModelError(f"{layer.name}: expects a C×H×W input, got shape {in_shape}")
+    c, h, w = in_shape
+    k, s, p = layer.size, layer.stride, layer.padding
+    if h + 2 * p < k or w + 2 * p < k:
+        raise ModelError(f"{layer.name}: input {h}×{w} smaller than the pool size {k}")
+    return (c, (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1)
+
+
 @register
 @dataclass
 class MaxPool2d(Layer):
-    """Max pooling over ``size``×``size`` windows with stride ``size`` (floor mode)."""
+    """Max pooling over ``size``×``size`` windows, stride ``stride`` (default ``size``), floor
+    mode, ``padding`` positions that never win (PyTorch pads with minus infinity)."""
 
     kind: ClassVar[str] = "maxpool2d"
     size: int = 2
+    stride: int | None = None
+    padding: int = 0
+
+    def __post_init__(self):
+        _pool_geometry(self)
 
     def params(self):
-        return {"size": int(self.size)}
+        return _pool_params(self)
 
     def out_shape(self, in_shape):
-        if len(in_shape) != 3:
-            raise ModelError(f"{self.name}: expects a C×H×W input, got shape {in_shape}")
-        c, h, w = in_shape
-        if h < self.size or w < self.size:
-            raise ModelError(f"{self.name}: input {h}×{w} smaller than the pool size {self.size}")
-        return (c, h // self.size, w // self.size)
+        return _pool_shape(self, in_shape)
 
     def out_range(self, lo, hi):
         return lo, hi

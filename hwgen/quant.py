@@ -12,7 +12,7 @@ Supported module sequences (a flat or nested :class:`torch.nn.Sequential`):
   - ``nn.Conv2d | nn.Linear`` (the multiplier baseline; a bias is folded into the requantizer's
     bias; no groups or dilation) → ``ir.Conv2d | ir.Dense``;
 
-* ``MaxPool2d`` (kernel = stride, no padding), ``Flatten``: mapped 1:1;
+* ``MaxPool2d`` (square kernel, stride and padding; floor mode), ``Flatten``: mapped 1:1;
 * ``Identity`` and ``Dropout`` (no-ops at inference) are dropped.
 
 Two weight layers may follow each other directly (ShiftAddNet's shift → adder pair): the first
@@ -188,10 +188,11 @@ def _parse(model: nn.Module) -> list[_Stage]:
             last.relu = True
         elif isinstance(m, nn.MaxPool2d):
             k, s = m.kernel_size, m.stride if m.stride is not None else m.kernel_size
-            if (_pair(k)[0] != _pair(k)[1] or _pair(s) != _pair(k) or _pair(m.padding) != (0, 0)
+            if (len(set(_pair(k))) != 1 or len(set(_pair(s))) != 1 or len(set(_pair(m.padding))) != 1
                     or _pair(m.dilation) != (1, 1) or m.ceil_mode):
-                _unsupported(name, m, " with these options: only square kernel = stride, no padding, floor mode")
-            stages.append(_Stage("pool", pool=int(_pair(k)[0])))
+                _unsupported(name, m, " with these options: only a square kernel, stride and padding, "
+                                      "no dilation, floor mode")
+            stages.append(_Stage("pool", module=m, pool=int(_pair(k)[0])))
         elif isinstance(m, nn.Flatten):
             if m.start_dim != 1 or m.end_dim != -1:
                 _unsupported(name, m, " with start_dim/end_dim other than 1/-1")
@@ -219,7 +220,7 @@ def _trace(stages: list[_Stage], x: torch.Tensor) -> list[dict]:
                 a = torch.relu(a)
             x = a
         elif st.kind == "pool":
-            x = nn.functional.max_pool2d(x, st.pool)
+            x = st.module(x)
         else:
             x = x.flatten(1)
         rec["out"] = x
@@ -389,7 +390,10 @@ def quantize(model: nn.Module, x_calib: np.ndarray, act_bits: int = 8, weight_bi
 
     for i, st in enumerate(stages):
         if st.kind == "pool":
-            layers.append(ir.MaxPool2d(name=new_name("pool"), size=st.pool))
+            m = st.module
+            stride = m.stride if m.stride is not None else m.kernel_size
+            layers.append(ir.MaxPool2d(name=new_name("pool"), size=st.pool, stride=int(_pair(stride)[0]),
+                                       padding=int(_pair(m.padding)[0])))
             scales.append(scale)
             continue
         if st.kind == "flatten":

@@ -74,3 +74,41 @@ def test_stride2_model_is_bit_exact(stride2_build, simulator, request):
     res = simulate(stride2_build, simulator, images=5, backpressure=simulator == "icarus", seed=2)
     assert res["status"] == 0 and res["passed"] and not res["mismatches"], res.get("mismatches")
     assert res["received"] == 5
+
+
+def quantized_build(tmp_path_factory, name, model, lanes=None):
+    """``model`` (PyTorch) calibrated and quantized on digits, then built like ``hwgen build``."""
+    from test_layers_quant import calibrated, digits_x
+
+    from hwgen.quant import quantize
+
+    x = digits_x()
+    calibrated(model, x)
+    q = quantize(model, x, name=name, classes=[str(i) for i in range(10)])
+    out = tmp_path_factory.mktemp(name) / "build"
+    return out, build(q, out, folding=lanes)
+
+
+def bit_exact(out, images=4):
+    res = simulate(out, "icarus", images=images, backpressure=True, seed=3)
+    assert res["status"] == 0 and res["passed"] and not res["mismatches"], res.get("mismatches")
+    assert res["received"] == images
+
+
+def test_window_maxpools_are_bit_exact(tmp_path_factory):
+    import torch
+    from torch import nn
+
+    torch.manual_seed(2)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.MaxPool2d(3, stride=2, padding=1),                                      # 8 → 4
+        nn.Conv2d(4, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU(),
+        nn.MaxPool2d(2, stride=1),                                                 # 4 → 3
+        nn.Flatten(), nn.Linear(54, 10))
+    out, manifest = quantized_build(tmp_path_factory, "winpool", model, {"pool1": {"lanes": 2}})
+    pools = [e for e in manifest["engines"] if e["kind"] == "maxpool2d"]
+    assert [(e["size"], e["stride"], e["padding"], e["op"]) for e in pools] == [(3, 2, 1, "max"),
+                                                                               (2, 1, 0, "max")]
+    assert pools[1]["lanes"] == 2
+    bit_exact(out)

@@ -20,7 +20,7 @@ from .. import ir
 from ..util import atomic_write
 from . import constructing, elem_shape
 from .head import ArgmaxHead, index_bits, result_layout
-from .pool import MaxPoolEngine
+from .pool import WindowPoolEngine, engine_cls, pool_cycles, pool_engine, pool_lanes
 
 __all__ = ["Accelerator", "generate", "MANIFEST_FORMAT", "MANIFEST_VERSION", "SUPPORTED"]
 
@@ -62,7 +62,8 @@ class Accelerator(wiring.Component):
     model : :class:`hwgen.ir.Model`
         Layer groups it builds, each a :class:`~hwgen.hw.conv.ConvEngine` unless said
         otherwise: a conv layer (``adder_conv2d``, ``shift_conv2d`` or ``conv2d``) and its
-        ``requant``; ``maxpool2d`` (a :class:`~hwgen.hw.pool.MaxPoolEngine`); ``flatten`` and a
+        ``requant``; ``maxpool2d`` (a :class:`~hwgen.hw.pool.MaxPoolEngine`, or for overlapping or
+        padded windows a :class:`~hwgen.hw.pool.WindowPoolEngine`); ``flatten`` and a
         dense layer (``adder_dense``, ``shift_dense`` or ``dense``) with its ``requant`` (dense
         mode, over the map); then any number of further dense + ``requant`` pairs, the last
         ending the model.  Conv layers may follow each other without a pool, and a requant
@@ -205,7 +206,8 @@ class Accelerator(wiring.Component):
             elif layer.kind == "maxpool2d":
                 # Built once the conv / dense engines are, whose pace sets the pool's lanes:
                 # (position among the other stages, layer, in shape, out shape, elem shape).
-                pools.append((len(stages), layer, in_shapes[i], out_shapes[i], elem_shape(*in_ranges[i])))
+                pools.append((len(stages), layer, in_shapes[i], out_shapes[i], elem_shape(*in_ranges[i]),
+                              elem_shape(*out_ranges[i])))
                 i += 1
             elif layer.kind == "flatten":
                 dense = layers[i + 1] if i + 1 < n else None
@@ -269,23 +271,23 @@ class Accelerator(wiring.Component):
         of them), and (2) it takes a pixel in no more cycles than its producer can wait for
         (:func:`_beat_period`): a slower pool would stall the producer, however idle on average."""
         pace = max((int(s.engine.cycles_per_image) for s in stages), default=None)
-        for k, (pos, layer, in_shape, out_shape, shape) in enumerate(pools):
+        for k, (pos, layer, in_shape, out_shape, shape, out_elem) in enumerate(pools):
             c, h, w = in_shape
-            options = MaxPoolEngine.valid_lanes(c)
-            if layer.size == 1 or pace is None:
+            options = pool_lanes(layer, c)
+            if pace is None or (layer.size == 1 and not isinstance(engine_cls(layer), WindowPoolEngine)):
                 auto = c  # the identity takes a pixel per cycle whatever the lanes
             else:
                 period = _beat_period(stages[pos + k - 1]) if pos + k > 0 else None
                 auto = next((d for d in options
-                             if MaxPoolEngine.cycles((h, w), layer.size, c, d) <= pace
-                             and (period is None or c // d <= period)), c)
+                             if pool_cycles(layer, (h, w), c, d) <= pace
+                             and (period is None or c // d <= period)), options[-1])
             self.auto_folding[layer.name] = {"lanes": auto}
             lanes = self.folding.get(layer.name, {}).get("lanes", auto)
             if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes not in options:
                 raise ir.ModelError(f"folding of {layer.name!r}: lanes={lanes!r} must divide its {c} channels; "
                                     f"pick one of {options}")
-            engine = MaxPoolEngine(c, (h, w), layer.size, shape, lanes=lanes)
-            stages.insert(pos + k, _Stage(layer.name, "maxpool2d", [layer.name], engine, in_shape, out_shape))
+            engine = pool_engine(layer, c, (h, w), shape, out_elem, lanes)
+            stages.insert(pos + k, _Stage(layer.name, layer.kind, [layer.name], engine, in_shape, out_shape))
 
     def _conv(self, layer, requant, in_shape, in_range):
         from .conv import ConvEngine  # written alongside; imported late so pool/head stand alone
@@ -363,6 +365,8 @@ def _beat_period(stage: _Stage) -> int | None:
         return max(1, cycles // pixels - (int(e.groups) + 1))
     if stage.kind in CONV_KINDS + DENSE_KINDS:
         return max(1, cycles // (pixels * int(e.groups)))
+    if isinstance(e, WindowPoolEngine):
+        return max(1, cycles // pixels)
     if stage.kind == "maxpool2d":
         return max(1, e.size * cycles // (e.in_hw[0] * e.in_hw[1]))
     return None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Shape, Signal, unsigned
+from amaranth import Cat, Const, Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -66,6 +66,9 @@ class WindowGenerator(wiring.Component):
         Zero padding on every side.
     stride : int
         Step ``S`` of the window in both directions (keyword; default 1).
+    fill : int
+        Value of a tap outside the image (keyword; default 0, the zero padding of a
+        convolution; a max pool's padding takes the smallest value of ``elem_shape``).
     elem_shape : ShapeLike
         Shape of one input channel value.
     simd : int
@@ -95,7 +98,7 @@ class WindowGenerator(wiring.Component):
     """
 
     def __init__(self, channels: int, height: int, width: int, kernel: tuple[int, int], padding: int,
-                 elem_shape, simd: int, groups: int, *, stride: int = 1):
+                 elem_shape, simd: int, groups: int, *, stride: int = 1, fill: int = 0):
         for name, v in (("channels", channels), ("height", height), ("width", width), ("simd", simd),
                         ("groups", groups), ("stride", stride)):
             if not isinstance(v, int) or v < 1:
@@ -116,6 +119,11 @@ class WindowGenerator(wiring.Component):
                              f"pick one of {valid_simd(channels, kh * kw)}")
         self.simd, self.groups = simd, groups
         self.elem_shape = Shape.cast(elem_shape)
+        lo, hi = _shape_range(self.elem_shape)
+        if isinstance(fill, bool) or not isinstance(fill, int) or not lo <= fill <= hi:
+            raise ValueError(f"fill must be an integer in [{lo}, {hi}] (the elements' shape), "
+                             f"not {fill!r}")
+        self.fill = fill
         self.steps = channels * kh * kw // simd
         self.ports = max(1, simd // channels)
         self.slices = max(1, channels // simd)  # simd-wide slices of one pixel
@@ -276,7 +284,11 @@ class WindowGenerator(wiring.Component):
             ]
 
         # ---- stage 1: pick the taps from the read words, zero outside the image
-        words = [Mux(inside_q[j], rp.data, 0) for j, rp in enumerate(rps)]
+        fill = 0
+        if self.fill:  # one fill value per element of a word
+            elems = len(rps[0].data) // eb
+            fill = Cat(*(Const(self.fill, self.elem_shape) for _ in range(elems)))
+        words = [Mux(inside_q[j], rp.data, fill) for j, rp in enumerate(rps)]
         if self.ports > 1:
             m.d.comb += self.taps.eq(_cat(words))
         else:
@@ -288,6 +300,12 @@ def _add_mod(a, b, r: int):
     """``(a + b) mod r`` for ``a`` in ``[0, r)`` and ``b`` in ``[0, r]``, with one compare."""
     s = a + b
     return Mux(s >= r, s - r, s)
+
+
+def _shape_range(shape: Shape) -> tuple[int, int]:
+    if shape.signed:
+        return -(1 << (shape.width - 1)), (1 << (shape.width - 1)) - 1
+    return 0, (1 << shape.width) - 1
 
 
 def _cat(values):
