@@ -31,6 +31,7 @@ requant            per element of channel ``c``: one shift per canonical-signed-
                    ``mult[c]`` with a non-zero power, ``terms`` adds (the terms and the bias),
                    one shift right by ``shift`` (if non-zero), two compares (the clamp)
 maxpool2d          ``size²-1`` compares per output element, at the element width
+sumpool2d          ``size²-1`` adds per output element, at the sum's width (global: ``H·W-1``)
 flatten            nothing (wiring)
 =================  ===========================================================================
 
@@ -299,6 +300,16 @@ def _requant_ops(layer: ir.Requant, in_shape, out_shape, in_range, out_range) ->
 @counter("maxpool2d")
 def _maxpool_ops(layer: ir.MaxPool2d, in_shape, out_shape, in_range, out_range) -> list[Op]:
     return [Op("compare", _width(*in_range), int(np.prod(out_shape)) * (layer.size ** 2 - 1))]
+
+
+@counter("sumpool2d")
+def _sumpool_ops(layer: ir.SumPool2d, in_shape, out_shape, in_range, out_range) -> list[Op]:
+    return [Op("add", _width(*out_range), int(np.prod(out_shape)) * (layer.size ** 2 - 1))]
+
+
+@counter("global_sumpool2d")
+def _global_sumpool_ops(layer: ir.GlobalSumPool2d, in_shape, out_shape, in_range, out_range) -> list[Op]:
+    return [Op("add", _width(*out_range), int(np.prod(out_shape)) * (layer.height * layer.width - 1))]
 
 
 @counter("flatten")

@@ -100,6 +100,10 @@ def maxpool(layer: ir.MaxPool2d, x: np.ndarray) -> np.ndarray:
     return pool_windows(x, layer.size, layer.stride, layer.padding, fill).max(axis=(4, 5))
 
 
+def sumpool(layer: ir.SumPool2d, x: np.ndarray) -> np.ndarray:
+    return pool_windows(x, layer.size, layer.stride, layer.padding, 0).sum(axis=(4, 5))
+
+
 def shift_conv(layer: ir.ShiftConv2d, x: np.ndarray) -> np.ndarray:
     o, _, kh, kw = layer.sign.shape
     cols, (oh, ow) = im2col(x, kh, kw, layer.stride, layer.padding)
@@ -147,6 +151,8 @@ EXECUTORS = {
     "dense": lambda layer, x: mac_matrix(x, layer.weight),
     "requant": requant,
     "maxpool2d": maxpool,
+    "sumpool2d": sumpool,
+    "global_sumpool2d": lambda layer, x: x.sum(axis=(2, 3), keepdims=True),
     "flatten": lambda layer, x: x.reshape(x.shape[0], -1),
 }
 

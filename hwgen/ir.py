@@ -529,6 +529,8 @@ class Requant(Layer):
     output is signed ``out_bits`` wide.  ``mult`` has at most ``max_terms`` non-zero digits
     in canonical signed-digit form, so the hardware multiplies with that many shifters.
     ``scale`` is the real value of one output LSB (metadata, not used in integer arithmetic).
+    ``clamp_lo`` / ``clamp_hi`` narrow the clamp inside that range (``None``: its end): ReLU6
+    and Hardtanh are clamps at their bounds' codes.
     """
 
     kind: ClassVar[str] = "requant"
@@ -540,6 +542,8 @@ class Requant(Layer):
     relu: bool = True
     scale: float = 1.0
     max_terms: int = 3
+    clamp_lo: int | None = None
+    clamp_hi: int | None = None
 
     def __post_init__(self):
         self.mult = _int_array(f"{self.name}.mult", self.mult, 1)
@@ -551,16 +555,36 @@ class Requant(Layer):
         terms = max((len(csd(m)) for m in self.mult), default=0)
         if terms > self.max_terms:
             raise ModelError(f"{self.name}: a multiplier has {terms} signed digits, more than max_terms={self.max_terms}")
+        lo, hi = self._range
+        for key in ("clamp_lo", "clamp_hi"):
+            v = getattr(self, key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))
+                                  or not lo <= v <= hi):
+                raise ModelError(f"{self.name}: {key} must be an integer in [{lo}, {hi}] or None, "
+                                 f"not {v!r}")
+        if self.clamp[0] > self.clamp[1]:
+            raise ModelError(f"{self.name}: clamp_lo {self.clamp[0]} above clamp_hi {self.clamp[1]}")
 
     @property
-    def clamp(self) -> tuple[int, int]:
+    def _range(self) -> tuple[int, int]:
+        """The output codes of ``out_bits`` (unsigned with ``relu``)."""
         if self.relu:
             return 0, (1 << self.out_bits) - 1
         return -(1 << (self.out_bits - 1)), (1 << (self.out_bits - 1)) - 1
 
+    @property
+    def clamp(self) -> tuple[int, int]:
+        lo, hi = self._range
+        return (lo if self.clamp_lo is None else int(self.clamp_lo),
+                hi if self.clamp_hi is None else int(self.clamp_hi))
+
     def params(self):
-        return {"shift": int(self.shift), "out_bits": int(self.out_bits), "relu": bool(self.relu),
-                "scale": float(self.scale), "max_terms": int(self.max_terms)}
+        out = {"shift": int(self.shift), "out_bits": int(self.out_bits), "relu": bool(self.relu),
+               "scale": float(self.scale), "max_terms": int(self.max_terms)}
+        for key in ("clamp_lo", "clamp_hi"):  # only when set: older models read the same
+            if getattr(self, key) is not None:
+                out[key] = int(getattr(self, key))
+        return out
 
     def out_shape(self, in_shape):
         if in_shape[0] != len(self.mult):
@@ -616,13 +640,11 @@ def _pool_shape(layer, in_shape) -> tuple[int, int, int]:
     return (c, (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1)
 
 
-@register
 @dataclass
-class MaxPool2d(Layer):
-    """Max pooling over ``size``×``size`` windows, stride ``stride`` (default ``size``), floor
-    mode, ``padding`` positions that never win (PyTorch pads with minus infinity)."""
+class _Pool2d(Layer):
+    """A pool over ``size``×``size`` windows, stride ``stride`` (default ``size``), ``padding``
+    on every side (at most half the window), floor mode."""
 
-    kind: ClassVar[str] = "maxpool2d"
     size: int = 2
     stride: int | None = None
     padding: int = 0
@@ -636,8 +658,64 @@ class MaxPool2d(Layer):
     def out_shape(self, in_shape):
         return _pool_shape(self, in_shape)
 
+
+@register
+@dataclass
+class MaxPool2d(_Pool2d):
+    """Max pooling (see :class:`_Pool2d`); a padded position never wins (PyTorch pads with
+    minus infinity)."""
+
+    kind: ClassVar[str] = "maxpool2d"
+
     def out_range(self, lo, hi):
         return lo, hi
+
+
+@register
+@dataclass
+class SumPool2d(_Pool2d):
+    """Sum over the windows of :class:`_Pool2d`, zero padding: average pooling without its
+    divider (``count_include_pad``), whose ``1 / size²`` the quantizer puts into the scale of
+    the next layer's input."""
+
+    kind: ClassVar[str] = "sumpool2d"
+
+    def out_range(self, lo, hi):
+        # Every partial sum of a window's taps lies in it (a padded tap adds 0): the
+        # accumulator's width too.
+        n = self.size * self.size
+        return n * min(lo, 0), n * max(hi, 0)
+
+
+@register
+@dataclass
+class GlobalSumPool2d(Layer):
+    """Sum over the whole ``height``×``width`` map of each channel, to ``C×1×1``: global average
+    pooling without its divider (see :class:`SumPool2d`)."""
+
+    kind: ClassVar[str] = "global_sumpool2d"
+    height: int = 1
+    width: int = 1
+
+    def __post_init__(self):
+        for key in ("height", "width"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ModelError(f"{self.name}: {key} must be a positive integer, not {v!r}")
+            setattr(self, key, int(v))
+
+    def params(self):
+        return {"height": self.height, "width": self.width}
+
+    def out_shape(self, in_shape):
+        if len(in_shape) != 3 or tuple(in_shape[1:]) != (self.height, self.width):
+            raise ModelError(f"{self.name}: sums a C×{self.height}×{self.width} map, got shape "
+                             f"{tuple(in_shape)}")
+        return (in_shape[0], 1, 1)
+
+    def out_range(self, lo, hi):
+        n = self.height * self.width
+        return n * min(lo, 0), n * max(hi, 0)
 
 
 @register

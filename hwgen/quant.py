@@ -13,6 +13,14 @@ Supported module sequences (a flat or nested :class:`torch.nn.Sequential`):
     bias; no groups or dilation) → ``ir.Conv2d | ir.Dense``;
 
 * ``MaxPool2d`` (square kernel, stride and padding; floor mode), ``Flatten``: mapped 1:1;
+* ``AvgPool2d`` (square, floor mode) and ``AdaptiveAvgPool2d(1)`` (global average pooling):
+  ``ir.SumPool2d`` / ``ir.GlobalSumPool2d``, the sum without the divider ``d`` (``size²``,
+  ``divisor_override`` or ``H·W``): the sum's codes have ``1/d`` of the activations' scale,
+  which the next weight layer's input scale (and so its requantizer) takes, so the hardware
+  needs no divider.  The activations before the pools are calibrated, and the requantizer
+  before them outputs at ``d`` times the next layer's input scale;
+* ``ReLU6`` and ``Hardtanh`` after a weight layer: clamps, the requantizer's ``clamp_lo`` /
+  ``clamp_hi`` at the codes of their bounds (``Hardtanh`` with a negative bound: signed);
 * ``Identity`` and ``Dropout`` (no-ops at inference) are dropped.
 
 Two weight layers may follow each other directly (ShiftAddNet's shift → adder pair): the first
@@ -113,6 +121,9 @@ class _Stage:
     bn: nn.Module | None = None
     relu: bool = False
     pool: int = 0
+    act: nn.Module | None = None        # ReLU, ReLU6 or Hardtanh after the weight layer
+    clip: tuple[float, float] | None = None  # ReLU6 / Hardtanh bounds: the requantizer's clamp
+    divisor: int = 1                    # average pool: the sum's divider (global: set by the trace)
 
     @property
     def arithmetic(self) -> str:
@@ -136,7 +147,8 @@ def _leaves(model: nn.Module, prefix=""):
 
 def _unsupported(name, module, why=""):
     supported = ("AdderConv2d, AdderLinear, ShiftConv2d, ShiftLinear, WinogradAdderConv2d, Conv2d, Linear, "
-                 "BatchNorm1d/2d, ReLU, MaxPool2d, Flatten")
+                 "BatchNorm1d/2d, ReLU, ReLU6, Hardtanh, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d(1), Flatten, "
+                 "Dropout, Identity")
     raise ir.ModelError(f"quantize: module {name!r} of type {type(module).__name__} is not supported"
                         f"{why} (supported: {supported})")
 
@@ -182,10 +194,29 @@ def _parse(model: nn.Module) -> list[_Stage]:
             if not m.track_running_stats or m.running_mean is None:
                 _unsupported(name, m, " without running statistics")
             last.bn = m
-        elif isinstance(m, nn.ReLU):
-            if last is None or last.kind != "weight" or last.relu:
-                _unsupported(name, m, " here: a ReLU must follow a weight layer or its BatchNorm")
-            last.relu = True
+        elif isinstance(m, (nn.ReLU, nn.Hardtanh)):  # nn.ReLU6 is a Hardtanh
+            if last is None or last.kind != "weight" or last.act is not None:
+                _unsupported(name, m, f" here: a {type(m).__name__} must follow a weight layer or its "
+                                      f"BatchNorm")
+            last.act = m
+            if isinstance(m, nn.Hardtanh):
+                if not m.min_val < m.max_val:
+                    _unsupported(name, m, f" with min_val {m.min_val} >= max_val {m.max_val}")
+                last.clip = (float(m.min_val), float(m.max_val))
+            last.relu = last.clip is None or last.clip[0] >= 0
+        elif isinstance(m, nn.AvgPool2d):
+            k, s = m.kernel_size, m.stride if m.stride is not None else m.kernel_size
+            if (len(set(_pair(k))) != 1 or len(set(_pair(s))) != 1 or len(set(_pair(m.padding))) != 1
+                    or m.ceil_mode or (_pair(m.padding)[0] and not m.count_include_pad)):
+                _unsupported(name, m, " with these options: only a square kernel, stride and padding, "
+                                      "floor mode, count_include_pad with padding")
+            k = int(_pair(k)[0])
+            stages.append(_Stage("pool", module=m, pool=k, divisor=int(m.divisor_override or k * k)))
+        elif isinstance(m, nn.AdaptiveAvgPool2d):
+            if _pair(m.output_size) != (1, 1):
+                _unsupported(name, m, f" with output_size {m.output_size}: only 1 (global average "
+                                      f"pooling)")
+            stages.append(_Stage("pool", module=m, divisor=0))
         elif isinstance(m, nn.MaxPool2d):
             k, s = m.kernel_size, m.stride if m.stride is not None else m.kernel_size
             if (len(set(_pair(k))) != 1 or len(set(_pair(s))) != 1 or len(set(_pair(m.padding))) != 1
@@ -216,10 +247,12 @@ def _trace(stages: list[_Stage], x: torch.Tensor) -> list[dict]:
             rec["acc"] = a if bias is None else a - bias.reshape((1, -1) + (1,) * (a.dim() - 2))
             if st.bn is not None:
                 a = st.bn(a)
-            if st.relu:
-                a = torch.relu(a)
+            if st.act is not None:
+                a = st.act(a)
             x = a
         elif st.kind == "pool":
+            if isinstance(st.module, nn.AdaptiveAvgPool2d):
+                st.divisor = int(x.shape[2] * x.shape[3])
             x = st.module(x)
         else:
             x = x.flatten(1)
@@ -251,10 +284,12 @@ def _bn_affine(st: _Stage, channels: int) -> tuple[np.ndarray, np.ndarray]:
     return a, beta + a * (bias - bn.running_mean.double().numpy())
 
 
-def _input_scale(st: _Stage, a: float, signed: bool, act_bits: int, weight_bits: int) -> float:
-    """Scale of the tensor feeding weight stage ``st`` (see the module docstring)."""
+def _input_scale(st: _Stage, a: float, signed: bool, act_bits: int, weight_bits: int,
+                 divisor: int = 1) -> float:
+    """Scale of the tensor feeding weight stage ``st`` (see the module docstring); after average
+    pools, the scale of their sum of ``divisor`` activation codes."""
     top = (1 << (act_bits - 1)) - 1 if signed else (1 << act_bits) - 1
-    s = a / top
+    s = a / (top * divisor)
     if st.arithmetic == "adder":
         w = st.module.weight.detach().double().numpy()
         w_top = float(np.abs(w).max()) if signed else float(w.max())
@@ -326,6 +361,33 @@ def _mac_weights(module, weight_bits: int, per_channel: bool) -> tuple[np.ndarra
     return wq, ws
 
 
+def _pool_layer(name: str, st: _Stage, in_shape) -> ir.Layer:
+    """The integer layer of a pool stage: a max pool, or an average pool's sum (its divider goes
+    into the scale)."""
+    m = st.module
+    if isinstance(m, nn.AdaptiveAvgPool2d):
+        return ir.GlobalSumPool2d(name=name, height=int(in_shape[2]), width=int(in_shape[3]))
+    stride = int(_pair(m.stride if m.stride is not None else m.kernel_size)[0])
+    cls = ir.MaxPool2d if isinstance(m, nn.MaxPool2d) else ir.SumPool2d
+    return cls(name=name, size=st.pool, stride=stride, padding=int(_pair(m.padding)[0]))
+
+
+def _clamp_codes(clip, s_out: float, out_bits: int, relu: bool) -> dict:
+    """``clamp_lo`` / ``clamp_hi`` of a requantizer for the bounds of a ReLU6 or Hardtanh: the
+    codes of the bounds, where they lie inside the ``out_bits`` range (round then clamp is
+    clamp then round at a bound's code)."""
+    if clip is None:
+        return {}
+    lo, hi = (0, (1 << out_bits) - 1) if relu else (-(1 << (out_bits - 1)), (1 << (out_bits - 1)) - 1)
+    out = {}
+    c_lo, c_hi = int(round(clip[0] / s_out)), int(round(clip[1] / s_out))
+    if c_lo > lo:
+        out["clamp_lo"] = min(c_lo, hi)
+    if c_hi < hi:
+        out["clamp_hi"] = max(c_hi, lo)
+    return out
+
+
 # --------------------------------------------------------------------------- public API
 
 def quantize(model: nn.Module, x_calib: np.ndarray, act_bits: int = 8, weight_bits: int = 8,
@@ -363,11 +425,16 @@ def quantize(model: nn.Module, x_calib: np.ndarray, act_bits: int = 8, weight_bi
     # before it has no ReLU (the image, before the first, is unsigned).
     in_scale: dict[int, float] = {}
     signed_in: dict[int, bool] = {}
+    divisors: dict[int, int] = {}
     for k, i in enumerate(weights):
         signed = k > 0 and not stages[weights[k - 1]].relu
-        x_in = trace[i]["in"]
+        before = weights[k - 1] + 1 if k else 0
+        divisors[i] = int(np.prod([st.divisor for st in stages[before:i] if st.kind == "pool"]))
+        # After average pools, the activations are those before them: their sum is what the
+        # layer takes, at 1/divisor of their scale.
+        x_in = trace[i]["in"] if divisors[i] == 1 else trace[before]["in"]
         a = _calib_max(x_in.abs() if signed else x_in, percentile)
-        s = _input_scale(stages[i], a, signed, act_bits, weight_bits)
+        s = _input_scale(stages[i], a, signed, act_bits, weight_bits, divisors[i])
         if s <= 0:
             raise ir.ModelError(f"quantize: the input of weight layer {k} ({type(stages[i].module).__name__}) "
                                 f"is all zero on the calibration images")
@@ -375,7 +442,7 @@ def quantize(model: nn.Module, x_calib: np.ndarray, act_bits: int = 8, weight_bi
 
     # The scale flowing through the stages: the input's, then each requantizer's.
     first = weights[0]
-    scale = in_scale[first]
+    scale = in_scale[first] * divisors[first]
     layers: list[ir.Layer] = []
     scales: list[float] = []
     csd_err: dict[str, float] = {}
@@ -390,10 +457,8 @@ def quantize(model: nn.Module, x_calib: np.ndarray, act_bits: int = 8, weight_bi
 
     for i, st in enumerate(stages):
         if st.kind == "pool":
-            m = st.module
-            stride = m.stride if m.stride is not None else m.kernel_size
-            layers.append(ir.MaxPool2d(name=new_name("pool"), size=st.pool, stride=int(_pair(stride)[0]),
-                                       padding=int(_pair(m.padding)[0])))
+            layers.append(_pool_layer(new_name("pool"), st, trace[i]["in"].shape))
+            scale /= st.divisor
             scales.append(scale)
             continue
         if st.kind == "flatten":
@@ -451,7 +516,7 @@ def quantize(model: nn.Module, x_calib: np.ndarray, act_bits: int = 8, weight_bi
             out_bits = act_bits
             nxt = next(j for j in weights if j > i)
             assert signed_in[nxt] == (not relu)
-            s_out = in_scale[nxt]
+            s_out = in_scale[nxt] * divisors[nxt]
         ratio = a_c * acc_scale / s_out
         r_max = float(np.abs(ratio).max())
         shift = 1 if r_max == 0 else mult_bits - 1 - math.floor(math.log2(r_max))
@@ -466,7 +531,8 @@ def quantize(model: nn.Module, x_calib: np.ndarray, act_bits: int = 8, weight_bi
         nz = np.abs(mult_exact) > 0
         csd_err[rq_name] = float(np.max(np.abs(gain[nz] - 1.0))) if nz.any() else 0.0
         layers.append(ir.Requant(name=rq_name, mult=mult, bias=bias, shift=shift, out_bits=out_bits,
-                                 relu=relu, scale=float(s_out), max_terms=requant_terms))
+                                 relu=relu, scale=float(s_out), max_terms=requant_terms,
+                                 **_clamp_codes(st.clip, s_out, out_bits, relu)))
         scales.append(float(s_out))
         scale = s_out
 
@@ -483,7 +549,7 @@ def quantize(model: nn.Module, x_calib: np.ndarray, act_bits: int = 8, weight_bi
     if channel_scales:
         meta["channel_scales"] = channel_scales
     qmodel = ir.Model(name=name, input_shape=(c, h, w), input_bits=act_bits,
-                      input_scale=float(in_scale[first]), layers=layers,
+                      input_scale=float(in_scale[first] * divisors[first]), layers=layers,
                       classes=list(classes) if classes is not None else [], meta=meta)
     if x_test is not None and y_test is not None:
         with torch.no_grad():

@@ -279,3 +279,40 @@ def test_window_pool_rejects_bad_parameters():
         WindowPoolEngine(4, (8, 8), 3, 2, 1, unsigned(8), unsigned(8), "min")
     with pytest.raises(ValueError, match="out_shape is its elem_shape"):
         WindowPoolEngine(4, (8, 8), 3, 2, 1, unsigned(8), unsigned(9), "max")
+
+
+# --------------------------------------------------------------------------- sum pools
+
+@pytest.mark.parametrize("c,h,w,size,stride,padding,lo,hi,simd", [
+    (4, 8, 8, 2, 2, 0, 0, 255, 4),       # AvgPool2d(2)
+    (3, 7, 6, 3, 2, 1, -100, 27, 3),     # 3×3 stride 2 padded, signed
+    (4, 5, 5, 3, 1, 1, 0, 15, 2),        # overlapping, slices of a pixel
+    (2, 6, 6, 2, 2, 0, -8, 7, 4),        # two pixels per beat, signed
+])
+def test_window_sumpool_matches_golden(c, h, w, size, stride, padding, lo, hi, simd):
+    from hwgen.hw.pool import WindowPoolEngine
+
+    layer = ir.SumPool2d("p", size=size, stride=stride, padding=padding)
+    rng = np.random.default_rng(c + h + simd)
+    x = rng.integers(lo, hi + 1, size=(3, c, h, w))
+    x[0, :, :, :] = hi  # the largest sums
+    shape, out = range_shape(lo, hi), range_shape(*layer.out_range(lo, hi))
+    dut = WindowPoolEngine(c, (h, w), size, stride, padding, shape, out, "sum", simd=simd)
+    check_stream(dut, x, golden.execute(layer, x), shape, out, deadline=6 * 3 * dut.cycles_per_image + 200,
+                 seed=simd)
+
+
+@pytest.mark.parametrize("c,h,w,lo,hi,stalls", [(4, 4, 4, 0, 255, 0.3), (3, 3, 5, -8, 7, 0.8),
+                                                (2, 1, 1, 0, 15, 0.5)])
+def test_global_sumpool_matches_golden(c, h, w, lo, hi, stalls):
+    from hwgen.hw.pool import GlobalSumPoolEngine
+
+    layer = ir.GlobalSumPool2d("g", height=h, width=w)
+    rng = np.random.default_rng(h * w)
+    x = rng.integers(lo, hi + 1, size=(4, c, h, w))
+    x[1] = hi
+    shape, out = range_shape(lo, hi), range_shape(*layer.out_range(lo, hi))
+    dut = GlobalSumPoolEngine(c, (h, w), shape, out)
+    assert dut.cycles_per_image == h * w
+    check_stream(dut, x, golden.execute(layer, x), shape, out, deadline=20 * 4 * h * w + 100,
+                 stalls=stalls, seed=c)

@@ -112,3 +112,19 @@ def test_window_maxpools_are_bit_exact(tmp_path_factory):
                                                                                (2, 1, 0, "max")]
     assert pools[1]["lanes"] == 2
     bit_exact(out)
+
+
+@pytest.mark.parametrize("adder", [False, True], ids=["mac", "adder"])
+def test_average_pools_and_clamps_are_bit_exact(tmp_path_factory, adder):
+    """Average pools (sums in hardware, no divider), global average pooling, ReLU6 / Hardtanh
+    clamps and dropped Dropout / Identity, quantized and built, on Icarus."""
+    from torch import nn
+
+    from test_layers_quant import avgpool_net
+
+    model = avgpool_net(adder)
+    model[-1] = nn.Linear(6, 10)  # the digits' ten classes
+    out, manifest = quantized_build(tmp_path_factory, f"avgpool-{'adder' if adder else 'mac'}", model)
+    kinds = [e["kind"] for e in manifest["engines"]]
+    assert kinds.count("sumpool2d") == 2 and kinds.count("global_sumpool2d") == 1
+    bit_exact(out)

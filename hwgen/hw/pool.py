@@ -10,7 +10,10 @@ from amaranth.lib.wiring import In, Out
 from . import constructing, divisors, ice40_blocks
 from .window import WindowGenerator, valid_simd
 
-__all__ = ["MaxPoolEngine", "WindowPoolEngine", "POOL_OPS", "engine_cls", "pool_lanes", "pool_cycles",
+#: Pool layer kinds with an engine (:func:`pool_engine`).
+POOL_KINDS = ("maxpool2d", "sumpool2d", "global_sumpool2d")
+
+__all__ = ["MaxPoolEngine", "WindowPoolEngine", "GlobalSumPoolEngine", "POOL_KINDS", "POOL_OPS", "engine_cls", "pool_lanes", "pool_cycles",
            "pool_engine", "elementwise_max", "row_buffer_attrs", "ROW_BLOCK_BITS"]
 
 #: Smallest row buffer of a folded pool (``lanes < C``) put in block RAM. A memory in logic
@@ -514,12 +517,88 @@ class WindowPoolEngine(wiring.Component):
         return m
 
 
+class GlobalSumPoolEngine(wiring.Component):
+    """Sum of every channel over the whole ``H×W`` map, streaming: global average pooling
+    without its divider (the quantizer puts ``1 / (H*W)`` into the next layer's input scale).
+
+    Parameters
+    ----------
+    channels : int
+    in_hw : (int, int)
+    elem_shape, out_shape : ShapeLike
+        Shapes of an input value and of a sum (wide enough for every partial sum, as the
+        derived range of :class:`hwgen.ir.GlobalSumPool2d` is).
+
+    Members
+    -------
+    i : ``In(stream.Signature(data.ArrayLayout(elem_shape, channels)))``
+    o : ``Out(stream.Signature(data.ArrayLayout(out_shape, channels)))``
+        One beat per image, all ``C`` sums.
+
+    Timing
+    ------
+    One pixel per cycle (``H*W`` cycles per image); the sums are valid the cycle after the
+    image's last pixel is taken (latency 1).  The last pixel of the next image waits while
+    the previous sums are still in the output register; the others are accumulated meanwhile.
+    Storage: ``C`` accumulators and the output register, no memory.
+    """
+
+    latency = 1
+
+    def __init__(self, channels: int, in_hw: tuple[int, int], elem_shape, out_shape):
+        with constructing(self):
+            MaxPoolEngine._validate(channels, in_hw, 1)
+        self.channels, self.in_hw = channels, (int(in_hw[0]), int(in_hw[1]))
+        self.elem_shape, self.out_elem = Shape.cast(elem_shape), Shape.cast(out_shape)
+        self.lanes = channels
+        super().__init__({
+            "i": In(stream.Signature(data.ArrayLayout(self.elem_shape, channels))),
+            "o": Out(stream.Signature(data.ArrayLayout(self.out_elem, channels))),
+        })
+
+    @property
+    def cycles_per_image(self) -> int:
+        return self.in_hw[0] * self.in_hw[1]
+
+    @property
+    def params(self) -> dict:
+        return {"channels": self.channels, "op": "sum", "global": True, "lanes": self.lanes,
+                "elem_bits": self.elem_shape.width, "out_bits": self.out_elem.width}
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self.in_hw[0] * self.in_hw[1]
+        count = Signal(range(n))
+        last = count == n - 1
+        take = Signal()
+        m.d.comb += [
+            self.i.ready.eq(~(last & self.o.valid & ~self.o.ready)),
+            take.eq(self.i.valid & self.i.ready),
+        ]
+        with m.If(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(take):
+            m.d.sync += count.eq(Mux(last, 0, count + 1))
+            with m.If(last):
+                m.d.sync += self.o.valid.eq(1)
+        for c in range(self.channels):
+            acc = Signal(self.out_elem, name=f"acc{c}")
+            total = Mux(count == 0, 0, acc) + self.i.payload[c]
+            with m.If(take):
+                m.d.sync += acc.eq(total)
+                with m.If(last):
+                    m.d.sync += self.o.payload[c].eq(total)
+        return m
+
+
 # --------------------------------------------------------------------------- from the IR
 
 def engine_cls(layer) -> type:
     """The engine class of a pool layer: :class:`MaxPoolEngine` for a max pool of stride
     ``size`` without padding, else :class:`WindowPoolEngine` (a sum, or a max over overlapping
     or padded windows)."""
+    if layer.kind == "global_sumpool2d":
+        return GlobalSumPoolEngine
     if layer.kind == "maxpool2d" and layer.stride == layer.size and layer.padding == 0:
         return MaxPoolEngine
     return WindowPoolEngine
@@ -531,6 +610,8 @@ def _is_window_pool(layer) -> bool:
 
 def pool_lanes(layer, channels: int) -> list[int]:
     """The ``lanes`` a pool layer's engine takes (its folding options), cheapest first."""
+    if engine_cls(layer) is GlobalSumPoolEngine:
+        return [channels]
     if _is_window_pool(layer):
         return WindowPoolEngine.valid_simd(channels, layer.size)
     return MaxPoolEngine.valid_lanes(channels)
@@ -538,14 +619,19 @@ def pool_lanes(layer, channels: int) -> list[int]:
 
 def pool_cycles(layer, in_hw, channels: int, lanes: int) -> int:
     """Cycles per image of a pool layer's engine at ``lanes``, without building it."""
+    if engine_cls(layer) is GlobalSumPoolEngine:
+        return in_hw[0] * in_hw[1]
     if _is_window_pool(layer):
         return WindowPoolEngine.cycles(in_hw, layer.size, layer.stride, layer.padding, channels, lanes)
     return MaxPoolEngine.cycles(in_hw, layer.size, channels, lanes)
 
 
 def pool_engine(layer, channels: int, in_hw, elem, out_elem, lanes: int):
-    """The engine of a pool layer of :mod:`hwgen.ir` (``maxpool2d``; ``elem``/``out_elem`` the
+    """The engine of a pool layer of :mod:`hwgen.ir` (``maxpool2d``, ``sumpool2d``,
+    ``global_sumpool2d``; ``elem``/``out_elem`` the
     shapes of its input and output values)."""
+    if engine_cls(layer) is GlobalSumPoolEngine:
+        return GlobalSumPoolEngine(channels, tuple(in_hw), elem, out_elem)
     if not _is_window_pool(layer):
         return MaxPoolEngine(channels, tuple(in_hw), layer.size, elem, lanes=lanes)
     op = "max" if layer.kind == "maxpool2d" else "sum"

@@ -20,7 +20,7 @@ from .. import ir
 from ..util import atomic_write
 from . import constructing, elem_shape
 from .head import ArgmaxHead, index_bits, result_layout
-from .pool import WindowPoolEngine, engine_cls, pool_cycles, pool_engine, pool_lanes
+from .pool import POOL_KINDS, MaxPoolEngine, WindowPoolEngine, engine_cls, pool_cycles, pool_engine, pool_lanes
 
 __all__ = ["Accelerator", "generate", "MANIFEST_FORMAT", "MANIFEST_VERSION", "SUPPORTED"]
 
@@ -35,7 +35,8 @@ FOLDING_KEYS = ("pe", "simd", "weights", "overlap")
 #: Keys of a max-pool layer's entry in the folding dict (:class:`~hwgen.hw.pool.MaxPoolEngine`).
 POOL_FOLDING_KEYS = ("lanes",)
 
-SUPPORTED = ("{adder_conv2d|shift_conv2d|conv2d|winograd_adder_conv2d}+requant, maxpool2d, then flatten and one or more "
+SUPPORTED = ("{adder_conv2d|shift_conv2d|conv2d|winograd_adder_conv2d}+requant, "
+             "{maxpool2d|sumpool2d|global_sumpool2d}, then flatten and one or more "
              "{adder_dense|shift_dense|dense}+requant (the last one ends the model)")
 
 
@@ -119,7 +120,7 @@ class Accelerator(wiring.Component):
         in_shapes, in_ranges = model.in_shapes(), model.in_ranges()
         out_shapes, out_ranges = model.shapes(), model.value_ranges()
         foldable = {layer.name for layer in layers if layer.kind in CONV_KINDS + DENSE_KINDS}
-        pools = {layer.name for layer in layers if layer.kind == "maxpool2d"}
+        pools = {layer.name for layer in layers if layer.kind in POOL_KINDS}
         kinds = {layer.name: layer.kind for layer in layers}
         unknown = sorted(set(self.folding) - foldable - pools)
         if unknown:
@@ -203,7 +204,7 @@ class Accelerator(wiring.Component):
                 stages.append(_Stage(layer.name, layer.kind, [layer.name, rq.name], engine,
                                      in_shapes[i], out_shapes[i + 1]))
                 i += 2
-            elif layer.kind == "maxpool2d":
+            elif layer.kind in POOL_KINDS:
                 # Built once the conv / dense engines are, whose pace sets the pool's lanes:
                 # (position among the other stages, layer, in shape, out shape, elem shape).
                 pools.append((len(stages), layer, in_shapes[i], out_shapes[i], elem_shape(*in_ranges[i]),
@@ -274,7 +275,7 @@ class Accelerator(wiring.Component):
         for k, (pos, layer, in_shape, out_shape, shape, out_elem) in enumerate(pools):
             c, h, w = in_shape
             options = pool_lanes(layer, c)
-            if pace is None or (layer.size == 1 and not isinstance(engine_cls(layer), WindowPoolEngine)):
+            if pace is None or (engine_cls(layer) is MaxPoolEngine and layer.size == 1):
                 auto = c  # the identity takes a pixel per cycle whatever the lanes
             else:
                 period = _beat_period(stages[pos + k - 1]) if pos + k > 0 else None
