@@ -13,33 +13,14 @@ import json
 import sys
 from pathlib import Path
 
+from .errors import HwgenError
+
 EXIT_USER_ERROR = 2
 EXIT_MISMATCH = 1
 
 
-class UserError(Exception):
-    """An error a user can mend; printed as one line."""
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """The exception types that mean 'your input or your machine is wrong', not a bug."""
-    from . import ir
-    from .flow import BuildError
-
-    from .data import DataError
-
-    types: list[type[BaseException]] = [UserError, ir.ModelError, BuildError, DataError,
-                                         FileNotFoundError]
-    for module, name in (("hwgen.nn.checkpoint", "CheckpointError"), ("hwgen.nn.models", "ConfigError"), ("hwgen.toolchain", "ToolError"),
-                         ("hwgen.synth", "SynthError"), ("hwgen.simulate", "SimError"),
-                         ("hwgen.boards", "BoardError"),
-                         ("hwgen.compare", "CompareError"), ("hwgen.report", "ReportError"),
-                         ("hwgen.energy", "EnergyError"), ("hwgen.sweep", "SweepError")):
-        try:
-            types.append(getattr(__import__(module, fromlist=[name]), name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(types)
+class UserError(HwgenError):
+    """A command-line argument a user can mend; printed as one line."""
 
 
 def _parse_folding(items: list[str] | None) -> dict | None:
@@ -344,14 +325,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hwgen: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # noqa: BLE001 - sorted below
-        if isinstance(e, _user_errors()):
-            message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            if isinstance(e, FileNotFoundError) and e.filename:
-                message = f"no such file: {e.filename}"
-            print(f"hwgen: error: {message}", file=sys.stderr)
-            return EXIT_USER_ERROR
-        raise
+    except (HwgenError, FileNotFoundError) as e:
+        # FileNotFoundError: the operating system's own word for a path the user named.
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, FileNotFoundError) and e.filename:
+            message = f"no such file: {e.filename}"
+        print(f"hwgen: error: {message}", file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

@@ -3,15 +3,15 @@
 Every variant is the digits network of :mod:`hwgen.nn.models` (two 3×3 conv blocks and a dense
 layer) with its weight layers of one family:
 
-=============  ===========================================================================
-``conv``       multiplier conv / dense: the baseline (MAC processing elements)
-``adder``      AdderNet: ``-Σ|x - w|`` (l1 processing elements)
-``shift``      DeepShift: weights ``±2**p`` (barrel-shifter processing elements)
-``shiftadd``   ShiftAddNet: a shift layer followed by an adder layer
+==================  ===========================================================================
+``conv``            multiplier conv / dense: the baseline (MAC processing elements)
+``adder``           AdderNet: ``-Σ|x - w|`` (l1 processing elements)
+``shift``           DeepShift: weights ``±2**p`` (barrel-shifter processing elements)
+``shiftadd``        ShiftAddNet: a shift layer followed by an adder layer
 ``winograd-adder``  Winograd-AdderNet: the adder network with F(2×2, 3×3) Winograd convs
-               (:class:`~hwgen.hw.winograd.WinogradEngine`, folded by ``pe`` and ``overlap``
-               only: its slowest folding may still be faster than the common pace)
-=============  ===========================================================================
+                    (:class:`~hwgen.hw.winograd.WinogradEngine`, folded by ``pe`` and ``overlap``
+                    only: its slowest folding may still be faster than the common pace)
+==================  ===========================================================================
 
 Each variant is quantized, built (:func:`hwgen.flow.build`), optionally simulated against the
 golden model (:func:`hwgen.simulate.simulate`) and synthesized for one device
@@ -67,6 +67,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from . import ir
+from .errors import HwgenError
 from .util import atomic_write, atomic_write_json
 
 __all__ = ["FAMILIES", "SOURCES", "variant_model", "compare", "format_table", "markdown_table"]
@@ -80,7 +81,7 @@ BASELINE = "conv"
 WINOGRAD_PAIR = ("adder", "winograd-adder")
 
 
-class CompareError(ValueError):
+class CompareError(HwgenError, ValueError):
     """A bad request to :func:`compare`; the message is one line."""
 
 

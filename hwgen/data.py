@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import HwgenError
+
 __all__ = ["Dataset", "DataError", "digits", "digits_dataset", "load", "from_arrays", "CLASSES",
            "MAX_IMAGES", "MAX_PIXELS"]
 
@@ -49,7 +51,7 @@ MAX_CHANNELS = 4096
 MAX_CLASSES = 100_000
 
 
-class DataError(ValueError):
+class DataError(HwgenError, ValueError):
     """A data set a user can mend (one line)."""
 
 

@@ -13,36 +13,35 @@ Two independent estimates, each with the source of every constant it uses:
 2. **FPGA estimate from utilization and switching activity** (:func:`fpga_energy`).  The
    toggles of every net in a waveform of the cocotb run (a VCD) give each engine's switching
    activity; the synthesis report gives its logic cells, block RAMs and DSPs and the Fmax;
-   a per-device coefficient model (:data:`DEVICE_COEFFICIENTS`) turns them into dynamic
+   a per-device coefficient model (``DEVICE_COEFFICIENTS``) turns them into dynamic
    energy per image, plus static power × time per image at the reported Fmax.
 
 Op-count rules (the hardware of :mod:`hwgen.hw` does exactly this work, never skipping a
 zero weight):
 
-=================  ===========================================================================
-layer kind         operations per inference (``L`` output pixels, ``O`` outputs, ``K`` taps)
-=================  ===========================================================================
-adder_conv2d/dense ``L·O·K`` absdiff (subtract + abs) at the difference width;
-                   ``L·O·(K-1)`` add at the accumulator width (the layer's output range)
-shift_conv2d/dense ``L·O·K`` shift of the input (``x << p``) at the input width;
-                   ``L·O·(K-1)`` add (add or subtract: the sign) at the accumulator width
-conv2d/dense       ``L·O·K`` mult (input width × weight width); ``L·O·(K-1)`` add
-requant            per element of channel ``c``: one shift per canonical-signed-digit term of
-                   ``mult[c]`` with a non-zero power, ``terms`` adds (the terms and the bias),
-                   one shift right by ``shift`` (if non-zero), two compares (the clamp)
-maxpool2d          ``size²-1`` compares per output element, at the element width
-sumpool2d          ``size²-1`` adds per output element, at the sum's width (global: ``H·W-1``)
-flatten            nothing (wiring)
-=================  ===========================================================================
+==================  ===========================================================================
+layer kind          operations per inference (``L`` output pixels, ``O`` outputs, ``K`` taps)
+==================  ===========================================================================
+adder_conv2d/dense  ``L·O·K`` absdiff (subtract + abs) at the difference width;
+                    ``L·O·(K-1)`` add at the accumulator width (the layer's output range)
+shift_conv2d/dense  ``L·O·K`` shift of the input (``x << p``) at the input width;
+                    ``L·O·(K-1)`` add (add or subtract: the sign) at the accumulator width
+conv2d/dense        ``L·O·K`` mult (input width × weight width); ``L·O·(K-1)`` add
+requant             per element of channel ``c``: one shift per canonical-signed-digit term of
+                    ``mult[c]`` with a non-zero power, ``terms`` adds (the terms and the bias),
+                    one shift right by ``shift`` (if non-zero), two compares (the clamp)
+maxpool2d           ``size²-1`` compares per output element, at the element width
+flatten             nothing (wiring)
+==================  ===========================================================================
 
 ``winograd_adder_conv2d`` (``T`` tiles of 2×2 outputs): per tile and input channel the input
 transform's adds (and one shift per ``±2`` entry), ``16·T·C·O`` absdiff, ``16·T·O·(C-1)``
 accumulating adds, per tile and output channel the output transform's adds; see
-:func:`_winograd_ops`, and :func:`winograd_vs_direct` for the comparison with the direct form
-of the same layer.
+:meth:`hwgen.kinds.WinogradAdderConv2d.ops`, and :func:`winograd_vs_direct` for the comparison
+with the direct form of the same layer.
 
-A new layer kind plugs in with ``@counter("kind")`` on a function
-``(layer, in_shape, out_shape, in_range, out_range) -> list[Op]``.
+Each layer kind counts its own operations (its ``ops`` method, in its :mod:`hwgen.kinds`
+module); a new kind plugs in there.
 
 Energy of one operation, :class:`EnergyTable`: the table's anchor widths are exact; between
 two anchors the energy is interpolated linearly in ``bits`` for adders and shifters and in
@@ -60,21 +59,18 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from . import ir
+from .errors import HwgenError
+from .kinds import OP_TYPES, Op
 
 __all__ = [
     "EnergyError", "EnergyTable", "HOROWITZ_45NM", "OP_TYPES", "Op",
-    "op_counts", "op_energy", "counter", "winograd_vs_direct",
+    "op_counts", "op_energy", "winograd_vs_direct",
     "DeviceCoefficients", "Coefficient", "DEVICE_COEFFICIENTS",
     "vcd_toggles", "fpga_energy", "format_energy",
 ]
 
-OP_TYPES = ("add", "absdiff", "shift", "mult", "compare")
-
-
-class EnergyError(ValueError):
+class EnergyError(HwgenError, ValueError):
     """An energy estimate that cannot be made (missing report or waveform); one line."""
 
 
@@ -107,22 +103,25 @@ class EnergyTable:
 
     def energy(self, op: str, bits) -> float:
         """pJ of one ``op`` of width ``bits`` (an int, or ``(a, b)`` for a multiplier)."""
-        if op == "mult":
-            a, b = (bits, bits) if isinstance(bits, int) else bits
-            return self._interp(self.mult, float(a * b), 2)
-        if op in ("add", "compare"):
-            return self._interp(self.add, float(bits), 1)
-        if op == "absdiff":
-            return 2 * self._interp(self.add, float(bits), 1)
-        if op == "shift":
-            return self._interp(self.shift, float(bits), 1)
-        raise ValueError(f"unknown operation {op!r}; one of {', '.join(OP_TYPES)}")
+        try:
+            anchors, power, times = _PRICING[op]
+        except KeyError:
+            raise ValueError(f"unknown operation {op!r}; one of {', '.join(OP_TYPES)}") from None
+        a, b = (bits, bits) if isinstance(bits, int) else bits
+        x = float(a * b) if power == 2 else float(bits)
+        return times * self._interp(getattr(self, anchors), x, power)
 
     def to_json(self) -> dict:
         return {"name": self.name, "add_pj": {str(k): v for k, v in self.add.items()},
                 "mult_pj": {str(k): v for k, v in self.mult.items()},
                 "shift_pj": {str(k): v for k, v in self.shift.items()},
                 "sources": dict(self.sources), "rule": self.rule}
+
+
+#: How each op type is priced: ``(anchors, power, times)``: ``times`` × the table ``anchors``
+#: interpolated in ``bits ** power``.
+_PRICING = {"add": ("add", 1, 1), "compare": ("add", 1, 1), "absdiff": ("add", 1, 2),
+            "shift": ("shift", 1, 1), "mult": ("mult", 2, 1)}
 
 
 _HOROWITZ = ("M. Horowitz, \"Computing's energy problem (and what we can do about it)\", "
@@ -160,163 +159,6 @@ class Op:
         return self.op, self.bits if isinstance(self.bits, int) else tuple(self.bits)
 
 
-_COUNTERS = {}
-
-
-def counter(kind: str):
-    """Register the op counter of a layer kind (see the module docstring)."""
-    def deco(fn):
-        _COUNTERS[kind] = fn
-        return fn
-    return deco
-
-
-def _width(lo, hi) -> int:
-    return ir.bits_for(lo, hi)[0]
-
-
-def _swidth(lo, hi) -> int:
-    return ir.signed_bits_for(lo, hi)
-
-
-def _matrix_ops(layer, in_shape, out_shape, in_range, out_range, product: str) -> list[Op]:
-    w = layer.weight.reshape(layer.weight.shape[0], -1)
-    o, k = w.shape
-    pixels = int(np.prod(out_shape[1:])) if len(out_shape) == 3 else 1
-    lo, hi = layer._range_in(*in_range)
-    in_bits = _width(lo, hi)
-    acc_bits = _swidth(*out_range)
-    n = pixels * o
-    ops = []
-    if product == "absdiff":
-        ops.append(Op("absdiff", _swidth(lo - int(w.max()), hi - int(w.min())), n * k))
-    elif product == "shift":
-        ops.append(Op("shift", in_bits, n * k))
-    else:
-        ops.append(Op("mult", (in_bits, _width(int(w.min()), int(w.max())) if w.min() >= 0
-                               else _swidth(int(w.min()), int(w.max()))), n * k))
-    if k > 1:
-        ops.append(Op("add", acc_bits, n * (k - 1)))
-    return ops
-
-
-for _kind, _product in (("adder_conv2d", "absdiff"), ("adder_dense", "absdiff"),
-                        ("shift_conv2d", "shift"), ("shift_dense", "shift"),
-                        ("conv2d", "mult"), ("dense", "mult")):
-    counter(_kind)(lambda layer, i, o, ir_, or_, _p=_product: _matrix_ops(layer, i, o, ir_, or_, _p))
-
-
-def _transform_adds(mat: np.ndarray, columns: int) -> tuple[int, int]:
-    """``(adds, shifts)`` of ``mat @ X`` for an ``X`` with ``columns`` columns: per row, one add fewer
-    than its non-zeros; a ``±2`` entry is one shift (the doubled ``½`` of a stored transform)."""
-    nz = (mat != 0).sum(axis=1)
-    adds = int(np.maximum(nz - 1, 0).sum()) * columns
-    shifts = int((np.abs(mat) == 2).sum()) * columns
-    return adds, shifts
-
-
-@counter("winograd_adder_conv2d")
-def _winograd_ops(layer: ir.WinogradAdderConv2d, in_shape, out_shape, in_range, out_range) -> list[Op]:
-    """Per inference, with ``T`` tiles, ``C`` input and ``O`` output channels:
-
-    * input transform ``bt · d · btᵀ`` per (tile, input channel): the adds of ``bt @ d`` (4 columns)
-      and of ``(·) @ btᵀ`` (4 rows), at the width of ``V`` (32 for the 0/±1 sets);
-    * ``16·T·C·O`` absdiff at the width of ``u - V`` (the l1 lanes);
-    * ``16·T·O·(C-1)`` accumulating adds at the lane width (the sum over input channels);
-    * output transform ``at · M · atᵀ`` per (tile, output channel), at the output width (24 adds
-      for the 0/±1 sets).
-    The direct form of the same layer (:func:`winograd_vs_direct`) does ``9C`` absdiff and
-    ``9C - 1`` adds per output pixel and channel: 36·C absdiff per 2×2 outputs against 16·C here.
-    """
-    c, h, w = in_shape
-    o = out_shape[0]
-    th, tw = layer.tiles(h, w)
-    tiles = th * tw
-    lo, hi = layer._range_in(*in_range)
-    v_lo, v_hi = layer.v_range(*in_range)
-    v_bits = _swidth(int(v_lo.min()), int(v_hi.max()))
-    m_lo, m_hi = layer.lane_range(*in_range)
-    u = layer.u
-    diff_bits = _swidth(int(v_lo.min()) - int(u.max()), int(v_hi.max()) - int(u.min()))
-    lane_bits = _swidth(int(m_lo.min()), int(m_hi.max()))
-    out_bits = _swidth(*out_range)
-    a1, s1 = _transform_adds(layer.bt, 4)   # bt @ d
-    a2, s2 = _transform_adds(layer.bt, 4)   # (bt @ d) @ btᵀ: the same matrix on the rows
-    b1, t1 = _transform_adds(layer.at, 4)   # at @ M (2×4 result)
-    b2, t2 = _transform_adds(layer.at, 2)   # (at @ M) @ atᵀ (2×2 result)
-    ops = [Op("add", v_bits, tiles * c * (a1 + a2)),
-           Op("shift", v_bits, tiles * c * (s1 + s2)),
-           Op("absdiff", diff_bits, 16 * tiles * c * o),
-           Op("add", lane_bits, 16 * tiles * o * (c - 1)),
-           Op("add", out_bits, tiles * o * (b1 + b2)),
-           Op("shift", out_bits, tiles * o * (t1 + t2))]
-    return [op for op in ops if op.count]
-
-
-def winograd_vs_direct(model: ir.Model) -> list[dict]:
-    """Per Winograd-adder layer of ``model``: its op counts against the direct AdderNet form of the
-    same layer (3×3 kernel, same padding, same input and output shapes).
-
-    ``[{layer, winograd: {op: count}, direct: {op: count}, absdiff_ratio, add_ratio}]`` where the
-    direct form does, per output pixel and channel, ``9C`` absdiff and ``9C - 1`` adds; the ratios
-    are direct / Winograd (2.25 for the absdiffs when the output size is even; the Winograd adds
-    include the input and output transforms).
-    """
-    rows = []
-    counts = {r["layer"]: r for r in op_counts(model)}
-    for layer, in_shape, out_shape in zip(model.layers, model.in_shapes(), model.shapes()):
-        if layer.kind != "winograd_adder_conv2d":
-            continue
-        c = in_shape[0]
-        o, oh, ow = out_shape
-        direct = {t: 0 for t in OP_TYPES}
-        direct["absdiff"] = oh * ow * o * 9 * c
-        direct["add"] = oh * ow * o * (9 * c - 1)
-        wino = dict(counts[layer.name]["by_type"])
-        rows.append({"layer": layer.name, "winograd": wino, "direct": direct,
-                     "absdiff_ratio": direct["absdiff"] / max(1, wino["absdiff"]),
-                     "add_ratio": direct["add"] / max(1, wino["add"])})
-    return rows
-
-
-@counter("requant")
-def _requant_ops(layer: ir.Requant, in_shape, out_shape, in_range, out_range) -> list[Op]:
-    per_channel = int(np.prod(in_shape[1:])) if len(in_shape) > 1 else 1
-    in_bits = _width(*in_range)
-    sum_bits = _swidth(*layer.sum_range(*in_range))
-    shifts = adds = 0
-    for m in layer.mult:
-        digits = ir.csd(int(m))
-        shifts += sum(1 for _, p in digits if p > 0)
-        adds += len(digits)  # terms - 1 to combine them, + 1 for the bias
-    elements = per_channel * len(layer.mult)
-    ops = [Op("shift", in_bits, shifts * per_channel), Op("add", sum_bits, adds * per_channel)]
-    if layer.shift:
-        ops.append(Op("shift", sum_bits, elements))
-    ops.append(Op("compare", sum_bits, 2 * elements))
-    return [op for op in ops if op.count]
-
-
-@counter("maxpool2d")
-def _maxpool_ops(layer: ir.MaxPool2d, in_shape, out_shape, in_range, out_range) -> list[Op]:
-    return [Op("compare", _width(*in_range), int(np.prod(out_shape)) * (layer.size ** 2 - 1))]
-
-
-@counter("sumpool2d")
-def _sumpool_ops(layer: ir.SumPool2d, in_shape, out_shape, in_range, out_range) -> list[Op]:
-    return [Op("add", _width(*out_range), int(np.prod(out_shape)) * (layer.size ** 2 - 1))]
-
-
-@counter("global_sumpool2d")
-def _global_sumpool_ops(layer: ir.GlobalSumPool2d, in_shape, out_shape, in_range, out_range) -> list[Op]:
-    return [Op("add", _width(*out_range), int(np.prod(out_shape)) * (layer.height * layer.width - 1))]
-
-
-@counter("flatten")
-def _flatten_ops(layer, in_shape, out_shape, in_range, out_range) -> list[Op]:
-    return []
-
-
 def _bits_label(bits) -> str:
     return str(bits) if isinstance(bits, int) else f"{bits[0]}x{bits[1]}"
 
@@ -328,17 +170,41 @@ def op_counts(model: ir.Model) -> list[dict]:
     in_ranges, out_ranges = model.in_ranges(), model.value_ranges()
     rows = []
     for i, layer in enumerate(model.layers):
-        fn = _COUNTERS.get(layer.kind)
-        if fn is None:
+        try:
+            counted = layer.ops(in_shapes[i], out_shapes[i], in_ranges[i], out_ranges[i])
+        except NotImplementedError:
             raise EnergyError(f"no op counter for layer kind {layer.kind!r} (layer {layer.name!r}); "
-                              f"register one with hwgen.energy.counter({layer.kind!r})")
+                              f"define ops() in its hwgen.kinds module") from None
         merged: dict = {}
-        for op in fn(layer, in_shapes[i], out_shapes[i], in_ranges[i], out_ranges[i]):
+        for op in counted:
             merged[op.key()] = merged.get(op.key(), 0) + int(op.count)
         ops = [{"op": k[0], "bits": k[1] if isinstance(k[1], int) else _bits_label(k[1]), "count": n}
                for k, n in sorted(merged.items(), key=lambda kv: (OP_TYPES.index(kv[0][0]), str(kv[0][1])))]
         by_type = {t: sum(o["count"] for o in ops if o["op"] == t) for t in OP_TYPES}
         rows.append({"layer": layer.name, "kind": layer.kind, "ops": ops, "by_type": by_type})
+    return rows
+
+
+def winograd_vs_direct(model: ir.Model) -> list[dict]:
+    """Per Winograd-adder layer of ``model`` (any kind with a direct form): its op counts against
+    the direct AdderNet form of the same layer (3×3 kernel, same padding, same input and output
+    shapes).
+
+    ``[{layer, winograd: {op: count}, direct: {op: count}, absdiff_ratio, add_ratio}]`` where the
+    direct form does, per output pixel and channel, ``9C`` absdiff and ``9C - 1`` adds; the ratios
+    are direct / Winograd (2.25 for the absdiffs when the output size is even; the Winograd adds
+    include the input and output transforms).
+    """
+    rows = []
+    counts = {r["layer"]: r for r in op_counts(model)}
+    for layer, in_shape, out_shape in zip(model.layers, model.in_shapes(), model.shapes()):
+        direct = layer.direct_ops(in_shape, out_shape)
+        if direct is None:
+            continue
+        wino = dict(counts[layer.name]["by_type"])
+        rows.append({"layer": layer.name, "winograd": wino, "direct": direct,
+                     "absdiff_ratio": direct["absdiff"] / max(1, wino["absdiff"]),
+                     "add_ratio": direct["add"] / max(1, wino["add"])})
     return rows
 
 

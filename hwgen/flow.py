@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from . import data, golden, ir
+from .errors import HwgenError
 
 
-class BuildError(RuntimeError):
+class BuildError(HwgenError, RuntimeError):
     """A build folder that is missing, incomplete or from another hwgen."""
 
 

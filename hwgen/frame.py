@@ -22,6 +22,8 @@ import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from .errors import HwgenError
+
 REQUEST_MAGIC = b"HW"
 REPLY_MAGIC = b"HR"
 VERSION = 1
@@ -42,7 +44,7 @@ class Status(IntEnum):
     BAD_LENGTH = 4  # image_len is not the accelerator's input size, or count is 0
 
 
-class FrameError(ValueError):
+class FrameError(HwgenError, ValueError):
     """A frame that cannot be decoded; ``status`` says why, in the reply's own terms."""
 
     def __init__(self, status: Status, message: str):

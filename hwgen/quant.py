@@ -57,7 +57,7 @@ maximum by default) and ``top`` the largest code, ``2**act_bits - 1`` or ``2**(a
 Winograd-adder layers take ``s = a / top`` (no weight term): the transformed kernel ``U`` is put
 on the scale of ``V = Bᵀ d B``, ``s / kb²`` (``kb = 2`` when ``Bᵀ`` has a ``½`` entry, stored
 doubled, else 1), and is *not* clipped (``weight_bits`` does not apply; see
-:func:`_winograd_weights` for why clipping is not exact here), so the integer layer computes
+``_winograd_weights`` for why clipping is not exact here), so the integer layer computes
 exactly the float one up to the rounding of ``U`` and of the input.  One accumulator LSB is
 ``s / (kb² ka²)`` (``ka = 2`` when ``Aᵀ`` has a ``½`` entry).
 
@@ -429,7 +429,7 @@ def quantize(model: nn.Module, x_calib: np.ndarray, act_bits: int = 8, weight_bi
     for k, i in enumerate(weights):
         signed = k > 0 and not stages[weights[k - 1]].relu
         before = weights[k - 1] + 1 if k else 0
-        divisors[i] = int(np.prod([st.divisor for st in stages[before:i] if st.kind == "pool"]))
+        divisors[i] = int(np.prod([st.divisor for st in stages[before:i]]))  # 1 but for avg pools
         # After average pools, the activations are those before them: their sum is what the
         # layer takes, at 1/divisor of their scale.
         x_in = trace[i]["in"] if divisors[i] == 1 else trace[before]["in"]

@@ -4,11 +4,20 @@
 shift / shift-add versions of a network), gathers what each build's stages wrote, adds the
 energy estimates of :mod:`hwgen.energy`, and writes three files into ``out_dir``:
 
-``report.json``   machine-readable, schema below (merged into an existing file: the ``synth``
-                  summary that :func:`hwgen.synth.synthesize` keeps there survives)
-``report.md``     Markdown tables, every figure with its source
-``report.html``   the same, self-contained: plots are inline base64 PNGs (matplotlib, Agg
-                  backend), no external file, script or style sheet
+=================  ===========================================================================
+``report.json``    machine-readable, schema below (merged into an existing file: the ``synth``
+                   summary that :func:`hwgen.synth.synthesize` keeps there survives)
+``report.md``      Markdown tables, every figure with its source
+``report.html``    the same, self-contained: plots are inline base64 PNGs (matplotlib, Agg
+                   backend), no external file, script or style sheet
+=================  ===========================================================================
+
+Both readable files are rendered from the Jinja2 templates ``hwgen/templates/report.html.j2`` and
+``report.md.j2`` and read in the same order: the headline first (one figure of LUTs, Fmax,
+images/s, energy and accuracy per variant, and one short table), the accuracy-against-LUTs
+Pareto front, LUTs per engine stacked across the variants; then the detail (every figure per
+variant, direct against Winograd, operations and energy per layer and per engine).  The
+provenance of every figure and table is kept, folded in a ``<details>`` element linked from it.
 
 Every number carries its source: the tool report file and key it was read from, or the module
 and the sourced constants it was computed with (see :mod:`hwgen.energy`).
@@ -20,6 +29,7 @@ Schema (``"schema": "hwgen-report", "version": 1``)::
       "title": str, "device": str | null,
       "variants": [{
         "name": str, "build_dir": str | null,
+        "cycles_per_image": int | null,   # the manifest's (optional, added in version 1)
         "accuracy":     {"value": float | null, "images": int | null, "source": str},
         "sim_accuracy": {"value": float | null, "images": int | null, "simulator": str, "source": str} | null,
         "synth": {"device": str, "logic_cells": int, "luts": int, "ffs": int, "brams": int, "dsps": int,
@@ -33,7 +43,8 @@ Schema (``"schema": "hwgen-report", "version": 1``)::
                         "source": str, "inputs": {...}, "coefficients": {...}} | null,
         "notes": [str]        # why a part is missing
       }],
-      "figures": [{"id": str, "title": str, "file": str, "sources": [str]}],
+      "figures": [{"id": str, "title": str, "file": str, "sources": [str]}],   # reading order;
+                              # ids: headline, pareto, luts_per_engine, energy_ops, energy_fpga
       "estimates": str,       # the caveat that every energy figure is an estimate
       "winograd_vs_direct": {...} | null   # optional, added in version 1 (see below)
     }
@@ -74,15 +85,16 @@ build folder with ``build_dir``.
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 
 from . import energy, ir
+from .errors import HwgenError
 from .util import atomic_write, atomic_write_json
 
 __all__ = ["SCHEMA", "VERSION", "collect_build", "write_report", "pareto_front", "winograd_vs_direct"]
@@ -95,7 +107,7 @@ ESTIMATES = ("Energy figures are estimates: the op-count figure prices the arith
              "utilization and a coefficient model. Neither is a measurement.")
 
 
-class ReportError(ValueError):
+class ReportError(HwgenError, ValueError):
     """A report that cannot be written (no build, nothing to report); one line."""
 
 
@@ -116,7 +128,8 @@ def collect_build(build_dir, device: str | None = None, name: str | None = None,
         raise ReportError(f"{build} is not an hwgen build folder (no manifest.json); run `hwgen build` first")
     notes = []
     model = ir.Model.load(build)
-    v = {"name": name or model.name, "build_dir": str(build), "notes": notes}
+    v = {"name": name or model.name, "build_dir": str(build), "notes": notes,
+         "cycles_per_image": manifest.get("cycles_per_image")}
 
     v["accuracy"] = {"value": manifest.get("golden_accuracy"), "images": None,
                      "source": f"{build / 'manifest.json'}: golden_accuracy (golden model on the "
@@ -188,7 +201,7 @@ def _as_variant(item, device, vcd=None) -> dict:
                     v[key] = item[key]
             return v
         v = {"name": item.get("name", "variant"), "build_dir": item.get("build_dir"), "notes": list(item.get("notes", [])),
-             "sim_accuracy": item.get("sim_accuracy")}
+             "sim_accuracy": item.get("sim_accuracy"), "cycles_per_image": item.get("cycles_per_image")}
         for key in ("accuracy", "synth", "energy_ops", "energy_fpga"):
             v[key] = item.get(key)
         if isinstance(v["accuracy"], (int, float)):
@@ -271,6 +284,43 @@ def winograd_vs_direct(direct: dict, winograd: dict) -> dict | None:
                       f"manifest.json of each build"}
 
 
+# --------------------------------------------------------------------------- headline
+
+def images_per_s(variant: dict) -> float | None:
+    """Images per second of a variant: its Fmax over its cycles per image (``None`` if either
+    is unknown)."""
+    fmax = (variant.get("synth") or {}).get("fmax_mhz")
+    cycles = variant.get("cycles_per_image")
+    return fmax * 1e6 / cycles if fmax and cycles else None
+
+
+def headline(variants: list[dict]) -> list[dict]:
+    """The headline figures of each variant, what a reader of the report came for: accuracy,
+    LUTs (logic cells where the device reports them), Fmax, images/s and both energy
+    estimates; ``None`` where a figure is missing."""
+    rows = []
+    for v in variants:
+        s = v.get("synth") or {}
+        acc = (v.get("accuracy") or {}).get("value")
+        rows.append({"name": v["name"], "accuracy": acc, "luts": s.get("logic_cells") or s.get("luts"),
+                     "fmax_mhz": s.get("fmax_mhz"), "images_per_s": images_per_s(v),
+                     "energy_ops_pj": (v.get("energy_ops") or {}).get("total_pj"),
+                     "energy_fpga_pj": (v.get("energy_fpga") or {}).get("total_pj")})
+    return rows
+
+
+def _headline_sources(variants: list[dict]) -> list[str]:
+    src = []
+    for v in variants:
+        src.append(f"{v['name']}: accuracy — {(v.get('accuracy') or {}).get('source', 'none')}; "
+                   f"LUTs, Fmax — {(v.get('synth') or {}).get('source', 'none')}; "
+                   f"images/s — Fmax / cycles_per_image of {v.get('build_dir') or 'the caller'}"
+                   f"{'/manifest.json' if v.get('build_dir') else ''}; "
+                   f"op energy — {(v.get('energy_ops') or {}).get('source', 'none')}; "
+                   f"FPGA energy — {(v.get('energy_fpga') or {}).get('source', 'none')}")
+    return src
+
+
 # --------------------------------------------------------------------------- plots
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -292,97 +342,175 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-_OP_COLOURS = {"add": "#4C72B0", "absdiff": "#DD8452", "shift": "#55A868", "mult": "#C44E52", "compare": "#8172B3"}
-_PART_COLOURS = {"logic": "#4C72B0", "clock": "#DD8452", "bram": "#55A868", "dsp": "#C44E52", "static": "#8172B3"}
+#: One colour per variant, in the order of the report (the first is the colour the report's
+#: rendering test looks for in the headline figure).
+FAMILY_COLOURS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3",
+                  "#8C8C8C", "#CCB974", "#64B5CD")
+_OP_COLOURS = {"add": "#4C72B0", "absdiff": "#DD8452", "shift": "#55A868", "mult": "#C44E52",
+               "compare": "#8172B3"}
+_PART_COLOURS = {"logic": "#4C72B0", "clock": "#DD8452", "bram": "#55A868", "dsp": "#C44E52",
+                 "static": "#8172B3"}
+#: The panels of the headline figure: (key of :func:`headline`, title, scale, value format).
+_PANELS = (("luts", "LUTs (logic cells)", 1, "{:,.0f}"), ("fmax_mhz", "Fmax (MHz)", 1, "{:.1f}"),
+           ("images_per_s", "images / s", 1, "{:,.0f}"),
+           ("energy_ops_pj", "energy / inference (nJ,\n45 nm op counts, estimate)", 1e-3, "{:.3g}"),
+           ("accuracy", "test accuracy (%)", 100, "{:.2f}"))
+
+
+def _colour(i: int) -> str:
+    return FAMILY_COLOURS[i % len(FAMILY_COLOURS)]
+
+
+def _headline_figure(plt, variants):
+    from matplotlib.ticker import FuncFormatter
+
+    rows = headline(variants)
+    names = [r["name"] for r in rows]
+    fig, axes = plt.subplots(1, len(_PANELS), figsize=(max(11, 2.2 * len(_PANELS) + 0.25 * len(rows)), 2.9))
+    for ax, (key, title, scale, fmt) in zip(axes, _PANELS):
+        vals = [None if r[key] is None else r[key] * scale for r in rows]
+        known = [x for x in vals if x is not None]
+        ax.bar(range(len(rows)), [x or 0 for x in vals], color=[_colour(i) for i in range(len(rows))])
+        for x, val in enumerate(vals):
+            ax.text(x, val or 0, "n/a" if val is None else fmt.format(val), ha="center", va="bottom",
+                    fontsize=7)
+        if key == "accuracy" and known:
+            # Accuracies differ by tenths of a point: a zero baseline would hide them.
+            ax.set_ylim(max(0.0, min(known) - 3), min(100.0, max(known)) + 1)
+        elif known:
+            ax.set_ylim(0, 1.18 * max(known) or 1)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks(range(len(rows)), names, rotation=35, ha="right", fontsize=8)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:,.4g}"))
+        ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def _pareto_figure(plt, pts):
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    xy = [(p[0], p[1]) for p in pts]
+    front = pareto_front(xy)
+    for k, (l, a, v, i) in enumerate(pts):
+        ax.scatter([l], [100 * a], s=60, color=_colour(i), zorder=3)
+        ax.annotate(v["name"], (l, 100 * a), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    if len(front) > 1:
+        ax.plot([xy[i][0] for i in front], [100 * xy[i][1] for i in front], "--", color="#555555",
+                label="Pareto front")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("logic cells (LUTs)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("accuracy against LUTs" + (" (one variant)" if len(pts) == 1 else ""), fontsize=9)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def _engine_figure(plt, with_modules):
+    """LUTs per engine, one stacked bar per variant: an engine keeps its colour across variants."""
+    engines = []
+    for v in with_modules:
+        engines += [e for e in v["synth"]["modules"] if e not in engines]
+    cmap = plt.get_cmap("tab20")
+    fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(with_modules) + 2.5), 3.6))
+    labels = [v["name"] for v in with_modules]
+    bottom = [0] * len(with_modules)
+    for k, e in enumerate(engines):
+        vals = []
+        for v in with_modules:
+            m = v["synth"]["modules"].get(e, 0)
+            vals.append((m.get("luts") or 0) if isinstance(m, dict) else (m or 0))
+        ax.bar(labels, vals, bottom=bottom, label=e, color=cmap(k % 20), edgecolor="white", linewidth=0.5)
+        bottom = [b + x for b, x in zip(bottom, vals)]
+    for x, total in enumerate(bottom):
+        ax.text(x, total, f"{total:,}", ha="center", va="bottom", fontsize=8)
+    devices = sorted({v["synth"]["device"] for v in with_modules})
+    ax.set_ylabel("LUT4s")
+    ax.set_title(f"LUT4s per engine ({', '.join(devices)})", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="engine", title_fontsize=8)
+    ax.tick_params(axis="x", rotation=30, labelsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
+    return fig
+
+
+def _energy_ops_figure(plt, with_ops):
+    if len(with_ops) == 1:
+        layers = [l for l in with_ops[0]["energy_ops"]["layers"] if l["pj"] > 0]
+        labels = [l["layer"] for l in layers]
+        stacks = {op: [l["pj_by_op"].get(op, 0.0) for l in layers] for op in energy.OP_TYPES}
+        title = f"{with_ops[0]['name']} — op-count energy per layer (estimate)"
+    else:
+        labels = [v["name"] for v in with_ops]
+        stacks = {op: [v["energy_ops"]["pj_by_op"].get(op, 0.0) for v in with_ops] for op in energy.OP_TYPES}
+        title = "op-count energy per inference by op type (estimate)"
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels) + 3), 3.8))
+    bottom = [0.0] * len(labels)
+    for op, vals in stacks.items():
+        if any(vals):
+            ax.bar(labels, vals, bottom=bottom, label=op, color=_OP_COLOURS[op])
+            bottom = [b + x for b, x in zip(bottom, vals)]
+    ax.set_ylabel("pJ per inference")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.tick_params(axis="x", rotation=45, labelsize=8)
+    return fig
+
+
+def _energy_fpga_figure(plt, with_fpga):
+    labels = [v["name"] for v in with_fpga]
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(labels) + 3), 3.8))
+    bottom = [0.0] * len(labels)
+    for part, colour in _PART_COLOURS.items():
+        vals = [v["energy_fpga"]["pj_by_part"].get(part, 0.0) / 1e3 for v in with_fpga]
+        if any(vals):
+            ax.bar(labels, vals, bottom=bottom, label=part, color=colour)
+            bottom = [b + x for b, x in zip(bottom, vals)]
+    ax.set_ylabel("nJ per image")
+    ax.set_title("FPGA energy per image by part (estimate)", fontsize=9)
+    ax.legend(fontsize=8)
+    return fig
 
 
 def _figures(variants: list[dict]) -> list[dict]:
+    """Every figure of the report, in reading order: the headline, the Pareto front, LUTs per
+    engine, then the energy breakdowns (``section`` ``"detail"``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figs = []
+    figs = [{"id": "headline", "section": "headline", "png": _png(_headline_figure(plt, variants)),
+             "title": "Headline: LUTs, Fmax, images/s, energy and accuracy per variant",
+             "sources": _headline_sources(variants)}]
+
+    pts = [(v["synth"].get("logic_cells") or v["synth"].get("luts"), v["accuracy"]["value"], v, i)
+           for i, v in enumerate(variants)
+           if v.get("synth") and v.get("accuracy") and v["accuracy"].get("value") is not None]
+    if pts:
+        figs.append({"id": "pareto", "section": "headline", "png": _png(_pareto_figure(plt, pts)),
+                     "title": "Accuracy against cost: the Pareto front",
+                     "sources": sorted({p[2]["accuracy"]["source"] for p in pts} |
+                                       {p[2]["synth"]["source"] for p in pts})})
+
     with_modules = [v for v in variants if v.get("synth") and v["synth"].get("modules")]
     if with_modules:
-        n = len(with_modules)
-        fig, axes = plt.subplots(1, n, figsize=(max(6, 4.5 * n), 4), squeeze=False)
-        for ax, v in zip(axes[0], with_modules):
-            mods = v["synth"]["modules"]
-            names = list(mods)
-            luts = [m["luts"] if isinstance(m, dict) else m for m in mods.values()]
-            ax.bar(names, luts, color="#4C72B0")
-            for x, y in enumerate(luts):
-                ax.text(x, y, str(y), ha="center", va="bottom", fontsize=8)
-            ax.set_title(f"{v['name']} — LUT4s per engine ({v['synth']['device']})", fontsize=9)
-            ax.set_ylabel("LUT4s")
-            ax.tick_params(axis="x", rotation=45, labelsize=8)
-        figs.append({"id": "luts_per_layer", "title": "LUTs per layer engine", "png": _png(fig),
+        figs.append({"id": "luts_per_engine", "section": "headline",
+                     "png": _png(_engine_figure(plt, with_modules)), "title": "LUTs per engine",
                      "sources": [v["synth"]["source"] + " modules" for v in with_modules]})
 
     with_ops = [v for v in variants if v.get("energy_ops")]
     if with_ops:
-        if len(with_ops) == 1:
-            layers = [l for l in with_ops[0]["energy_ops"]["layers"] if l["pj"] > 0]
-            labels = [l["layer"] for l in layers]
-            stacks = {op: [l["pj_by_op"].get(op, 0.0) for l in layers] for op in energy.OP_TYPES}
-            title = f"{with_ops[0]['name']} — op-count energy per layer (estimate)"
-        else:
-            labels = [v["name"] for v in with_ops]
-            stacks = {op: [v["energy_ops"]["pj_by_op"].get(op, 0.0) for v in with_ops] for op in energy.OP_TYPES}
-            title = "op-count energy per inference by op type (estimate)"
-        fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels) + 3), 4))
-        bottom = [0.0] * len(labels)
-        for op, vals in stacks.items():
-            if any(vals):
-                ax.bar(labels, vals, bottom=bottom, label=op, color=_OP_COLOURS[op])
-                bottom = [b + x for b, x in zip(bottom, vals)]
-        ax.set_ylabel("pJ per inference")
-        ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=8)
-        ax.tick_params(axis="x", rotation=45, labelsize=8)
-        figs.append({"id": "energy_ops", "title": "Energy breakdown, op counts × 45 nm energies (estimate)",
-                     "png": _png(fig), "sources": [v["energy_ops"]["source"] for v in with_ops]})
+        figs.append({"id": "energy_ops", "section": "detail", "png": _png(_energy_ops_figure(plt, with_ops)),
+                     "title": "Energy breakdown, op counts × 45 nm energies (estimate)",
+                     "sources": [v["energy_ops"]["source"] for v in with_ops]})
 
     with_fpga = [v for v in variants if v.get("energy_fpga")]
     if with_fpga:
-        labels = [v["name"] for v in with_fpga]
-        fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(labels) + 3), 4))
-        bottom = [0.0] * len(labels)
-        for part, colour in _PART_COLOURS.items():
-            vals = [v["energy_fpga"]["pj_by_part"].get(part, 0.0) / 1e3 for v in with_fpga]
-            if any(vals):
-                ax.bar(labels, vals, bottom=bottom, label=part, color=colour)
-                bottom = [b + x for b, x in zip(bottom, vals)]
-        ax.set_ylabel("nJ per image")
-        ax.set_title("FPGA energy per image by part (estimate)", fontsize=9)
-        ax.legend(fontsize=8)
-        figs.append({"id": "energy_fpga", "title": "FPGA energy breakdown (estimate)", "png": _png(fig),
+        figs.append({"id": "energy_fpga", "section": "detail",
+                     "png": _png(_energy_fpga_figure(plt, with_fpga)),
+                     "title": "FPGA energy breakdown (estimate)",
                      "sources": [v["energy_fpga"]["source"] for v in with_fpga]})
-
-    pts = [(v["synth"].get("logic_cells") or v["synth"].get("luts"), v["accuracy"]["value"], v)
-           for v in variants if v.get("synth") and v.get("accuracy") and v["accuracy"].get("value") is not None]
-    if pts:
-        fig, ax = plt.subplots(figsize=(6, 4.2))
-        xy = [(p[0], p[1]) for p in pts]
-        front = pareto_front(xy)
-        ax.scatter([p[0] for p in pts], [100 * p[1] for p in pts], s=50, color="#C44E52", zorder=3)
-        for l, a, v in pts:
-            ax.annotate(v["name"], (l, 100 * a), textcoords="offset points", xytext=(5, 5), fontsize=8)
-        if len(front) > 1:
-            ax.plot([xy[i][0] for i in front], [100 * xy[i][1] for i in front], "--", color="#4C72B0",
-                    label="Pareto front")
-            ax.legend(fontsize=8)
-        ax.set_xlabel("logic cells (LUTs)")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title("accuracy vs LUTs" + (" (one variant)" if len(pts) == 1 else ""), fontsize=9)
-        ax.grid(alpha=0.3)
-        figs.append({"id": "pareto", "title": "Accuracy vs LUTs across variants", "png": _png(fig),
-                     "sources": sorted({p[2]["accuracy"]["source"] for p in pts} |
-                                       {p[2]["synth"]["source"] for p in pts})})
     return figs
-
-
 # --------------------------------------------------------------------------- writing
 
 def _fmt_pj(v):
@@ -435,9 +563,24 @@ WINOGRAD_NOTE = ("ratios are direct / Winograd (above 1: the Winograd form needs
                  "(direct: pe × simd; Winograd tile engine: pe, overlap); engine cycles per image of each build")
 
 
-def _tables(variants: list[dict], section: dict | None = None) -> list[tuple[str, list[str], list[list[str]], str]]:
-    """(title, header, rows, source note) of every table of the report."""
-    out = []
+
+def _table(tid: str, title: str, header: list[str], rows: list[list[str]], sources: list[str]) -> dict:
+    return {"id": tid, "title": title, "header": header, "rows": rows, "sources": sources}
+
+
+def _headline_table(variants: list[dict]) -> dict:
+    rows = [[r["name"], _fmt(None if r["accuracy"] is None else 100 * r["accuracy"], ".2f"),
+             _fmt(r["luts"], ","), _fmt(r["fmax_mhz"], ".1f"), _fmt(r["images_per_s"], ",.0f"),
+             _fmt_pj(r["energy_ops_pj"]), _fmt_pj(r["energy_fpga_pj"])] for r in headline(variants)]
+    return _table("headline", "Headline", ["variant", "accuracy %", "LUTs", "Fmax MHz", "images/s",
+                                           "energy / inference (45 nm ops, estimate)",
+                                           "energy / image (FPGA, estimate)"],
+                  rows, _headline_sources(variants))
+
+
+def _tables(variants: list[dict], section: dict | None = None) -> list[dict]:
+    """The detail tables of the report (``id``, ``title``, ``header``, ``rows``, ``sources``),
+    after the headline: every figure per variant, direct against Winograd, then per layer."""
     rows = []
     for v in variants:
         s = v.get("synth") or {}
@@ -446,93 +589,102 @@ def _tables(variants: list[dict], section: dict | None = None) -> list[tuple[str
         e_f = (v.get("energy_fpga") or {}).get("total_pj")
         rows.append([v["name"], _fmt(None if acc is None else 100 * acc, ".2f"), _fmt(s.get("logic_cells")),
                      _fmt(s.get("luts")), _fmt(s.get("ffs")), _fmt(s.get("brams")), _fmt(s.get("dsps")),
-                     _fmt(s.get("fmax_mhz"), ".1f"), _fmt_pj(e_ops), _fmt_pj(e_f)])
-    src = []
-    for v in variants:
-        src.append(f"{v['name']}: accuracy — {(v.get('accuracy') or {}).get('source', 'none')}; "
-                   f"synthesis — {(v.get('synth') or {}).get('source', 'none')}; "
-                   f"op energy — {(v.get('energy_ops') or {}).get('source', 'none')}; "
-                   f"FPGA energy — {(v.get('energy_fpga') or {}).get('source', 'none')}")
-    out.append(("Summary", ["variant", "accuracy %", "logic cells", "LUT4", "FF", "BRAM", "DSP", "Fmax MHz",
-                            "op-count energy / inference (estimate)", "FPGA energy / image (estimate)"], rows,
-                "\n".join(src)))
+                     _fmt(s.get("fmax_mhz"), ".1f"), _fmt(v.get("cycles_per_image")),
+                     _fmt_pj(e_ops), _fmt_pj(e_f)])
+    out = [_table("summary", "Summary", ["variant", "accuracy %", "logic cells", "LUT4", "FF", "BRAM", "DSP",
+                                         "Fmax MHz", "cycles/img", "op-count energy / inference (estimate)",
+                                         "FPGA energy / image (estimate)"],
+                  rows, _headline_sources(variants))]
     if section:
-        for title, header, rows in winograd_tables(section):
-            out.append((title, header, rows, f"{WINOGRAD_NOTE}\n{section['source']}"))
-    for v in variants:
+        for k, (title, header, rows) in enumerate(winograd_tables(section)):
+            out.append(_table(f"winograd{k}", title, header, rows, [WINOGRAD_NOTE, section["source"]]))
+    for n, v in enumerate(variants):
         eo = v.get("energy_ops")
         if eo:
-            rows = [[l["layer"], l["kind"], *(str(l["by_type"].get(t, 0)) for t in energy.OP_TYPES), _fmt_pj(l["pj"])]
-                    for l in eo["layers"]]
+            rows = [[l["layer"], l["kind"], *(str(l["by_type"].get(t, 0)) for t in energy.OP_TYPES),
+                     _fmt_pj(l["pj"])] for l in eo["layers"]]
             consts = "; ".join(f"{k}: {s}" for k, s in eo.get("constants", {}).items())
-            out.append((f"{v['name']}: operations and energy per layer (estimate)",
-                        ["layer", "kind", *energy.OP_TYPES, "energy"], rows, f"{eo['source']}. Constants — {consts}"))
+            out.append(_table(f"ops{n}", f"{v['name']}: operations and energy per layer (estimate)",
+                              ["layer", "kind", *energy.OP_TYPES, "energy"], rows,
+                              [eo["source"], f"Constants — {consts}"]))
         ef = v.get("energy_fpga")
         if ef:
             rows = [[r["engine"], ", ".join(r["layers"]), f"{r['activity']:.4f}", f"{r['busy']:.3f}",
                      f"{r['cells']:.0f}", _fmt_pj(r["pj"])] for r in ef["engines"]]
-            rows.append(["parts", "", "", "", "", ", ".join(f"{k} {_fmt_pj(x)}" for k, x in ef["pj_by_part"].items())])
+            rows.append(["parts", "", "", "", "",
+                         ", ".join(f"{k} {_fmt_pj(x)}" for k, x in ef["pj_by_part"].items())])
             coefs = "; ".join(f"{k} = {c['value']:.3g} {c['unit']} ({'ASSUMPTION: ' if c['assumption'] else ''}"
                               f"{c['source']})" for k, c in ef["coefficients"].items() if isinstance(c, dict))
-            out.append((f"{v['name']}: FPGA energy per engine (estimate, {ef['cycles_per_image']:.0f} cycles/image "
-                        f"at {ef['fmax_mhz']:.1f} MHz, ≈ {ef['power_mw']:.2f} mW)",
-                        ["engine", "layers", "activity (toggles/bit/cycle)", "busy fraction", "cells", "energy"],
-                        rows, f"{ef['source']}. Coefficients — {coefs}"))
+            out.append(_table(f"fpga{n}", f"{v['name']}: FPGA energy per engine (estimate, "
+                                          f"{ef['cycles_per_image']:.0f} cycles/image at {ef['fmax_mhz']:.1f} "
+                                          f"MHz, ≈ {ef['power_mw']:.2f} mW)",
+                              ["engine", "layers", "activity (toggles/bit/cycle)", "busy fraction", "cells",
+                               "energy"], rows, [ef["source"], f"Coefficients — {coefs}"]))
     return out
 
 
-def _markdown(doc: dict, tables, figs) -> str:
-    lines = [f"# {doc['title']}", "", f"> {ESTIMATES}", ""]
-    for title, header, rows, source in tables:
-        lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
-        lines += ["", "Sources:", ""] + [f"- {s}" for s in source.split("\n")] + [""]
-    for f in figs:
-        lines += [f"## {f['title']}", "", f"![{f['title']}]({f['file']})", "", "Sources:", ""]
-        lines += [f"- {s}" for s in f["sources"]] + [""]
-    for v in doc["variants"]:
-        for n in v.get("notes", []):
-            lines.append(f"- note ({v['name']}): {n}")
-    return "\n".join(lines).rstrip() + "\n"
+def _md_cell(value) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def _html(doc: dict, tables, figs) -> str:
-    e = html.escape
-    parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
-             f"<title>{e(doc['title'])}</title>",
-             "<style>body{font-family:sans-serif;margin:2em;max-width:1150px;color:#222}"
-             "table{border-collapse:collapse;margin:0.5em 0;font-size:13px}"
-             "td,th{border:1px solid #bbb;padding:3px 7px;text-align:right}th{background:#eef}"
-             "td:first-child,th:first-child{text-align:left}.src{font-size:11px;color:#555}"
-             ".note{background:#ffe;border:1px solid #dd9;padding:0.5em}img{max-width:100%}</style>",
-             "</head><body>", f"<h1>{e(doc['title'])}</h1>", f"<p class=\"note\">{e(ESTIMATES)}</p>"]
-    for title, header, rows, source in tables:
-        parts.append(f"<h2>{e(title)}</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
-        for row in rows:
-            parts.append("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>")
-        parts.append("</table><div class=\"src\">Sources:<ul>" +
-                     "".join(f"<li>{e(s)}</li>" for s in source.split("\n")) + "</ul></div>")
-    for f in figs:
-        b64 = base64.b64encode(f["png"]).decode("ascii")
-        parts.append(f"<h2>{e(f['title'])}</h2><img alt=\"{e(f['title'])}\" src=\"data:image/png;base64,{b64}\">")
-        parts.append("<div class=\"src\">Sources:<ul>" + "".join(f"<li>{e(s)}</li>" for s in f["sources"]) +
-                     "</ul></div>")
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _templates():
+    """The Jinja2 environment of the report templates shipped in ``hwgen/templates``: HTML
+    autoescaped, Markdown not."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("hwgen", "templates"),
+                             autoescape=lambda name: bool(name) and name.endswith(".html.j2"),
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                             keep_trailing_newline=True)
+    env.filters["md"] = _md_cell
+    env.filters["b64"] = _b64
+    return env
+
+
+def _render(name: str, doc: dict, headline_table: dict, tables: list[dict], figs: list[dict]) -> str:
     notes = [(v["name"], n) for v in doc["variants"] for n in v.get("notes", [])]
-    if notes:
-        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(a)}: {e(b)}</li>" for a, b in notes) + "</ul>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    text = _templates().get_template(name).render(
+        doc=doc, estimates=ESTIMATES, headline=headline_table, tables=tables, notes=notes,
+        figures=[f for f in figs if f["section"] == "headline"],
+        detail_figures=[f for f in figs if f["section"] == "detail"])
+    return re.sub(r"\n{3,}", "\n\n", text)  # the templates' blocks leave runs of blank lines
 
 
 def write_report(out_dir, builds, device: str | None = None, title: str | None = None, vcd=None,
                  winograd_pair: tuple[str, str] | None = None) -> dict:
-    """Write ``report.json``, ``report.md`` and ``report.html`` into ``out_dir``; returns the JSON document.
+    """Write ``report.json``, ``report.md`` and ``report.html`` into ``out_dir``.
 
-    ``builds``: one build folder (path), one variant dict, or a list of them (compared variants).
-    ``device``: the synthesis device to report (default: the first one each build has).
-    ``winograd_pair``: ``(direct name, Winograd name)``, two of the variants: adds the
-    per-layer direct-vs-Winograd section (key ``winograd_vs_direct``, tables in the Markdown and
-    HTML), see :func:`winograd_vs_direct`.
+    Parameters
+    ----------
+    out_dir : str or os.PathLike
+        The folder to write into (created if missing); an existing ``report.json`` there is
+        merged into, not replaced.
+    builds : str, os.PathLike, dict or a list of them
+        One build folder, one variant dict, or a list of them (compared variants).
+    device : str, optional
+        The synthesis device to report (default: the first one each build has).
+    title : str, optional
+        The report's title (default: the variants' names).
+    vcd : str or os.PathLike, optional
+        A waveform for the FPGA energy estimate (default: the build's own, if any).
+    winograd_pair : (str, str), optional
+        ``(direct name, Winograd name)``, two of the variants: adds the per-layer
+        direct-vs-Winograd section (key ``winograd_vs_direct``, tables in the Markdown and
+        HTML), see :func:`winograd_vs_direct`.
+
+    Returns
+    -------
+    dict
+        The ``report.json`` document (schema in the module docstring).
+
+    Raises
+    ------
+    ReportError
+        Nothing to report, a folder that is not a build, or a bad ``winograd_pair``.
     """
     items = builds if isinstance(builds, list) else [builds]
     if not items:
@@ -555,12 +707,14 @@ def write_report(out_dir, builds, device: str | None = None, title: str | None =
     doc = {"schema": SCHEMA, "version": VERSION,
            "title": title or ("hwgen report: " + ", ".join(v["name"] for v in variants)),
            "device": dev, "variants": variants,
-           "figures": [{"id": f["id"], "title": f["title"], "file": f["file"], "sources": f["sources"]} for f in figs],
+           "figures": [{k: f[k] for k in ("id", "title", "file", "sources")} for f in figs],
            "estimates": ESTIMATES, "winograd_vs_direct": section}
-    tables = _tables(variants, section)
+    head, tables = _headline_table(variants), _tables(variants, section)
     existing = _load(out / "report.json") or {}
     merged = {**existing, **doc}  # keep what other stages keep there (the synth summary)
     atomic_write_json(out / "report.json", merged)
-    atomic_write(out / "report.md", lambda fh: fh.write(_markdown(doc, tables, figs)))
-    atomic_write(out / "report.html", lambda fh: fh.write(_html(doc, tables, figs)))
+    md = _render("report.md.j2", doc, head, tables, figs)
+    page = _render("report.html.j2", doc, head, tables, figs)
+    atomic_write(out / "report.md", lambda fh: fh.write(md))
+    atomic_write(out / "report.html", lambda fh: fh.write(page))
     return merged

@@ -14,6 +14,7 @@ import os
 import time
 from pathlib import Path
 
+from .errors import HwgenError
 from .toolchain import ToolError, require, tool_env
 from .util import atomic_write_json
 
@@ -21,11 +22,9 @@ SIMULATORS = ("icarus", "verilator")
 TEST_MODULE = "hwgen.sim.testbench"
 
 
-class SimulationError(RuntimeError):
+class SimulationError(HwgenError, RuntimeError):
     """The simulation could not run (missing file or tool, compile error)."""
 
-
-SimError = SimulationError  # the name hwgen.cli catches
 
 
 @contextlib.contextmanager

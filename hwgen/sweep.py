@@ -58,6 +58,8 @@ import threading
 import time
 from pathlib import Path
 
+from .errors import HwgenError
+
 __all__ = ["SweepError", "SpecError", "load_spec", "validate_spec", "points", "run_point", "run_sweep",
            "read_results", "write_tables", "summary", "COLUMNS", "FOLDING_PRESETS"]
 
@@ -92,7 +94,7 @@ _FIT = re.compile(r"design needs|wrapper needs \d+ pins|cells than")
 _BUILD_LOCK = threading.Lock()
 
 
-class SweepError(ValueError):
+class SweepError(HwgenError, ValueError):
     """A sweep that cannot run as asked; the message is one line."""
 
 

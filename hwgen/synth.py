@@ -28,11 +28,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import HwgenError
 from .toolchain import ToolError, require, tool_env
 from .util import atomic_write_json
 
 
-class SynthError(ValueError):
+class SynthError(HwgenError, ValueError):
     """Synthesis could not run or the design does not fit; the message is one line."""
 
 

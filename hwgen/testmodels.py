@@ -60,18 +60,20 @@ def random_digits_model(seed: int = 0, kind: str = "adder", calibration: np.ndar
     (16×8×3×3, pad 1) → ``bn2`` → ``pool2`` → ``flatten`` → ``fc`` (10×64) → ``bn3`` (16-bit
     signed scores), the layers of family ``kind``:
 
-    ``adder``     AdderNet: adder_conv2d / adder_dense, int8 weights (the default; unchanged);
-    ``shift``     DeepShift: shift_conv2d / shift_dense, random sign in {-1, 0, 1} and shift in
-                  [0, 7] (``max_shift=7``);
-    ``conv``      the multiplier baseline: conv2d / dense, int8 weights;
-    ``shiftadd``  ShiftAddNet: each shift layer followed by a signed requant (8 bits, no ReLU)
-                  and an adder layer: a 1×1 ``adder_conv2d`` after each shift conv, an
-                  ``adder_dense`` (10→10) after the shift dense.
+    ==================  ==========================================================================
+    ``adder``           AdderNet: adder_conv2d / adder_dense, int8 weights (the default; unchanged);
+    ``shift``           DeepShift: shift_conv2d / shift_dense, random sign in {-1, 0, 1} and shift
+                        in [0, 7] (``max_shift=7``);
+    ``conv``            the multiplier baseline: conv2d / dense, int8 weights;
+    ``shiftadd``        ShiftAddNet: each shift layer followed by a signed requant (8 bits, no ReLU)
+                        and an adder layer: a 1×1 ``adder_conv2d`` after each shift conv, an
+                        ``adder_dense`` (10→10) after the shift dense.
     ``winograd-adder``  Winograd-AdderNet: the adder network with each conv a
-                  ``winograd_adder_conv2d`` F(2×2, 3×3) (the ``standard`` transform set of
-                  :mod:`hwgen.nn.winograd`, pad 1) with random ``u`` in [-600, 900): inside the
-                  ``V`` range of 8-bit input tiles, [-510, 1020], as most of the shipped model's
-                  ``u`` are; the dense stays ``adder_dense``.
+                        ``winograd_adder_conv2d`` F(2×2, 3×3) (the ``standard`` transform set of
+                        :mod:`hwgen.nn.winograd`, pad 1) with random ``u`` in [-600, 900): inside
+                        the ``V`` range of 8-bit input tiles, [-510, 1020], as most of the shipped
+                        model's ``u`` are; the dense stays ``adder_dense``.
+    ==================  ==========================================================================
 
     ``calibration``: integer images ``(N, 1, 8, 8)`` used to choose requant parameters so
     activations spread over their range; defaults to 64 training digits quantized as

@@ -25,8 +25,10 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from .errors import HwgenError
 
-class ToolError(RuntimeError):
+
+class ToolError(HwgenError, RuntimeError):
     """A tool hwgen needs is missing or broken; the message says how to install it."""
 
 

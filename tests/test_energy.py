@@ -85,20 +85,23 @@ def test_energy_total_is_counts_times_table():
     assert "conv" in text and "horowitz-45nm" in text
 
 
-def test_unknown_kind_names_the_registry():
+def test_kind_without_op_counter_names_the_registry():
+    """A kind counts its own ops (``ops`` in its hwgen.kinds module); one without is refused."""
     m = hand_model()
 
     class Odd(ir.Flatten):
         kind = "unregistered_kind"
+        ops = ir.Layer.ops
+
+    class Counted(Odd):
+        def ops(self, *shapes_and_ranges):
+            return [energy.Op("add", 8, 5)]
 
     m.layers[3] = Odd("odd")
-    with pytest.raises(energy.EnergyError, match="counter"):
+    with pytest.raises(energy.EnergyError, match="counter.*hwgen.kinds"):
         energy.op_counts(m)
-    energy.counter("unregistered_kind")(lambda *a: [energy.Op("add", 8, 5)])
-    try:
-        assert energy.op_counts(m)[3]["by_type"]["add"] == 5
-    finally:
-        energy._COUNTERS.pop("unregistered_kind")
+    m.layers[3] = Counted("odd")
+    assert energy.op_counts(m)[3]["by_type"]["add"] == 5
 
 
 # --------------------------------------------------------------------------- VCD, FPGA

@@ -2,6 +2,7 @@
 
 import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,3 +150,22 @@ def test_abs_diff_range_is_the_exact_interval():
     xs = np.arange(-1, 5)[:, None, None]
     assert (tmin == np.abs(xs - w).min(axis=0)).all()
     assert (tmax == np.abs(xs - w).max(axis=0)).all()
+
+
+# --------------------------------------------------------------------------- saved formats
+
+V1 = Path(__file__).parent / "data" / "model_v1"
+
+
+def test_a_model_written_by_format_version_1_still_loads():
+    """tests/data/model_v1 was written by hwgen before the graph IR (format version 1, arrays
+    keyed by layer index); it loads, and its golden outputs are the recorded ones bit for bit."""
+    assert json.loads((V1 / "model.json").read_text())["version"] == 1
+    model = ir.Model.load(V1)
+    # Every kind of its time (the add and the sum pools came later).
+    later = {"add", "sumpool2d", "global_sumpool2d"}
+    assert {layer.kind for layer in model.layers} == set(ir.layer_kinds()) - later
+    expected = np.load(V1 / "expected.npz")
+    result = golden.run(model, expected["x"])
+    for i, out in enumerate(result.layers):
+        assert np.array_equal(out, expected[f"out{i}"]), model.layers[i].name

@@ -48,7 +48,8 @@ def test_single_build_schema_and_sources(tmp_path):
     assert eo["total_pj"] > 0 and "op_energy" in eo["source"] and eo["constants"]["add"].startswith("M. Horowitz")
     assert v["energy_fpga"] is None and any("FPGA energy" in n for n in v["notes"])  # no waveform yet
     ids = {f["id"] for f in on_disk["figures"]}
-    assert {"luts_per_layer", "energy_ops", "pareto"} <= ids
+    assert [f["id"] for f in on_disk["figures"]][:3] == ["headline", "pareto", "luts_per_engine"]
+    assert {"energy_ops"} <= ids
     for f in on_disk["figures"]:
         assert f["sources"] and (build / f["file"]).is_file()
     md = (build / "report.md").read_text()
@@ -84,31 +85,75 @@ def test_compared_variants(tmp_path):
         report.write_report(tmp_path / "x", tmp_path / "missing")
 
 
+def test_html_leads_with_the_headline(tmp_path):
+    """The headline figure and its short table come first, the provenance is folded away and
+    linked from its figure, and the per-layer detail follows the pictures."""
+    build = synthesized_build(tmp_path / "b")
+    report.write_report(tmp_path / "out", build)
+    page = (tmp_path / "out" / "report.html").read_text()
+    figures = re.findall(r'<figure id="fig-([a-z_]+)"', page)
+    assert figures[:3] == ["headline", "pareto", "luts_per_engine"]
+    assert page.index('id="fig-headline"') < page.index('id="table-headline"') < page.index('id="fig-pareto"')
+    assert page.index('id="fig-luts_per_engine"') < page.index('id="detail"') < page.index("operations and energy")
+    for fid in figures:  # every figure links to its sources, which are folded in <details>
+        assert f'<a href="#src-{fid}">sources</a>' in page
+        assert f'<details class="src" id="src-{fid}">' in page
+    assert page.count("<details") == page.count("</details>") == len(figures) + 2  # + summary, ops per layer
+    assert "<li>fixture: accuracy" in page  # sources are kept, not dropped
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert md.index("## Headline") < md.index("## Summary") and "\n\n\n" not in md
+
+
+def test_html_escapes_what_it_shows(tmp_path):
+    variants = [{"name": "<b>x</b>", "accuracy": 0.5,
+                 "synth": {"device": DEV, "logic_cells": 10, "luts": 9, "source": "a & b"}}]
+    report.write_report(tmp_path / "out", variants)
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page and "a &amp; b" in page
+
+
 def _chromium():
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.mark.skipif(_chromium() is None, reason="headless Chromium is not installed (Debian: apt-get install chromium)")
-def test_html_renders_in_headless_chromium(tmp_path):
-    from PIL import Image
-
-    build = synthesized_build(tmp_path / "b")
-    out = tmp_path / "out"
-    report.write_report(out, build)
-    png = tmp_path / "shot.png"
+def _screenshot(html, png, width, height):
     proc = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={png}",
-                           "--window-size=1200,1600", (out / "report.html").resolve().as_uri()],
+                           "--hide-scrollbars", f"--window-size={width},{height}", html.resolve().as_uri()],
                           capture_output=True, text=True, timeout=120)
     assert png.is_file(), proc.stderr[-2000:]
-    img = np.asarray(Image.open(png).convert("RGB")).astype(int)
-    assert img.shape[:2] == (1600, 1200)
+    from PIL import Image
+
+    return np.asarray(Image.open(png).convert("RGB")).astype(int)
+
+
+def _colour_pixels(img, colour: str) -> int:
+    rgb = np.array([int(colour[k:k + 2], 16) for k in (1, 3, 5)])
+    return int((np.abs(img - rgb).sum(axis=2) < 30).sum())
+
+
+@pytest.mark.skipif(_chromium() is None, reason="headless Chromium is not installed (Debian: apt-get install chromium)")
+def test_html_renders_in_headless_chromium(tmp_path):
+    """The first screen (1280×800) shows the headline figure: the five panels' bars in the
+    colours of the variants, and no other figure is above it."""
+    a = synthesized_build(tmp_path / "adder", luts=132)
+    variants = [{"name": "adder", "build_dir": str(a)},
+                {"name": "conv", "accuracy": 0.80, "cycles_per_image": 17,
+                 "synth": {"device": DEV, "logic_cells": 400, "luts": 390, "fmax_mhz": 60.0, "source": "given",
+                           "modules": {"fc": {"luts": 300}, "(glue)": {"luts": 90}}}}]
+    out = tmp_path / "out"
+    report.write_report(out, variants)
+    img = _screenshot(out / "report.html", tmp_path / "shot.png", 1280, 800)
+    assert img.shape[:2] == (800, 1280)
     colours = {tuple(c) for c in img[::4, ::4].reshape(-1, 3)}
-    assert len(colours) > 20  # text, tables, plots — not a blank page
-    # The bar colour of the LUT and energy plots (#4C72B0) covers a real area: the PNG plots drew.
-    bar = (np.abs(img - np.array([0x4C, 0x72, 0xB0])).sum(axis=2) < 30).sum()
-    assert bar > 2000, f"only {bar} plot-coloured pixels"
-    # Below the page title the picture is not white.
-    assert (img[200:, :, :] < 240).any(axis=2).mean() > 0.02
+    assert len(colours) > 20  # text, a table, a plot — not a blank page
+    # Both variants' bars of the headline figure cover a real area of the first screen.
+    first, second = (_colour_pixels(img, c) for c in report.FAMILY_COLOURS[:2])
+    assert first > 1500 and second > 1500, (first, second)
+    # The headline table is on the first screen too: its header's background colour (#eef).
+    assert _colour_pixels(img, "#EEEEFF") > 500
+    # The whole page: the stacked LUT bars (tab20) and the detail are drawn below.
+    full = _screenshot(out / "report.html", tmp_path / "full.png", 1280, 4000)
+    assert (full[800:, :, :] < 240).any(axis=2).mean() > 0.02
 
 
 def _fake_build(path, model, modules, fmax, accuracy):

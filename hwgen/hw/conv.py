@@ -45,6 +45,7 @@ def check_io(layer, requant, outputs: int, in_range) -> tuple[int, int]:
 
 #: Layer kinds the engine computes, by lane operation.
 CONV_KINDS = {"adder_conv2d": "l1", "shift_conv2d": "shift", "conv2d": "mac"}
+#: Dense layer kinds the engine computes (as an H×W conv with a 1×1 output), by lane operation.
 DENSE_KINDS = {"adder_dense": "l1", "shift_dense": "shift", "dense": "mac"}
 #: How an engine holds its weights (see :class:`ConvEngine`).
 WEIGHT_MODES = ("rom", "const")
@@ -86,7 +87,7 @@ def as_conv(layer, in_shape) -> tuple[np.ndarray, int]:
 
 def conv_stride(layer) -> int:
     """The stride of a conv layer's window; 1 for a dense layer (one window over the map)."""
-    return int(layer.stride) if getattr(layer, "kind", None) in CONV_KINDS else 1
+    return int(getattr(layer, "stride", 1))
 
 
 def input_cycles(in_shape, simd: int) -> int:

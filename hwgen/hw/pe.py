@@ -4,11 +4,13 @@ A lane turns one input tap ``x`` and its weight word into a term; :class:`PE` su
 terms per beat in a pipelined adder tree and accumulates the beats of one output value.
 The lane is one of (:class:`Lane`):
 
+=========  ================================================================================
 ``l1``     AdderNet: ``|x - w|``, the magnitude (the layer's ``-Σ|x - w|`` is negated for
            free by the requantizer, :class:`hwgen.hw.requant.Requant` with ``negate``);
 ``shift``  DeepShift: ``sign * (x << shift)``, a logarithmic barrel shifter driven at run
            time by the weight word's shift code, a conditional negate and a zero for sign 0;
 ``mac``    the multiplier baseline: ``x * w`` (Amaranth ``*``; Yosys maps it to DSPs or LUTs).
+=========  ================================================================================
 """
 
 from __future__ import annotations

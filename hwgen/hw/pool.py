@@ -7,6 +7,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .. import ir
 from . import constructing, divisors, ice40_blocks
 from .window import WindowGenerator, valid_simd
 
@@ -597,9 +598,9 @@ def engine_cls(layer) -> type:
     """The engine class of a pool layer: :class:`MaxPoolEngine` for a max pool of stride
     ``size`` without padding, else :class:`WindowPoolEngine` (a sum, or a max over overlapping
     or padded windows)."""
-    if layer.kind == "global_sumpool2d":
+    if isinstance(layer, ir.GlobalSumPool2d):
         return GlobalSumPoolEngine
-    if layer.kind == "maxpool2d" and layer.stride == layer.size and layer.padding == 0:
+    if isinstance(layer, ir.MaxPool2d) and layer.stride == layer.size and layer.padding == 0:
         return MaxPoolEngine
     return WindowPoolEngine
 
@@ -634,6 +635,6 @@ def pool_engine(layer, channels: int, in_hw, elem, out_elem, lanes: int):
         return GlobalSumPoolEngine(channels, tuple(in_hw), elem, out_elem)
     if not _is_window_pool(layer):
         return MaxPoolEngine(channels, tuple(in_hw), layer.size, elem, lanes=lanes)
-    op = "max" if layer.kind == "maxpool2d" else "sum"
+    op = "max" if isinstance(layer, ir.MaxPool2d) else "sum"
     return WindowPoolEngine(channels, tuple(in_hw), layer.size, layer.stride, layer.padding, elem,
                             out_elem, op, simd=lanes)

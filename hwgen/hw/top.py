@@ -75,7 +75,7 @@ class Accelerator(wiring.Component):
         ``{layer name: {"pe": int, "simd": int, "weights": "rom" | "const"}}`` overrides for
         conv / dense layers, any subset of the keys (see :class:`~hwgen.hw.conv.ConvEngine`);
         ``{pool name: {"lanes": int}}`` for max-pool layers (channels compared per cycle; by
-        default the fewest that slow down no engine, see :meth:`_add_pools`).
+        default the fewest that slow down no engine, see ``_add_pools``).
 
     Members
     -------

@@ -7,7 +7,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["WindowGenerator", "tap_order", "valid_simd"]
+__all__ = ["WindowGenerator", "tap_order", "valid_simd", "add_mod", "slot_base", "inside_image",
+           "rows_ready", "count_rows"]
 
 
 def tap_order(channels: int, kh: int, kw: int) -> list[tuple[int, int, int]]:
@@ -183,17 +184,16 @@ class WindowGenerator(wiring.Component):
         wr_ahead = Signal(range(H + R + 1))  # full rows written, counted from the reader's image
 
         # Rows of the reader's image that must be present / may be dropped.
-        need = Signal(range(H + 1))
         top = oy + (KH - pad)
         if min(H, (self.OH - 1) * S + KH - pad) < H:
             # The last output row reads no row past ``top``: it waits for the unread ones too,
             # so that ``wr_ahead`` can drop a whole image when the image ends.
             top = Mux(oy == (self.OH - 1) * S, H, top)
-        m.d.comb += need.eq(Mux(top > H, H, top))
+        inputs_ready = rows_ready(m, wr_ahead, top, H)
         low = Signal(range(H + 1))
         m.d.comb += low.eq(Mux(oy > pad, oy - pad, 0))
         avail = Signal()
-        m.d.comb += avail.eq(wr_ahead >= need)
+        m.d.comb += avail.eq(inputs_ready)
         issue = Signal()
         m.d.comb += issue.eq(en & avail)
 
@@ -216,9 +216,9 @@ class WindowGenerator(wiring.Component):
                         with m.If(last_y):
                             # Next image's row -pad: H - (OH - 1)*S rows further on.
                             next_image = (H - (self.OH - 1) * S) % R
-                            m.d.sync += [oy.eq(0), row_slot.eq(_add_mod(row_slot, next_image, R))]
+                            m.d.sync += [oy.eq(0), row_slot.eq(add_mod(row_slot, next_image, R))]
                         with m.Else():
-                            m.d.sync += row_slot.eq(_add_mod(row_slot, S if S <= R else S % R, R))
+                            m.d.sync += row_slot.eq(add_mod(row_slot, S if S <= R else S % R, R))
         m.d.comb += self.w_addr.eq(widx)
 
         # ---- writer: a pixel's slices one per cycle, the pixel taken with the last
@@ -245,7 +245,7 @@ class WindowGenerator(wiring.Component):
                 m.d.sync += wr_x.eq(0)
             with m.If(wr_addr == R * W - 1):
                 m.d.sync += wr_addr.eq(0)
-        m.d.sync += wr_ahead.eq(wr_ahead + row_done - Mux(finish, H, 0))
+        count_rows(m, wr_ahead, row_done, finish, H)
 
         # ---- read addresses (issue stage) and the tags of stage 1
         inside = [Signal(name=f"inside{j}") for j in range(self.ports)]
@@ -263,15 +263,10 @@ class WindowGenerator(wiring.Component):
             iy = Signal(range(-pad, (self.OH - 1) * S + KH + 1), name=f"iy{j}")
             ix = Signal(range(-pad, (self.OW - 1) * S + self.KW + 1), name=f"ix{j}")
             m.d.comb += [iy.eq(oy + dy - pad), ix.eq(ox + dx - pad)]
-            m.d.comb += inside[j].eq((iy >= 0) & (iy < H) & (ix >= 0) & (ix < W))
+            m.d.comb += inside[j].eq(inside_image(iy, ix, H, W))
             slot = Signal(range(R), name=f"slot{j}")
-            m.d.comb += slot.eq(_add_mod(row_slot, dy, R))
-            base = Signal(range(R * W), name=f"base{j}")
-            with m.Switch(slot):
-                for r in range(R):
-                    with m.Case(r):
-                        m.d.comb += base.eq(r * W)
-            pixel = base + ix.as_unsigned()
+            m.d.comb += slot.eq(add_mod(row_slot, dy, R))
+            pixel = slot_base(m, slot, R, W, f"base{j}") + ix.as_unsigned()
             m.d.comb += [rp.addr.eq(Cat(slice_sel, pixel[:len(wr_addr)]) if sb else pixel), rp.en.eq(en)]
             with m.If(en):
                 m.d.sync += inside_q[j].eq(inside[j])
@@ -296,10 +291,45 @@ class WindowGenerator(wiring.Component):
         return m
 
 
-def _add_mod(a, b, r: int):
+# ---- line-buffer addressing, shared with the Winograd tile buffer (winograd_buffer.py)
+
+def add_mod(a, b, r: int):
     """``(a + b) mod r`` for ``a`` in ``[0, r)`` and ``b`` in ``[0, r]``, with one compare."""
     s = a + b
     return Mux(s >= r, s - r, s)
+
+
+def slot_base(m: Module, slot, slots: int, width: int, name: str) -> Signal:
+    """``slot * width``, the first address of a line-buffer slot, as a small table of
+    ``slots`` constants (no multiplier); a combinational signal named ``name``."""
+    base = Signal(range(slots * width), name=name)
+    with m.Switch(slot):
+        for r in range(slots):
+            with m.Case(r):
+                m.d.comb += base.eq(r * width)
+    return base
+
+
+def inside_image(iy, ix, height: int, width: int):
+    """Whether the tap at row ``iy``, column ``ix`` (signed, padding at negative positions)
+    lies inside the ``height × width`` image; taps outside read as zero padding."""
+    return (iy >= 0) & (iy < height) & (ix >= 0) & (ix < width)
+
+
+def rows_ready(m: Module, rows_written, top, height: int):
+    """Whether the input rows that the reader's next beat needs have arrived: the rows
+    ``< min(top, height)`` of the image, ``top`` being one past the last row of its window.
+    ``rows_written`` counts the full rows written, from the reader's image (:func:`count_rows`)."""
+    need = Signal(range(height + 1), name="need")
+    m.d.comb += need.eq(Mux(top > height, height, top))
+    return rows_written >= need
+
+
+def count_rows(m: Module, rows_written, row_done, finish, height: int):
+    """Count the rows written (``row_done``: the last pixel of a row is taken), counted from the
+    reader's image: when the reader issues the last beat of an image (``finish``) the count
+    drops by the ``height`` rows of that image."""
+    m.d.sync += rows_written.eq(rows_written + row_done - Mux(finish, height, 0))
 
 
 def _shape_range(shape: Shape) -> tuple[int, int]:

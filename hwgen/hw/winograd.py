@@ -4,7 +4,7 @@ an l1 distance, streaming like the direct engines (:class:`~hwgen.hw.conv.ConvEn
 from __future__ import annotations
 
 import numpy as np
-from amaranth import Cat, Const, Module, Mux, Shape, Signal, unsigned
+from amaranth import Cat, Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -14,8 +14,9 @@ from . import constructing, divisors, elem_shape, ice40_blocks
 from .conv import LUT_BUDGET, ROM_BLOCK_BITS, check_io, choose_folding, pack_words, requant_slots
 from .pe import Lane
 from .requant import Requant, requant_shape
-from .window import _add_mod
+from .winograd_buffer import TilePairBuffer
 from .winograd_reorder import TileReorder
+from .winograd_transform import InputTransform, lincomb, transform_ranges
 
 __all__ = ["WinogradEngine", "winograd_candidates", "winograd_folding", "estimate_winograd_luts", "KIND",
            "LANES"]
@@ -41,29 +42,6 @@ def rom_attrs(width: int, depth: int) -> dict:
     if bits >= ROM_BLOCK_BITS and 4 * bits >= ice40_blocks(width, depth) * 4096:
         return {"rom_style": "block"}
     return {"rom_style": "logic"}
-
-
-def _lincomb(m: Module, coefs, values, name: str):
-    """``Σ coefs[k] * values[k]`` with small constant coefficients (0, ±1, ±2: adders and a
-    one-bit shift), ``values`` a list of ``(value, (lo, hi))``.  Returns ``(signal, (lo, hi))``,
-    the signal exactly as wide as the interval of the sum."""
-    lo = hi = 0
-    expr = None
-    for c, (v, (vlo, vhi)) in zip(coefs, values):
-        c = int(c)
-        if c == 0:
-            continue
-        a, b = c * vlo, c * vhi
-        lo, hi = lo + min(a, b), hi + max(a, b)
-        mag = abs(c)
-        term = v << (mag.bit_length() - 1) if mag & (mag - 1) == 0 else v * mag
-        if expr is None:
-            expr = -term if c < 0 else term
-        else:
-            expr = expr - term if c < 0 else expr + term
-    s = Signal(elem_shape(lo, hi), name=name)
-    m.d.comb += s.eq(0 if expr is None else expr)
-    return s, (lo, hi)
 
 
 def _union(ranges):
@@ -259,12 +237,7 @@ class WinogradEngine(wiring.Component):
         layer = self.layer
         bt, at = layer.bt, layer.at
         d_range = (min(self.in_range[0], 0), max(self.in_range[1], 0))
-        # Column transform t_j[i] = Σ_k bt[i, k] d[k, j]; every column has the same intervals.
-        self.t_ranges = [tuple(int(v) for v in ir._affine_range(bt[i].astype(np.int64), *d_range))
-                         for i in range(4)]
-        # V[i, l] = Σ_j bt[l, j] t_j[i].
-        self.v_ranges = [[tuple(int(v) for v in ir._affine_range(bt[l].astype(np.int64), *self.t_ranges[i]))
-                          for l in range(4)] for i in range(4)]
+        self.t_ranges, self.v_ranges = transform_ranges(bt, d_range)
         v_lo, v_hi = layer.v_range(*self.in_range)
         assert all(self.v_ranges[i][l] == (int(v_lo[i, l]), int(v_hi[i, l])) for i in range(4) for l in range(4))
         # Lane l serves the four rows in turn: its input is the union over the rows.
@@ -325,171 +298,31 @@ class WinogradEngine(wiring.Component):
         TH, TW, G, pe = self.TH, self.TW, self.groups, self.pe
         OH, OW = self.out_hw
         bt, at = self.layer.bt, self.layer.at
-        eb = self.in_elem.width
 
         ce = Signal()      # clock enable of the tile side: issue, transforms, lanes, accumulators
         ce_out = Signal()  # clock enable of the requantizers (stops while a result cannot be stored)
 
-        # ---------------------------------------------------------------- line buffer
-        # A word is one channel of two input rows of a pixel: the rows 2q - pad and 2q - pad + 1
-        # of an image form its row pair q (P pairs per image), so a tile (rows 2ty - pad ..
-        # 2ty - pad + 3) is the pairs ty and ty + 1: two read ports (two block-RAM copies on
-        # iCE40, not four).  RP = 4 pair slots: the two being read and two being written.
-        RP, P = 4, (H + pad + 1) // 2
-        sb = _bits(C)  # address Cat(channel, slot * W + x)
-        m.submodules.lines = lines = Memory(shape=unsigned(2 * eb), depth=(RP * W) << sb, init=[],
-                                            attrs={"no_rw_check": 1})
-        wp = lines.write_port(granularity=eb)
-        rps = [lines.read_port() for _ in range(2)]
-
-        # Issue state: tile (ty, tx), group g, channel c, column j.
-        ty, tx = Signal(range(TH)), Signal(range(TW))
-        g, ch, j = Signal(range(G)), Signal(range(C)), Signal(2)
-        widx = Signal(range(G * C))              # g * C + c: the beat's u address / 4
-        rd_slot = Signal(range(RP))             # slot of pair ty
-        # Writer state: pixel, channel, row of the image, the pair and its half, its slot.
-        wr_x, wr_ch = Signal(range(W)), Signal(range(C))
-        wr_row, wr_half = Signal(range(H)), Signal(init=pad % 2)
-        wr_slot = Signal(range(RP))
-        wr_ahead = Signal(range(H + 2 * RP + 1))  # rows written, counted from the reader's image
-        wr_pair = Signal(range(P + RP + 1))       # the pair being written, counted likewise
-
-        top = Signal(range(2 * TH + 4))
-        m.d.comb += top.eq((ty << 1) + (4 - pad))
-        need = Mux(top > H, H, top)
-        issue = Signal()
-        hold = Signal()  # without overlap: the next beat waits for the lanes (set below)
-        m.d.comb += issue.eq(ce & (wr_ahead >= need) & ~hold)
-        last_j, last_c, last_g = j == 3, ch == C - 1, g == G - 1
-        last_x, last_y = tx == TW - 1, ty == TH - 1
-        finish = Signal()
-        m.d.comb += finish.eq(issue & last_j & last_c & last_g & last_x & last_y)
-        with m.If(issue):
-            m.d.sync += j.eq(j + 1)
-            with m.If(last_j):
-                m.d.sync += [ch.eq(ch + 1), widx.eq(widx + 1)]
-                with m.If(last_c):
-                    m.d.sync += [ch.eq(0), g.eq(g + 1)]
-                    with m.If(last_g):
-                        m.d.sync += [g.eq(0), widx.eq(0), tx.eq(tx + 1)]
-                        with m.If(last_x):
-                            m.d.sync += [tx.eq(0), ty.eq(ty + 1), rd_slot.eq(_add_mod(rd_slot, 1, RP))]
-                            with m.If(last_y):
-                                # The next image's pair 0: P - (TH - 1) pairs on.
-                                m.d.sync += [ty.eq(0), rd_slot.eq(_add_mod(rd_slot, (P - TH + 1) % RP, RP))]
-
-        # Writer: a pixel's channels one per cycle, the pixel taken with the last; a row into its
-        # half of the pair words; the pair may be written once it is no longer read.
-        space = Signal()
-        m.d.comb += space.eq(wr_pair < ty + RP)
-        take = Signal()
-        wr_addr = Signal(range(RP * W))
-        m.d.comb += wr_addr.eq(_slot_base(m, wr_slot, RP, W, "wr_base") + wr_x)
-        word = self.i.payload.as_value().word_select(wr_ch, eb) if C > 1 else self.i.payload.as_value()
-        m.d.comb += [
-            wp.addr.eq(Cat(wr_ch, wr_addr) if sb else wr_addr),
-            wp.data.eq(Cat(word, word)),
-            wp.en.eq(Mux(self.i.valid & space, Mux(wr_half, 0b10, 0b01), 0)),
-            self.i.ready.eq(space & (wr_ch == C - 1)),
-            take.eq(self.i.valid & self.i.ready),
-        ]
-        if C > 1:
-            with m.If(self.i.valid & space):
-                m.d.sync += wr_ch.eq(Mux(wr_ch == C - 1, 0, wr_ch + 1))
-        row_done = Signal()
-        m.d.comb += row_done.eq(take & (wr_x == W - 1))
-        pair_done = Signal()
-        m.d.comb += pair_done.eq(row_done & (wr_half | (wr_row == H - 1)))
-        with m.If(take):
-            m.d.sync += wr_x.eq(Mux(wr_x == W - 1, 0, wr_x + 1))
-        with m.If(row_done):
-            m.d.sync += [wr_half.eq(~wr_half), wr_row.eq(wr_row + 1)]
-            with m.If(wr_row == H - 1):
-                m.d.sync += [wr_half.eq(pad % 2), wr_row.eq(0)]
-        with m.If(pair_done):
-            m.d.sync += wr_slot.eq(_add_mod(wr_slot, 1, RP))
-        m.d.sync += [wr_ahead.eq(wr_ahead + row_done - Mux(finish, H, 0)),
-                     wr_pair.eq(wr_pair + pair_done - Mux(finish, P, 0))]
-
-        # Read addresses: port k reads pair ty + k (tile rows 2k, 2k + 1), column 2*tx - pad + j.
-        ix = Signal(range(-pad, 2 * TW + 4))
-        m.d.comb += ix.eq((tx << 1) + j - pad)
-        inside_q = [Signal(name=f"inside{i}_q") for i in range(4)]
-        for i in range(4):
-            iy = Signal(range(-pad, 2 * TH + 4), name=f"iy{i}")
-            m.d.comb += iy.eq((ty << 1) + (i - pad))
-            with m.If(ce):
-                m.d.sync += inside_q[i].eq((iy >= 0) & (iy < H) & (ix >= 0) & (ix < W))
-        for k, rp in enumerate(rps):
-            slot = Signal(range(RP), name=f"slot{k}")
-            m.d.comb += slot.eq(_add_mod(rd_slot, k, RP))
-            pixel = (_slot_base(m, slot, RP, W, f"base{k}") + ix.as_unsigned())[:len(wr_addr)]
-            m.d.comb += [rp.addr.eq(Cat(ch, pixel) if sb else pixel), rp.en.eq(ce)]
+        # ---------------------------------------------------------------- tile-pair buffer
+        m.submodules.tiles = tiles = TilePairBuffer(channels=C, height=H, width=W, padding=pad,
+                                                    elem_shape=self.in_elem, groups=G)
+        wiring.connect(m, wiring.flipped(self.i), tiles.i)
+        m.d.comb += tiles.en.eq(ce)
 
         # ---------------------------------------------------------------- input transform
-        v1, j1 = Signal(), Signal(2)
-        first1, last1 = Signal(), Signal()
-        widx1, g1 = Signal.like(widx), Signal.like(g)
-        with m.If(ce):
-            m.d.sync += [v1.eq(issue), j1.eq(j), first1.eq(ch == 0), last1.eq(last_c), widx1.eq(widx), g1.eq(g)]
-        d_range = (min(self.in_range[0], 0), max(self.in_range[1], 0))
-        col = []
-        for i in range(4):
-            s = Signal(self.in_elem, name=f"col{i}")
-            m.d.comb += s.eq(Mux(inside_q[i], rps[i // 2].data.word_select(i % 2, eb), 0))
-            col.append((s, d_range))
-        t = [_lincomb(m, bt[i], col, f"t{i}") for i in range(4)]   # this column's transform
-        tcols = []
-        for jj in range(4 if not self.overlap else 3):
-            regs = [Signal(t[i][0].shape(), name=f"t{jj}_{i}") for i in range(4)]
-            with m.If(ce & v1 & (j1 == jj)):
-                m.d.sync += [r.eq(t[i][0]) for i, r in enumerate(regs)]
-            tcols.append(regs)
-        if self.overlap:
-            tcols.append([t[i][0] for i in range(4)])
-        # With the fourth column the tile's column transforms are held for the lanes, which
-        # finish the transform one row of V per cycle while the next beat loads.
-        latch = Signal()
-        m.d.comb += latch.eq(v1 & (j1 == 3))
-        if self.overlap:
-            t_hold = [[Signal(t[i][0].shape(), name=f"th{jj}_{i}") for i in range(4)] for jj in range(4)]
-            with m.If(ce & latch):
-                m.d.sync += [t_hold[jj][i].eq(tcols[jj][i]) for jj in range(4) for i in range(4)]
-        else:
-            # The lanes read the load registers: column 0 of the next beat, written one cycle
-            # after its issue, may not overwrite them before row 3 is read.
-            t_hold = tcols
+        m.submodules.transform = transform = InputTransform(
+            bt=bt, in_range=self.in_range, overlap=self.overlap, beats=G * C, groups=G)
+        wiring.connect(m, tiles.columns, transform.columns)
+        m.d.comb += transform.en.eq(ce)
+        rows = transform.rows
 
         # ---------------------------------------------------------------- l1 lanes
-        lane_on, lane_r = Signal(), Signal(2)
-        lane_first, lane_last = Signal(), Signal()
-        lane_widx, lane_g = Signal.like(widx), Signal.like(g)
-        with m.If(ce):
-            with m.If(latch):
-                m.d.sync += [lane_on.eq(1), lane_r.eq(0), lane_first.eq(first1), lane_last.eq(last1),
-                             lane_widx.eq(widx1), lane_g.eq(g1)]
-            with m.Elif(lane_on):
-                m.d.sync += lane_r.eq(lane_r + 1)
-                with m.If(lane_r == 3):
-                    m.d.sync += lane_on.eq(0)
-
-        if not self.overlap:
-            m.d.comb += hold.eq((j == 0) & (latch | (lane_on & (lane_r < 2))))
-        # Row lane_r of V: V[r, l] = Σ_j bt[l, j] t_j[r], four adders shared by the rows.
-        t_row = []
-        for jj in range(4):
-            sel = Signal(elem_shape(*_union(self.t_ranges)), name=f"trow{jj}")
-            with m.Switch(lane_r):
-                for i in range(4):
-                    with m.Case(i):
-                        m.d.comb += sel.eq(t_hold[jj][i])
-            t_row.append((sel, _union(self.t_ranges)))
         v_row = []
         for lane in range(LANES):
-            v, _ = _lincomb(m, bt[lane], t_row, f"vrow{lane}")
             x = Signal(self.lanes[lane].x_shape, name=f"v{lane}")
-            m.d.comb += x.eq(v)  # row r's value lies in v_ranges[r][lane], inside the lane's union
+            m.d.comb += x.eq(rows.v[lane])  # inside the lane's union over the rows
             v_row.append(x)
+        lane_on, lane_r, lane_first, lane_last, lane_g = (rows.valid, rows.row, rows.first,
+                                                          rows.last, rows.group)
 
         ub = self.u_width
         depth = G * C * 4
@@ -497,16 +330,14 @@ class WinogradEngine(wiring.Component):
         m.submodules.rom = rom = Memory(shape=unsigned(wbits), depth=depth, init=self.u_rom(),
                                          attrs=rom_attrs(wbits, depth))
         rrp = rom.read_port()
-        next_r = Signal(2)
-        m.d.comb += next_r.eq(lane_r + 1)
-        m.d.comb += [rrp.addr.eq(Mux(latch, Cat(Const(0, 2), widx1), Cat(next_r, lane_widx))), rrp.en.eq(ce)]
+        m.d.comb += [rrp.addr.eq(rows.u_addr), rrp.en.eq(ce)]
 
         terms_valid, terms_row = Signal(), Signal(2)
-        terms_first, terms_last, terms_group = Signal(), Signal(), Signal.like(g)
+        terms_first, terms_last, terms_group = Signal(), Signal(), Signal.like(lane_g)
         with m.If(ce):
             m.d.sync += [terms_valid.eq(lane_on), terms_row.eq(lane_r), terms_first.eq(lane_first),
                          terms_last.eq(lane_last), terms_group.eq(lane_g)]
-        m_done, m_g = Signal(), Signal.like(g)
+        m_done, m_g = Signal(), Signal.like(lane_g)
         with m.If(ce):
             m.d.sync += [m_done.eq(terms_valid & terms_last & (terms_row == 3)), m_g.eq(terms_group)]
 
@@ -528,7 +359,7 @@ class WinogradEngine(wiring.Component):
                 with m.If(ce):
                     m.d.sync += term_q.eq(term)
                 terms.append((term_q, spec.term_range))
-            rowsum = [_lincomb(m, at[bb], terms, f"s{p}_{bb}") for bb in range(2)]
+            rowsum = [lincomb(m, at[bb], terms, f"s{p}_{bb}") for bb in range(2)]
             ys = []
             for aa in range(2):
                 for bb in range(2):
@@ -556,7 +387,7 @@ class WinogradEngine(wiring.Component):
             y_accs.append(ys)
 
         y_busy, rq_k = Signal(), Signal(2)  # rq_k: the tile value in the requantizers
-        y_g = Signal.like(g)
+        y_g = Signal.like(lane_g)
         y_free, take_rq = Signal(), Signal()
         y_range = self.y_range
         y_hold = []
@@ -598,12 +429,3 @@ class WinogradEngine(wiring.Component):
         wiring.connect(m, reorder.o, wiring.flipped(self.o))
         return m
 
-
-def _slot_base(m: Module, slot, slots: int, width: int, name: str):
-    """``slot * width`` for a slot counter, as a small table (no multiplier)."""
-    base = Signal(range(slots * width), name=name)
-    with m.Switch(slot):
-        for r in range(slots):
-            with m.Case(r):
-                m.d.comb += base.eq(r * width)
-    return base

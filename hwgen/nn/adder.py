@@ -1,5 +1,5 @@
 """AdderNet layers (Chen et al., "AdderNet: Do We Really Need Multiplications in Deep
-Learning?", CVPR 2020): the output is the negative l1 distance between input and filter,
+Learning?", CVPR 2020): the output is the negative l1 distance between input and filter::
 
     y[o] = -sum_k |x[k] - w[o, k]|
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import HwgenError
 from ..util import atomic_write
 from .models import build_model
 
@@ -26,7 +27,7 @@ _MODELS = Path(__file__).resolve().parent.parent / "models"
 _EMBEDDED = _MODELS / "digits_adder.pt"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(HwgenError, ValueError):
     """A checkpoint that is missing, unreadable or does not match its architecture."""
 
 

@@ -1,10 +1,10 @@
-"""Model architectures by name: a small registry that :func:`build_model` reads.
+"""Model architectures by name: a small registry that :func:`~hwgen.nn.models.build_model` reads.
 
 Every architecture is a flat :class:`torch.nn.Sequential` of plain module types, so the
 quantizer (:mod:`hwgen.quant`) can walk it layer by layer.  A configuration holds only JSON
 values (ints, floats, strings, lists, null), because it is stored in checkpoints.
 
-The digits architectures share one shape (:func:`_digits_net`): ``adder`` (AdderNet), ``shift``
+The digits architectures share one shape (``_digits_net``): ``adder`` (AdderNet), ``shift``
 (DeepShift), ``shiftadd`` (ShiftAddNet), ``winograd-adder`` (Winograd-AdderNet) and ``conv`` (the
 multiplier baseline).
 """
@@ -15,6 +15,7 @@ from typing import Callable
 
 from torch import nn
 
+from ..errors import HwgenError
 from .adder import DEFAULT_ETA, AdderConv2d, AdderLinear
 from .shift import DEFAULT_PRANGE, ShiftConv2d, ShiftLinear
 from .winograd import WinogradAdderConv2d, transform_set
@@ -26,7 +27,7 @@ FREEZE = ("none", "shift", "add")  # the shiftadd arch's ``freeze`` options
 _ARCHS: dict[str, tuple[Callable[..., nn.Module], dict]] = {}
 
 
-class ConfigError(ValueError):
+class ConfigError(HwgenError, ValueError):
     """An architecture name or option a user can mend (one line)."""
 
 

@@ -20,8 +20,8 @@ Two training forms, chosen by ``mode``:
   DeepShift rounds ``log2|w|`` instead; the two differ only for ``|w|/2**floor(log2|w|)``
   in ``[sqrt 2, 1.5)``.
 
-:meth:`exported` gives the integer ``(sign, exponent)`` arrays the forward uses; the quantizer
-turns the exponent into a non-negative integer shift (``shift = p - pmin``) and folds ``2**pmin``
+:meth:`ShiftConv2d.exported` gives the integer ``(sign, exponent)`` arrays the forward uses; the
+quantizer turns the exponent into a non-negative integer shift (``shift = p - pmin``) and folds ``2**pmin``
 into the requantization scale.
 """
 
@@ -46,7 +46,7 @@ def _ste(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 def round_power_of_two(w: torch.Tensor, pmin: int, pmax: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Nearest ``s * 2**p`` to ``w`` with ``p`` in ``[pmin, pmax]``, or 0: returns ``(s, p)`` float tensors.
 
-    ``p`` is ``pmin`` where ``s`` is 0.  No gradient (use :func:`_ste` around it).
+    ``p`` is ``pmin`` where ``s`` is 0.  No gradient (use ``_ste`` around it).
     """
     with torch.no_grad():
         mag = w.abs()

@@ -27,6 +27,8 @@ from .models import build_model, default_config
 
 __all__ = ["train", "evaluate", "DEFAULTS"]
 
+#: Training hyper-parameters of every architecture, unless the architecture or the caller
+#: overrides them.
 DEFAULTS = {"epochs": 100, "batch_size": 32, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "shift": 0}
 
 

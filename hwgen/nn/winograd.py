@@ -16,9 +16,11 @@ Transform sets are data (:data:`TRANSFORMS`, :func:`transform_set`): ``Bᵀ`` (4
 ``Aᵀ`` (2×4), every entry in ``{0, ±1, ±½}`` so that every transform is additions and shifts.
 Shipped:
 
+============  ======================================================================
 ``standard``  Lavin & Gray's F(2×2, 3×3).
 ``balanced``  the output transform of the paper's argument, derived here (exact for
               multiplication as well):
+============  ======================================================================
 
     The coefficient of ``M[i, j]`` in output ``(a, b)`` of a tile is ``Aᵀ[a, i]·Aᵀ[b, j]``: the
     rows of ``Aᵀ ⊗ Aᵀ``.  With the standard ``Aᵀ = [[1,1,1,0],[0,1,-1,-1]]`` output (0,0) sums nine
@@ -85,6 +87,7 @@ __all__ = ["WinogradAdderConv2d", "TRANSFORMS", "transform_set", "exact_for_mult
            "l2_to_l1_power"]
 
 _H = 0.5
+#: The shipped transform sets by name: ``bt`` (``Bᵀ``, 4×4), ``g`` (4×3), ``at`` (``Aᵀ``, 2×4).
 TRANSFORMS: dict[str, dict[str, list[list[float]]]] = {
     "standard": {
         "bt": [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],

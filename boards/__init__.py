@@ -16,12 +16,13 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .toolchain import ToolError, tool_env
+from ..errors import HwgenError
+from ..toolchain import ToolError, tool_env
 
 __all__ = ["Board", "BOARDS", "board", "programmer", "program", "BoardError"]
 
 
-class BoardError(ValueError):
+class BoardError(HwgenError, ValueError):
     """An unknown board name or a bitstream that is not there."""
 
 
@@ -35,6 +36,10 @@ class Board:
     program_env: str  # the variable amaranth-boards reads to find it
     program_args: tuple[str, ...]  # its arguments before the bitstream
     install_hint: str
+    clock_mhz: float  # the accelerator's clock by default (a PLL makes it unless it is osc_mhz)
+    leds: tuple[tuple[str, int, str | None], ...]  # (resource, number, subsignal): busy, error
+    uart_pins: tuple[str, str] | None = None  # (rx, tx) on a connector, for a board without one
+    notes: str = ""
 
     def platform_class(self):
         module, cls = self.platform.split(":")
@@ -43,12 +48,20 @@ class Board:
 
 BOARDS: dict[str, Board] = {b.name: b for b in (
     Board("icebreaker", "icebreaker:ICEBreakerPlatform", "ice40-up5k", 12.0,
-          "iceprog", "ICEPROG", (), "apt install fpga-icestorm (or the OSS CAD Suite)"),
+          "iceprog", "ICEPROG", (), "apt install fpga-icestorm (or the OSS CAD Suite)",
+          clock_mhz=18.0, leds=(("led_g", 0, None), ("led_r", 0, None)),
+          notes="UART on the FT2232H's second channel (the board's USB port)"),
     Board("ulx3s", "ulx3s:ULX3S_85F_Platform", "ecp5-85f", 25.0,
           "openFPGALoader", "OPENFPGALOADER", ("-b", "ulx3s", "-m"),
-          "apt install openfpgaloader"),
+          "apt install openfpgaloader",
+          clock_mhz=50.0, leds=(("led", 0, None), ("led", 1, None)),
+          notes="UART on the FT231X (the board's US1 USB port)"),
     Board("orangecrab", "orangecrab_r0_2:OrangeCrabR0_2_25FPlatform", "ecp5-25f", 48.0,
-          "dfu-util", "DFU_UTIL", ("-a", "0", "-D"), "apt install dfu-util"),
+          "dfu-util", "DFU_UTIL", ("-a", "0", "-D"), "apt install dfu-util",
+          clock_mhz=48.0, leds=(("rgb_led", 0, "g"), ("rgb_led", 0, "r")),
+          uart_pins=("0", "1"),
+          notes="the USB port is the FPGA's own (no USB-UART chip): the UART is on the Feather "
+                "header, pin 0 RX and pin 1 TX, through a 3.3 V USB-serial adapter"),
 )}
 
 
