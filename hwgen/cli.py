@@ -94,12 +94,15 @@ def cmd_build(args) -> int:
     model = flow.load_model(args.model, act_bits=args.act_bits, weight_bits=args.weight_bits,
                             dataset=dataset)
     manifest = flow.build(model, args.out, device=args.device, folding=_parse_folding(args.fold),
-                          target_cycles=args.cycles, dataset=dataset)
+                          target_cycles=args.cycles, dataset=dataset, argmax=not args.no_argmax)
     meta = model.meta
     print(f"built {args.out}: {manifest['top']} ({manifest['verilog']}), "
           f"{manifest['cycles_per_image']} cycles/image, in {manifest['generation_seconds']:.1f} s")
     on = f"the {manifest['data']['name']} test set ({manifest['data']['test']} images)"
-    if "float_accuracy" in meta:
+    if args.no_argmax:
+        print(f"raw output: {manifest['ports']['result']['classes']} values per image, no argmax "
+              f"(test vectors from {on})")
+    elif "float_accuracy" in meta:
         print(f"accuracy on {on}: float {meta['float_accuracy']:.4f}, "
               f"integer {manifest['golden_accuracy']:.4f}")
     else:
@@ -236,6 +239,9 @@ def make_parser() -> argparse.ArgumentParser:
                         "overlap:0|1; max-pool lanes")
     p.add_argument("--cycles", type=int, default=None, metavar="N",
                    help="pace the automatic folding to N cycles per image (default: the fastest that fits)")
+    p.add_argument("--no-argmax", action="store_true",
+                   help="the output is not a classification: stream the last layer's values out "
+                        "(no argmax) and report no accuracy")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("sim", help="prove the Verilog bit-exact against the golden model in cocotb")

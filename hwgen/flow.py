@@ -93,8 +93,12 @@ def test_vectors(model: ir.Model, dataset: data.Dataset | None = None) -> dict[s
 
 def build(model: ir.Model, out_dir: str | os.PathLike, device: str | None = None,
           folding: dict | None = None, target_cycles: int | None = None,
-          dataset: data.Dataset | None = None) -> dict:
+          dataset: data.Dataset | None = None, argmax: bool = True) -> dict:
     """Write the build folder for ``model``; returns the manifest.
+
+    ``argmax=False``: the model's output is not a classification; the accelerator streams the
+    last layer's values out (no argmax), the simulation compares them with the golden model's,
+    and no accuracy is reported (``golden_accuracy`` is None).
 
     ``folding`` overrides layers' foldings; ``target_cycles`` paces the automatic folding
     (cycles per image, see :func:`hwgen.hw.plan.balanced_foldings`); the test vectors are
@@ -115,10 +119,11 @@ def build(model: ir.Model, out_dir: str | os.PathLike, device: str | None = None
         model.save(tmp)
         vectors = test_vectors(model, given)
         np.savez(tmp / "vectors.npz", **vectors)
-        manifest = generate(model, tmp, folding=folding, target_cycles=target_cycles)
+        manifest = generate(model, tmp, folding=folding, target_cycles=target_cycles, argmax=argmax)
         manifest["device"] = device
         manifest["generation_seconds"] = round(time.perf_counter() - t0, 3)
-        manifest["golden_accuracy"] = float((vectors["argmax"] == vectors["labels"]).mean())
+        manifest["golden_accuracy"] = (float((vectors["argmax"] == vectors["labels"]).mean())
+                                       if argmax else None)
         manifest["model_meta"] = model.meta
         manifest["data"] = dataset.describe()
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

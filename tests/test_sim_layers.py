@@ -4,6 +4,8 @@ tier), compared with hwgen.golden through the build folder's vectors."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -33,7 +35,7 @@ def calibrated_model(name, layers, seed=0, relu_last=False):
                     classes=[str(i) for i in range(x.shape[1])])
 
 
-def stride2_model(seed=0):
+def stride2_model(seed=0, relu_last=False):
     """conv 3×3 stride 2 pad 1 (8×8 → 4×4), shift conv 5×5 stride 2 pad 2 (→ 2×2), a 1×1 mac conv
     stride 2 (→ 1×1), dense."""
     rng = np.random.default_rng(seed + 1)
@@ -48,7 +50,7 @@ def stride2_model(seed=0):
         ir.Flatten("flatten"),
         ir.AdderDense("fc", weight=rng.integers(-128, 128, size=(10, 12))),
         None,
-    ], seed=seed)
+    ], seed=seed, relu_last=relu_last)
 
 
 def test_stride2_model_shapes():
@@ -128,3 +130,70 @@ def test_average_pools_and_clamps_are_bit_exact(tmp_path_factory, adder):
     kinds = [e["kind"] for e in manifest["engines"]]
     assert kinds.count("sumpool2d") == 2 and kinds.count("global_sumpool2d") == 1
     bit_exact(out)
+
+
+# --------------------------------------------------------------------------- raw outputs
+
+@pytest.fixture(scope="module")
+def raw_build(tmp_path_factory):
+    """The stride-2 model ending in an unsigned (ReLU) requantizer, built without argmax: its
+    ten values are the output, not class scores."""
+    out = tmp_path_factory.mktemp("raw") / "build"
+    manifest = build(stride2_model(seed=4, relu_last=True), out, argmax=False)
+    return out, manifest
+
+
+def test_raw_output_build(raw_build):
+    out, manifest = raw_build
+    port = manifest["ports"]["result"]
+    assert port["argmax"] is False and port["argmax_bits"] == 0 and not port["score_signed"]
+    assert port["payload_width"] == port["classes"] * port["score_bits"]
+    assert manifest["golden_accuracy"] is None and manifest["engines"][-1]["kind"] == "raw"
+    text = (out / "hwgen_top.v").read_text()
+    width = re.search(r"output \[(\d+):0\] result__payload", text)
+    assert width and int(width.group(1)) + 1 == port["payload_width"]
+    with np.load(out / "vectors.npz") as v:
+        assert v["scores"].max() >= 1 << (port["score_bits"] - 1)  # unsigned values past the sign bit
+
+
+def test_raw_output_is_bit_exact(raw_build):
+    out, _ = raw_build
+    res = simulate(out, "icarus", images=5, backpressure=True, seed=5)
+    assert res["status"] == 0 and res["passed"] and not res["mismatches"], res.get("mismatches")
+    assert res["accuracy"] is None and res["golden_accuracy"] is None
+
+
+def test_raw_output_mismatch_is_caught(raw_build, tmp_path):
+    """A golden side whose last requantizer adds one LSB to output 3: the raw comparison catches
+    it, in that value only."""
+    import shutil
+
+    out, _ = raw_build
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad, ignore=shutil.ignore_patterns("sim", "sim_*.json"))
+    model = ir.Model.load(bad)
+    last = model.layers[-1]
+    last.bias[3] += 1 << last.shift
+    model.save(bad)
+    res = simulate(bad, "icarus", images=4)
+    assert not res["passed"] and res["mismatches"]
+    for m in res["mismatches"]:
+        diff = [j for j, (a, b) in enumerate(zip(m["expected"]["scores"], m["got"]["scores"])) if a != b]
+        assert diff == [3] and m["expected"]["scores"][3] == m["got"]["scores"][3] + 1
+
+
+def test_no_argmax_through_the_cli(raw_build, tmp_path):
+    """``hwgen build --no-argmax`` of an integer model folder, then ``hwgen sim``: the raw values
+    are compared, no accuracy is claimed."""
+    import json
+
+    from test_data import hwgen
+
+    out, _ = raw_build
+    proc = hwgen("build", out, "--no-argmax", "--out", tmp_path / "b")
+    assert proc.returncode == 0, proc.stderr
+    assert "raw output: 10 values per image, no argmax" in proc.stdout and "accuracy" not in proc.stdout
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["ports"]["result"]["argmax"] is False
+    proc = hwgen("sim", tmp_path / "b", "--images", "2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "accuracy" not in proc.stdout

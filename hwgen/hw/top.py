@@ -19,7 +19,7 @@ from amaranth.lib.wiring import In, Out
 from .. import ir
 from ..util import atomic_write
 from . import constructing, elem_shape
-from .head import ArgmaxHead, index_bits, result_layout
+from .head import ArgmaxHead, RawHead, index_bits, raw_layout, result_layout
 from .pool import POOL_KINDS, MaxPoolEngine, WindowPoolEngine, engine_cls, pool_cycles, pool_engine, pool_lanes
 
 __all__ = ["Accelerator", "generate", "MANIFEST_FORMAT", "MANIFEST_VERSION", "SUPPORTED"]
@@ -83,16 +83,28 @@ class Accelerator(wiring.Component):
         Input pixels, raster order, all ``C`` channels per beat (channel 0 in the LSBs),
         images back to back. Verilog ports ``pixels__payload``, ``pixels__valid``,
         ``pixels__ready``.
+    argmax : bool
+        Keyword, default True: an :class:`~hwgen.hw.head.ArgmaxHead` ends the pipeline.  False:
+        the output is not a classification, and the last layer's values leave as they are
+        (:class:`~hwgen.hw.head.RawHead`, no argmax field).
+
+    Members
+    -------
     result : ``Out(stream.Signature(result_layout(classes, score_shape)))``
-        One beat per image: ``scores`` (class 0 in the LSBs) then ``argmax``.
+        One beat per image: ``scores`` (class 0 in the LSBs) then ``argmax``; with
+        ``argmax=False``, ``raw_layout(classes, score_shape)``: the scores only.
 
     Throughput is :attr:`cycles_per_image` (the slowest engine); see :attr:`latency_cycles`.
 
     Raises :class:`hwgen.ir.ModelError` for a layer kind or sequence without an engine.
     """
 
-    def __init__(self, model: ir.Model, folding: dict | None = None, target_cycles: int | None = None):
+    def __init__(self, model: ir.Model, folding: dict | None = None, target_cycles: int | None = None,
+                 *, argmax: bool = True):
         with constructing(self):
+            if not isinstance(argmax, bool):
+                raise TypeError(f"argmax must be a bool, not {argmax!r}")
+            self.argmax = argmax
             if not isinstance(model, ir.Model):
                 raise TypeError(f"model must be an hwgen.ir.Model, not {type(model).__name__}")
             if target_cycles is not None and (not isinstance(target_cycles, int) or target_cycles < 1):
@@ -106,7 +118,8 @@ class Accelerator(wiring.Component):
         self.classes = head.classes
         super().__init__({
             "pixels": In(self._input_signature()),
-            "result": Out(stream.Signature(result_layout(self.classes, self.score_shape))),
+            "result": Out(stream.Signature((result_layout if argmax else raw_layout)(
+                self.classes, self.score_shape))),
         })
 
     def _input_signature(self) -> stream.Signature:
@@ -251,8 +264,12 @@ class Accelerator(wiring.Component):
             raise ir.ModelError(f"the model must end with flatten, a dense layer and a requant to give one beat "
                                 f"of class scores per image; supported: {SUPPORTED}")
         classes = out_shapes[-1][0]
-        head = ArgmaxHead(classes, elem_shape(*out_ranges[-1]))
-        stages.append(_Stage("argmax", "argmax", [], head, (classes,), (classes,)))
+        if self.argmax:
+            head = ArgmaxHead(classes, elem_shape(*out_ranges[-1]))
+            stages.append(_Stage("argmax", "argmax", [], head, (classes,), (classes,)))
+        else:
+            head = RawHead(classes, elem_shape(*out_ranges[-1]))
+            stages.append(_Stage("output", "raw", [], head, (classes,), (classes,)))
 
         links = [(f"input ({model_channels(self.model)} channels)", _payload_layout(self._input_signature())),
                  *((s.name, _payload_layout(s.engine.signature.members["o"].signature)) for s in stages[:-1])]
@@ -404,7 +421,7 @@ def manifest(top: Accelerator, name: str = "hwgen_top") -> dict:
     c = model.input_shape[0]
     b = model.input_bits
     n, sb = top.classes, top.score_shape.width
-    ab = index_bits(n)
+    ab = index_bits(n) if top.argmax else 0
     return {
         "format": MANIFEST_FORMAT,
         "version": MANIFEST_VERSION,
@@ -413,7 +430,8 @@ def manifest(top: Accelerator, name: str = "hwgen_top") -> dict:
         "ports": {
             "pixels": {"channels": c, "bits": b, "payload_width": c * b},
             "result": {"classes": n, "score_bits": sb, "score_signed": bool(top.score_shape.signed),
-                       "argmax_offset": n * sb, "argmax_bits": ab, "payload_width": n * sb + ab},
+                       "argmax_offset": n * sb, "argmax_bits": ab, "payload_width": n * sb + ab,
+                       "argmax": top.argmax},
         },
         "input_shape": list(model.input_shape),
         "cycles_per_image": top.cycles_per_image,
@@ -428,8 +446,8 @@ def manifest(top: Accelerator, name: str = "hwgen_top") -> dict:
 
 
 def generate(model: ir.Model, out_dir, folding: dict | None = None, name: str = "hwgen_top",
-             target_cycles: int | None = None) -> dict:
-    """Elaborate ``model`` and write ``out_dir/<name>.v`` and ``out_dir/manifest.json``.
+             target_cycles: int | None = None, argmax: bool = True) -> dict:
+    """Elaborate ``model`` (``argmax``: see :class:`Accelerator`) and write ``out_dir/<name>.v`` and ``out_dir/manifest.json``.
 
     Both files are complete or absent: everything is elaborated before anything is written,
     and each file goes through a temporary file and a rename. The Verilog starts with
@@ -437,7 +455,7 @@ def generate(model: ir.Model, out_dir, folding: dict | None = None, name: str = 
     """
     if not name.isidentifier():
         raise ValueError(f"top-level name {name!r} is not a valid Verilog identifier")
-    top = Accelerator(model, folding, target_cycles=target_cycles)
+    top = Accelerator(model, folding, target_cycles=target_cycles, argmax=argmax)
     doc = manifest(top, name)
     text = "`timescale 1ns/1ps\n" + verilog.convert(top, name=name, emit_src=False)
     out = Path(out_dir)
