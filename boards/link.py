@@ -334,12 +334,13 @@ class _Parser(wiring.Component):
                         pixel_done(m)
                         with m.If((pix == p - 1) & (images == 1)):
                             m.next = "CRC_LO"
-                    with m.Else():
-                        with m.Switch(chan):
-                            for i in range(c - 1):
-                                with m.Case(i):
-                                    m.d.sync += held[i].eq(self.byte)
-                        m.d.sync += chan.eq(chan + 1)
+                    if c > 1:
+                        with m.Else():
+                            with m.Switch(chan):
+                                for i in range(c - 1):
+                                    with m.Case(i):
+                                        m.d.sync += held[i].eq(self.byte)
+                            m.d.sync += chan.eq(chan + 1)
                 with m.Elif(timed_out):
                     finish(m, frame.Status.SHORT, pad=True)
             with m.State("CRC_LO"):

@@ -47,9 +47,10 @@ exclude_patterns = ["_build"]
 nitpicky = True
 nitpick_ignore_regex = [
     (r"py:.*", r"hwgen\.(.*\.)?_\w+"),  # private bases (show-inheritance names them)
-    (r"py:.*", r"(numpy|np|torch|nn|amaranth|cocotb|rich|ShapeLike|pathlib|os|typing|collections|concurrent|argparse|"
-               r"dataclasses|enum|io|json|types|Path|PathLike|ndarray|Tensor|Module|Signal|Value|"
-               r"ShapeCastable|Shape|wiring|stream|data|Elaboratable|Component|Signature)(\..*)?"),
+    (r"py:.*", r"(numpy|np|torch|nn|amaranth|cocotb|rich|ShapeLike|pathlib|os|typing|"
+               r"collections|concurrent|argparse|dataclasses|enum|io|json|types|Path|PathLike|"
+               r"ndarray|Tensor|Module|Signal|Value|ShapeCastable|Shape|wiring|stream|data|"
+               r"Elaboratable|Component|Signature)(\..*)?"),
     # numpydoc type fields are free text ("path, dict or list of them", "(C, H, W)"): a word
     # in one is a class reference only when it names an hwgen class.
     (r"py:class", r"(?!hwgen\.).*"),

@@ -1,4 +1,8 @@
-"""hwgen: trained multiplication-free networks to verified FPGA accelerators."""
+"""hwgen: trained multiplication-free networks to verified FPGA accelerators.
+
+``hwgen.convert(model, calibration, test, ...)`` is the Python API (:mod:`hwgen.api`); it is
+imported on first use, so that ``import hwgen.hw`` does not pull in PyTorch.
+"""
 
 import sys as _sys
 from importlib.util import spec_from_file_location as _spec_from_file_location
@@ -25,5 +29,16 @@ class _SourceTreeFinder:
         return _spec_from_file_location(name, init, submodule_search_locations=[str(init.parent)])
 
 
-if not all((_Path(__file__).parent / name.split(".")[1]).is_dir() for name in _MAPPED):
-    _sys.meta_path.append(_SourceTreeFinder)
+# First, before a stale hwgen/sim/__pycache__ can pass for a namespace package; not in a wheel.
+if not all((_Path(__file__).parent / n.split(".")[1] / "__init__.py").is_file() for n in _MAPPED):
+    _sys.meta_path.insert(0, _SourceTreeFinder)
+
+__all__ = ["convert", "Build"]
+
+
+def __getattr__(name):
+    if name in ("convert", "Build"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'hwgen' has no attribute {name!r}")

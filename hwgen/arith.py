@@ -19,7 +19,7 @@ __all__ = ["Arithmetic", "INT64_MAX", "bits_for", "signed_bits_for", "csd", "csd
 INT64_MAX = (1 << 63) - 1
 
 
-class Arithmetic(enum.Enum):
+class Arithmetic(str, enum.Enum):
     """What one weight tap computes: the one vocabulary of the IR, the quantizer and the lanes.
 
     ``L1``: ``-|x - w|`` summed (AdderNet, the Winograd lanes); ``SHIFT``: ``sign * (x << p)``

@@ -222,12 +222,15 @@ def make_parser() -> argparse.ArgumentParser:
                    help="data set: x (N×C×H×W), y, optional classes/split (default: the digits)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--set", action="append", metavar="NAME=VALUE",
-                   help="architecture option, e.g. --set mode=q, --set freeze=shift (repeatable)")
+                   help="architecture option, e.g. --set kernel=5,3 --set padding=2,1 --set "
+                        "input_size=12x16 --set mode=q (repeatable)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("build", help="quantize a model and write its Verilog, test vectors and manifest")
     p.add_argument("model", nargs="?", default=None,
-                   help="checkpoint (.pt) or integer model (folder or model.json); default: the embedded model")
+                   help="checkpoint (.pt), torch.export program (.pt2, loading runs no code), "
+                        "path.py:function returning the module (runs that file), or integer model "
+                        "(folder or model.json); default: the embedded model")
     p.add_argument("--out", required=True, help="build folder to write")
     p.add_argument("--data", default=None, metavar="D.npz",
                    help="data set for calibration and test vectors (default: the digits)")
@@ -311,7 +314,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("flow", help="build, simulate and synthesize in one go (default: the embedded model)")
-    p.add_argument("model", nargs="?", default=None)
+    p.add_argument("model", nargs="?", default=None, help="as for 'hwgen build'")
     p.add_argument("--out", default="build/digits")
     p.add_argument("--data", default=None, metavar="D.npz", help="data set (default: the digits)")
     p.add_argument("--device", default="ice40-up5k")

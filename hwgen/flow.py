@@ -46,18 +46,48 @@ def load_model(source: str | os.PathLike | None, act_bits: int = 8, weight_bits:
             model = ir.Model.load(path)
             dataset_for(model.meta.get("data"), dataset, str(path))
             return model
+        from . import capture
+
+        if capture.is_module_source(source):  # a .pt2 file or path.py:function
+            module, stem = capture.load_module(source)
+            dataset = dataset_for(None, dataset, str(source))
+            return quantize_module(module, dataset, f"{dataset.name}-{stem}", act_bits, weight_bits)
     from .nn.checkpoint import embedded_checkpoint, load_checkpoint
-    from .quant import quantize
+    from .nn.models import input_shape
 
     path = embedded_checkpoint() if source is None else Path(source)
     module, info = load_checkpoint(path)
     dataset = dataset_for(info["metrics"].get("data"), dataset, str(path))
     config = info.get("config", {})
     if "input_size" in config:
-        shape = (config.get("in_channels", 1), config["input_size"], config["input_size"])
-        dataset.check_model(shape, config.get("num_classes", dataset.num_classes), f"model {path}")
+        dataset.check_model(input_shape(config), config.get("num_classes", dataset.num_classes),
+                            f"model {path}")
+    return quantize_module(module, dataset, f"{dataset.name}-{info.get('arch', 'model')}",
+                           act_bits, weight_bits)
+
+
+def quantize_module(module, dataset: data.Dataset, name: str, act_bits: int = 8,
+                    weight_bits: int = 8) -> ir.Model:
+    """Quantize a float ``module`` (see :mod:`hwgen.capture`), calibrated on ``dataset``'s
+    training images and tested on its test images; the model records the data set."""
+    import torch
+
+    from .quant import quantize
+
+    with torch.no_grad():
+        try:
+            out = module.eval()(torch.as_tensor(np.array(dataset.x_train[:2])))
+        except Exception as e:  # noqa: BLE001 -- shapes that do not fit: the user's to mend
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise data.DataError(f"data set {dataset.name!r} has "
+                                 f"{'×'.join(map(str, dataset.input_shape))} images; the model "
+                                 f"does not take them ({type(e).__name__}: {first})") from None
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        raise ir.ModelError(f"the model must return one (N, outputs) tensor, got "
+                            f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out)}")
+    dataset.check_model(dataset.input_shape, int(out.shape[1]), "the model")
     model = quantize(module, dataset.x_train, act_bits=act_bits, weight_bits=weight_bits,
-                     name=f"{dataset.name}-{info.get('arch', 'model')}", classes=list(dataset.classes),
+                     name=name, classes=list(dataset.classes),
                      x_test=dataset.x_test, y_test=dataset.y_test)
     model.meta["data"] = dataset.describe()
     return model

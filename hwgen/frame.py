@@ -81,6 +81,17 @@ class Reply:
     results: tuple[Result, ...] = field(default=())
 
 
+def image_bytes(image) -> bytes:
+    """A ``(C, H, W)`` integer image (values 0..255) as a request carries it: raster order,
+    the ``C`` values of a pixel together, channel 0 first, one byte each."""
+    import numpy as np
+
+    image = np.asarray(image)
+    if image.ndim != 3 or image.min(initial=0) < 0 or image.max(initial=0) > 255:
+        raise FrameError(Status.BAD_LENGTH, "an image is C×H×W values in 0..255")
+    return np.transpose(image, (1, 2, 0)).astype(np.uint8).tobytes()
+
+
 def encode_request(images: list[bytes]) -> bytes:
     """One request frame carrying ``images`` (each the accelerator's input bytes, all one size)."""
     if not 1 <= len(images) <= MAX_COUNT:

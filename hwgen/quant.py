@@ -1,6 +1,7 @@
 """The quantizer: a trained PyTorch model (:mod:`hwgen.nn`) → an integer model (:mod:`hwgen.ir`).
 
-Supported module sequences (a flat or nested :class:`torch.nn.Sequential`):
+Supported module sequences (a chain, as :func:`hwgen.capture.capture` reads it: a flat or nested
+:class:`torch.nn.Sequential`, or a ``forward()`` of these modules and their functional forms):
 
 * a weight layer optionally followed by ``BatchNorm2d | BatchNorm1d`` and ``ReLU``: the weight
   layer plus one :class:`hwgen.ir.Requant` (BatchNorm folded, ReLU fused).  Weight layers:
@@ -12,15 +13,7 @@ Supported module sequences (a flat or nested :class:`torch.nn.Sequential`):
   - ``nn.Conv2d | nn.Linear`` (the multiplier baseline; a bias is folded into the requantizer's
     bias; no groups or dilation) → ``ir.Conv2d | ir.Dense``;
 
-* ``MaxPool2d`` (square kernel, stride and padding; floor mode), ``Flatten``: mapped 1:1;
-* ``AvgPool2d`` (square, floor mode) and ``AdaptiveAvgPool2d(1)`` (global average pooling):
-  ``ir.SumPool2d`` / ``ir.GlobalSumPool2d``, the sum without the divider ``d`` (``size²``,
-  ``divisor_override`` or ``H·W``): the sum's codes have ``1/d`` of the activations' scale,
-  which the next weight layer's input scale (and so its requantizer) takes, so the hardware
-  needs no divider.  The activations before the pools are calibrated, and the requantizer
-  before them outputs at ``d`` times the next layer's input scale;
-* ``ReLU6`` and ``Hardtanh`` after a weight layer: clamps, the requantizer's ``clamp_lo`` /
-  ``clamp_hi`` at the codes of their bounds (``Hardtanh`` with a negative bound: signed);
+* ``MaxPool2d`` (kernel = stride, no padding), ``Flatten``: mapped 1:1;
 * ``Identity`` and ``Dropout`` (no-ops at inference) are dropped.
 
 Two weight layers may follow each other directly (ShiftAddNet's shift → adder pair): the first
@@ -93,169 +86,115 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import golden, ir
+from . import capture, golden, ir
 from .ir import csd_round
-from .nn.adder import AdderConv2d, AdderLinear
-from .nn.shift import ShiftConv2d, ShiftLinear
-from .nn.winograd import WinogradAdderConv2d
+from .kinds import Quantizer, registered
 
 __all__ = ["quantize", "quantize_input", "float_reference", "csd_round"]
 
 
 # --------------------------------------------------------------------------- helpers
 
-_ADDER = (AdderConv2d, AdderLinear)
-_SHIFT = (ShiftConv2d, ShiftLinear)
-_MAC = (nn.Conv2d, nn.Linear)
-_WINOGRAD = (WinogradAdderConv2d,)
-_WEIGHT = _ADDER + _SHIFT + _MAC + _WINOGRAD
-_CONV = (AdderConv2d, ShiftConv2d, nn.Conv2d, WinogradAdderConv2d)  # 4-D weight layers, followed by BatchNorm2d
-
-
 @dataclass
 class _Stage:
-    """One unit of the integer model, in order."""
+    """One unit of the integer model, in order: a module and the quantizer of its kind
+    (:class:`hwgen.kinds.Quantizer`), with the BatchNorm and ReLU a weight layer absorbs."""
 
-    kind: str                       # "weight", "pool", "flatten"
-    module: nn.Module | None = None
+    handler: Quantizer
+    module: nn.Module
     bn: nn.Module | None = None
     relu: bool = False
-    pool: int = 0
-    act: nn.Module | None = None        # ReLU, ReLU6 or Hardtanh after the weight layer
+    act: nn.Module | None = None             # ReLU, ReLU6 or Hardtanh after the weight layer
     clip: tuple[float, float] | None = None  # ReLU6 / Hardtanh bounds: the requantizer's clamp
-    divisor: int = 1                    # average pool: the sum's divider (global: set by the trace)
-
-    @property
-    def arithmetic(self) -> str:
-        """``"adder"``, ``"shift"``, ``"winograd"`` or ``"mac"`` for a weight stage."""
-        m = self.module
-        if isinstance(m, _WINOGRAD):
-            return "winograd"
-        return "adder" if isinstance(m, _ADDER) else "shift" if isinstance(m, _SHIFT) else "mac"
 
 
 _SKIP = (nn.Identity, nn.Dropout)
+_BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
-def _leaves(model: nn.Module, prefix=""):
-    if isinstance(model, nn.Sequential):
-        for name, child in model.named_children():
-            yield from _leaves(child, f"{prefix}{name}.")
-    else:
-        yield prefix.rstrip(".") or type(model).__name__, model
+def _handlers() -> dict[type, Quantizer]:
+    """Every PyTorch module class a registered layer kind takes, and its quantizer."""
+    return {t: q for cls in registered() for q in cls.quantizers for t in q.modules()}
+
+
+def _handler(module: nn.Module, handlers: dict[type, Quantizer]) -> Quantizer | None:
+    """The quantizer of ``module``'s most specific class that has one."""
+    return next((handlers[t] for t in type(module).__mro__ if t in handlers), None)
 
 
 def _unsupported(name, module, why=""):
-    supported = ("AdderConv2d, AdderLinear, ShiftConv2d, ShiftLinear, WinogradAdderConv2d, Conv2d, Linear, "
-                 "BatchNorm1d/2d, ReLU, ReLU6, Hardtanh, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d(1), Flatten, "
-                 "Dropout, Identity")
-    raise ir.ModelError(f"quantize: module {name!r} of type {type(module).__name__} is not supported"
-                        f"{why} (supported: {supported})")
-
-
-def _pair(v):
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-
-
-def _check_conv(name, m: nn.Conv2d):
-    """An ``nn.Conv2d`` the integer conv can express: square stride and padding, no groups or dilation."""
-    stride, padding = _pair(m.stride), m.padding
-    if (isinstance(padding, str) or _pair(padding)[0] != _pair(padding)[1] or stride[0] != stride[1]
-            or _pair(m.dilation) != (1, 1) or m.groups != 1 or m.padding_mode != "zeros"):
-        _unsupported(name, m, " with these options: only equal stride and padding in both dimensions, "
-                              "zero padding, no dilation, groups=1")
-
-
-def _conv_geometry(m) -> tuple[int, int]:
-    """``(stride, padding)`` of a conv-type module as ints."""
-    return int(_pair(m.stride)[0]), int(_pair(m.padding)[0])
+    supported = ", ".join([t.__name__ for t in _handlers()]
+                          + ["BatchNorm1d/2d", "ReLU", "ReLU6", "Hardtanh", "Dropout", "Identity"])
+    raise ir.ModelError(f"quantize: module {name!r} of type {type(module).__name__} is not "
+                        f"supported{why} (supported: {supported})")
 
 
 def _parse(model: nn.Module) -> list[_Stage]:
     stages: list[_Stage] = []
-    leaves = [(n, m) for n, m in _leaves(model) if not isinstance(m, _SKIP)]
-    for name, m in leaves:
+    handlers = _handlers()
+    before = capture.INPUT
+    for node in capture.capture(model):
+        name, m = node.name, node.module
+        if isinstance(m, capture.Add):
+            _unsupported(name, m, " (x + y, a residual add): the integer model is a chain of layers")
+        if node.inputs != (before,):
+            raise ir.ModelError(f"quantize: node {name!r} reads {', '.join(node.inputs)}, not the "
+                                f"node before it ({before}); the integer model is a chain of layers")
+        before = name
+        if isinstance(m, _SKIP):
+            continue
         last = stages[-1] if stages else None
-        if isinstance(m, _WEIGHT):
-            if isinstance(m, nn.Conv2d):
-                _check_conv(name, m)
-            if isinstance(m, _WINOGRAD) and m.p != 1.0:
-                _unsupported(name, m, f" with p = {m.p}: the integer model is l1 (p = 1); finish the "
-                                      f"l2-to-l1 schedule (it ends at p = 1)")
-            if isinstance(m, _WINOGRAD) and _pair(getattr(m, "stride", 1)) != (1, 1):
-                # The one refusal of a strided Winograd layer: the IR node has no stride.
-                _unsupported(name, m, f" with stride {m.stride}: the Winograd F(2×2, 3×3) engine "
-                                      f"computes stride 1 only; use an AdderConv2d for stride 2")
-            stages.append(_Stage("weight", module=m))
-        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            want = nn.BatchNorm2d if (last and isinstance(last.module, _CONV)) else nn.BatchNorm1d
-            if last is None or last.kind != "weight" or last.bn is not None or last.relu or not isinstance(m, want):
-                _unsupported(name, m, " here: a BatchNorm must directly follow a weight layer of matching rank")
+        weighted = last is not None and last.handler.weighted
+        if isinstance(m, nn.Flatten) and last is not None and (
+                isinstance(last.module, nn.Flatten) or (weighted and last.handler.rank == 2)):
+            continue  # a flatten of a flat (N, K) tensor changes nothing
+        handler = _handler(m, handlers)
+        if handler is not None:
+            why = handler.check(m)
+            if why:
+                _unsupported(name, m, why)
+            stages.append(_Stage(handler, m))
+        elif isinstance(m, _BATCHNORM):
+            want = nn.BatchNorm2d if weighted and last.handler.rank == 4 else nn.BatchNorm1d
+            if not weighted or last.bn is not None or last.relu or not isinstance(m, want):
+                _unsupported(name, m, " here: a BatchNorm must directly follow a weight layer "
+                                      "of matching rank")
             if not m.track_running_stats or m.running_mean is None:
                 _unsupported(name, m, " without running statistics")
             last.bn = m
         elif isinstance(m, (nn.ReLU, nn.Hardtanh)):  # nn.ReLU6 is a Hardtanh
-            if last is None or last.kind != "weight" or last.act is not None:
-                _unsupported(name, m, f" here: a {type(m).__name__} must follow a weight layer or its "
-                                      f"BatchNorm")
+            if not weighted or last.act is not None:
+                _unsupported(name, m, f" here: a {type(m).__name__} must follow a weight layer or "
+                                      f"its BatchNorm")
             last.act = m
             if isinstance(m, nn.Hardtanh):
                 if not m.min_val < m.max_val:
                     _unsupported(name, m, f" with min_val {m.min_val} >= max_val {m.max_val}")
                 last.clip = (float(m.min_val), float(m.max_val))
             last.relu = last.clip is None or last.clip[0] >= 0
-        elif isinstance(m, nn.AvgPool2d):
-            k, s = m.kernel_size, m.stride if m.stride is not None else m.kernel_size
-            if (len(set(_pair(k))) != 1 or len(set(_pair(s))) != 1 or len(set(_pair(m.padding))) != 1
-                    or m.ceil_mode or (_pair(m.padding)[0] and not m.count_include_pad)):
-                _unsupported(name, m, " with these options: only a square kernel, stride and padding, "
-                                      "floor mode, count_include_pad with padding")
-            k = int(_pair(k)[0])
-            stages.append(_Stage("pool", module=m, pool=k, divisor=int(m.divisor_override or k * k)))
-        elif isinstance(m, nn.AdaptiveAvgPool2d):
-            if _pair(m.output_size) != (1, 1):
-                _unsupported(name, m, f" with output_size {m.output_size}: only 1 (global average "
-                                      f"pooling)")
-            stages.append(_Stage("pool", module=m, divisor=0))
-        elif isinstance(m, nn.MaxPool2d):
-            k, s = m.kernel_size, m.stride if m.stride is not None else m.kernel_size
-            if (len(set(_pair(k))) != 1 or len(set(_pair(s))) != 1 or len(set(_pair(m.padding))) != 1
-                    or _pair(m.dilation) != (1, 1) or m.ceil_mode):
-                _unsupported(name, m, " with these options: only a square kernel, stride and padding, "
-                                      "no dilation, floor mode")
-            stages.append(_Stage("pool", module=m, pool=int(_pair(k)[0])))
-        elif isinstance(m, nn.Flatten):
-            if m.start_dim != 1 or m.end_dim != -1:
-                _unsupported(name, m, " with start_dim/end_dim other than 1/-1")
-            stages.append(_Stage("flatten"))
         else:
             _unsupported(name, m)
-    if not stages or not any(s.kind == "weight" for s in stages):
-        raise ir.ModelError("quantize: the model has no weight layer (adder, shift, conv or linear)")
+    if not any(s.handler.weighted for s in stages):
+        raise ir.ModelError("quantize: the model has no weight layer (adder, shift, conv or "
+                            "linear)")
     return stages
 
 
 @torch.no_grad()
 def _trace(stages: list[_Stage], x: torch.Tensor) -> list[dict]:
-    """Float tensors of every stage: input, the weight layer's raw output (without a bias), the output."""
+    """Float tensors of every stage: input, the weight layer's raw output (without a bias),
+    the output."""
     out = []
     for st in stages:
         rec = {"in": x}
-        if st.kind == "weight":
-            a = st.module(x)
-            bias = getattr(st.module, "bias", None) if isinstance(st.module, _MAC) else None
-            rec["acc"] = a if bias is None else a - bias.reshape((1, -1) + (1,) * (a.dim() - 2))
+        x = st.module(x)
+        if st.handler.weighted:
+            bias = st.handler.bias(st.module)
+            rec["acc"] = x if bias is None else x - bias.reshape((1, -1) + (1,) * (x.dim() - 2))
             if st.bn is not None:
-                a = st.bn(a)
+                x = st.bn(x)
             if st.act is not None:
-                a = st.act(a)
-            x = a
-        elif st.kind == "pool":
-            if isinstance(st.module, nn.AdaptiveAvgPool2d):
-                st.divisor = int(x.shape[2] * x.shape[3])
-            x = st.module(x)
-        else:
-            x = x.flatten(1)
+                x = st.act(x)
         rec["out"] = x
         out.append(rec)
     return out
@@ -271,8 +210,9 @@ def _calib_max(t: torch.Tensor, percentile: float) -> float:
 
 
 def _bn_affine(st: _Stage, channels: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(A_c, B_c)`` of ``z = A_c * acc + B_c``: BatchNorm folded, with a multiplier layer's bias."""
-    bias = getattr(st.module, "bias", None) if isinstance(st.module, _MAC) else None
+    """``(A_c, B_c)`` of ``z = A_c * acc + B_c``: BatchNorm folded, with a multiplier layer's
+    bias."""
+    bias = st.handler.bias(st.module)
     bias = np.zeros(channels) if bias is None else bias.detach().double().numpy()
     if st.bn is None:
         return np.ones(channels), bias
@@ -282,94 +222,6 @@ def _bn_affine(st: _Stage, channels: int) -> tuple[np.ndarray, np.ndarray]:
     beta = bn.bias.detach().double().numpy() if bn.affine else np.zeros(channels)
     a = gamma / np.sqrt(var + bn.eps)
     return a, beta + a * (bias - bn.running_mean.double().numpy())
-
-
-def _input_scale(st: _Stage, a: float, signed: bool, act_bits: int, weight_bits: int,
-                 divisor: int = 1) -> float:
-    """Scale of the tensor feeding weight stage ``st`` (see the module docstring); after average
-    pools, the scale of their sum of ``divisor`` activation codes."""
-    top = (1 << (act_bits - 1)) - 1 if signed else (1 << act_bits) - 1
-    s = a / (top * divisor)
-    if st.arithmetic == "adder":
-        w = st.module.weight.detach().double().numpy()
-        w_top = float(np.abs(w).max()) if signed else float(w.max())
-        w_max = max(0.0, min(w_top, a))
-        s = max(s, w_max / ((1 << (weight_bits - 1)) - 1))
-    return s
-
-
-def _adder_weights(module, s_in: float, weight_bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """Integer adder weights on the input's scale, clipped, and the per-channel clipping offset."""
-    w_lim = (1 << (weight_bits - 1)) - 1
-    w_lo = -(1 << (weight_bits - 1))
-    w = module.weight.detach().double().numpy()
-    wq = np.round(w / s_in).astype(np.int64)
-    # Clipping a weight changes |x - w| by a constant while x stays on the same side of it (see the
-    # module docstring): acc_int = acc_true + offset, removed in the requantizer.
-    clipped = np.clip(wq, w_lo, w_lim)
-    offset = np.abs(wq - clipped).reshape(len(wq), -1).sum(axis=1)
-    return clipped, offset
-
-
-def _winograd_weights(module, s_in: float):
-    """Integer Winograd layer parts: ``(u, bt, at, acc_scale_factor)``.
-
-    ``bt``/``at`` are the float ``Bᵀ``/``Aᵀ`` times ``kb``/``ka`` (2 if the matrix has a ``½``
-    entry, else 1), so ``V_int = bt d_int btᵀ`` is ``V / (s_in / kb²)`` and ``u = round(U kb² / s_in)``
-    is on the same scale (the adder rule).  ``u`` is not clipped: its width is its own (the ranges
-    of :class:`hwgen.ir.WinogradAdderConv2d` follow it).  Clipping, as the direct adder layers do,
-    is not exact here: a clipped entry changes ``|u - V|`` by a constant (``V`` stays on one side),
-    but ``at · atᵀ`` turns the constants of the 16 lanes into a different constant for each of the
-    four positions of an output tile, while the requantizer's bias is one per channel.  And trained
-    ``U`` goes far beyond the range of ``V`` (on digits, a quarter of the first layer's entries lie
-    outside their lane's range, down to about 9 × the input's full scale: such a lane is the linear
-    function ``V - U`` of its input), so clipping to ``V``'s width costs accuracy (measured: 94.7 %
-    integer against 98.1 % float) where keeping ``u`` exact costs about three bits of lane width.
-    One accumulator LSB is worth ``s_in / (kb² ka²)``.
-    """
-    bt_f = module.bt.double().numpy()
-    at_f = module.at.double().numpy()
-    kb = 2 if np.any(np.abs(bt_f) == 0.5) else 1
-    ka = 2 if np.any(np.abs(at_f) == 0.5) else 1
-    bt = np.round(bt_f * kb).astype(np.int64)
-    at = np.round(at_f * ka).astype(np.int64)
-    u = np.round(module.weight.detach().double().numpy() * kb * kb / s_in)
-    if np.abs(u).max(initial=0) >= 2.0 ** 40:
-        raise ir.ModelError(f"quantize: Winograd weights of {np.abs(u).max():.3g} input LSBs "
-                            f"do not fit an integer lane")
-    return u.astype(np.int64), bt, at, 1.0 / (kb * kb * ka * ka)
-
-
-def _shift_weights(name: str, module) -> tuple[np.ndarray, np.ndarray, int]:
-    """``(sign, shift, max_shift)`` of a shift layer: the integer weight ``sign << (p - pmin)``."""
-    sign, p = module.exported()
-    max_shift = module.pmax - module.pmin
-    if max_shift > 30:
-        raise ir.ModelError(f"quantize: shift layer {name!r} has prange ({module.pmin}, {module.pmax}), "
-                            f"{max_shift} shifts wide; the integer model allows at most 30")
-    return sign, (p - module.pmin).astype(np.int64), int(max_shift)
-
-
-def _mac_weights(module, weight_bits: int, per_channel: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric integer weights and the weight scale of every output channel."""
-    w_lim = (1 << (weight_bits - 1)) - 1
-    w = module.weight.detach().double().numpy()
-    flat = np.abs(w).reshape(len(w), -1)
-    peak = flat.max(axis=1) if per_channel else np.full(len(w), flat.max())
-    ws = np.where(peak > 0, peak / w_lim, 1.0)
-    wq = np.clip(np.round(w / ws.reshape((-1,) + (1,) * (w.ndim - 1))), -w_lim, w_lim).astype(np.int64)
-    return wq, ws
-
-
-def _pool_layer(name: str, st: _Stage, in_shape) -> ir.Layer:
-    """The integer layer of a pool stage: a max pool, or an average pool's sum (its divider goes
-    into the scale)."""
-    m = st.module
-    if isinstance(m, nn.AdaptiveAvgPool2d):
-        return ir.GlobalSumPool2d(name=name, height=int(in_shape[2]), width=int(in_shape[3]))
-    stride = int(_pair(m.stride if m.stride is not None else m.kernel_size)[0])
-    cls = ir.MaxPool2d if isinstance(m, nn.MaxPool2d) else ir.SumPool2d
-    return cls(name=name, size=st.pool, stride=stride, padding=int(_pair(m.padding)[0]))
 
 
 def _clamp_codes(clip, s_out: float, out_bits: int, relu: bool) -> dict:
@@ -419,22 +271,25 @@ def quantize(model: nn.Module, x_calib: np.ndarray, act_bits: int = 8, weight_bi
     model.eval()
     stages = _parse(model)
     trace = _trace(stages, torch.from_numpy(x_calib))
-    weights = [i for i, st in enumerate(stages) if st.kind == "weight"]
+    weights = [i for i, st in enumerate(stages) if st.handler.weighted]
 
     # Scale of every tensor that feeds a weight layer.  Its input is signed when the weight layer
     # before it has no ReLU (the image, before the first, is unsigned).
     in_scale: dict[int, float] = {}
     signed_in: dict[int, bool] = {}
+    # Average pools: their integer layer is the sum of ``d`` codes, worth 1/d of the codes' scale.
+    div = [st.handler.divisor(st.module, tuple(rec["in"].shape)) for st, rec in zip(stages, trace)]
     divisors: dict[int, int] = {}
     for k, i in enumerate(weights):
         signed = k > 0 and not stages[weights[k - 1]].relu
         before = weights[k - 1] + 1 if k else 0
-        divisors[i] = int(np.prod([st.divisor for st in stages[before:i]]))  # 1 but for avg pools
+        divisors[i] = int(np.prod(div[before:i]))
         # After average pools, the activations are those before them: their sum is what the
-        # layer takes, at 1/divisor of their scale.
+        # layer takes, at 1/d of their scale (the sum's top code is d times theirs).
         x_in = trace[i]["in"] if divisors[i] == 1 else trace[before]["in"]
         a = _calib_max(x_in.abs() if signed else x_in, percentile)
-        s = _input_scale(stages[i], a, signed, act_bits, weight_bits, divisors[i])
+        top = (1 << (act_bits - 1)) - 1 if signed else (1 << act_bits) - 1
+        s = stages[i].handler.input_scale(stages[i].module, a, top * divisors[i], signed, weight_bits)
         if s <= 0:
             raise ir.ModelError(f"quantize: the input of weight layer {k} ({type(stages[i].module).__name__}) "
                                 f"is all zero on the calibration images")
@@ -446,61 +301,31 @@ def quantize(model: nn.Module, x_calib: np.ndarray, act_bits: int = 8, weight_bi
     layers: list[ir.Layer] = []
     scales: list[float] = []
     csd_err: dict[str, float] = {}
-    offsets: dict[str, list[int]] = {}
-    channel_scales: dict[str, list[float]] = {}
-    counters = {"conv": 0, "dense": 0, "requant": 0, "pool": 0, "flatten": 0}
+    layer_meta: dict[str, dict] = {"adder_offsets": {}}  # per key: {layer name: value}
+    options = {"weight_bits": weight_bits, "mac_per_channel": mac_per_channel}
+    counters: dict[str, int] = {}
 
-    def new_name(kind):
-        n = f"{kind}{counters[kind]}"
-        counters[kind] += 1
-        return n
+    def new_name(prefix):
+        counters[prefix] = counters.get(prefix, -1) + 1
+        return f"{prefix}{counters[prefix]}"
 
     for i, st in enumerate(stages):
-        if st.kind == "pool":
-            layers.append(_pool_layer(new_name("pool"), st, trace[i]["in"].shape))
-            scale /= st.divisor
-            scales.append(scale)
-            continue
-        if st.kind == "flatten":
-            layers.append(ir.Flatten(name=new_name("flatten")))
+        if not st.handler.weighted:
+            layers.append(st.handler.layer_for(st.module, new_name(st.handler.prefix),
+                                               tuple(trace[i]["in"].shape)))
+            scale /= div[i]
             scales.append(scale)
             continue
         # ---- weight layer: integer weights and the real value of one accumulator LSB (per channel)
         s_in = in_scale[i]
         if not math.isclose(s_in, scale, rel_tol=1e-12):
             raise AssertionError(f"scale mismatch at stage {i}")  # the scale plan is one chain
-        m = st.module
-        is_conv = isinstance(m, _CONV)
-        lname = new_name("conv" if is_conv else "dense")
-        geometry = (dict(zip(("stride", "padding"), _conv_geometry(m)))
-                    if is_conv and not isinstance(m, _WINOGRAD) else {})
-        if st.arithmetic == "winograd":
-            uq, bt, at, factor = _winograd_weights(m, s_in)
-            layer = ir.WinogradAdderConv2d(name=lname, u=uq, bt=bt, at=at, padding=m.padding)
-            acc_scale = np.full(len(uq), s_in * factor)
-            offset = np.zeros(len(uq), dtype=np.int64)
-            offsets[lname] = [0] * len(uq)
-            scales.append(s_in * factor)
-        elif st.arithmetic == "adder":
-            wq, offset = _adder_weights(m, s_in, weight_bits)
-            layer = (ir.AdderConv2d if is_conv else ir.AdderDense)(name=lname, weight=wq, **geometry)
-            acc_scale = np.full(len(wq), s_in)
-            offsets[lname] = [int(v) for v in offset]
-            scales.append(s_in)
-        elif st.arithmetic == "shift":
-            sign, shift, max_shift = _shift_weights(lname, m)
-            layer = (ir.ShiftConv2d if is_conv else ir.ShiftDense)(name=lname, sign=sign, shift=shift,
-                                                                    max_shift=max_shift, **geometry)
-            acc_scale = np.full(len(sign), s_in * 2.0 ** m.pmin)
-            offset = np.zeros(len(sign), dtype=np.int64)
-            scales.append(s_in * 2.0 ** m.pmin)
-        else:
-            wq, ws = _mac_weights(m, weight_bits, mac_per_channel)
-            layer = (ir.Conv2d if is_conv else ir.Dense)(name=lname, weight=wq, **geometry)
-            acc_scale = s_in * ws
-            offset = np.zeros(len(wq), dtype=np.int64)
-            channel_scales[lname] = [float(v) for v in ws]
-            scales.append(s_in)
+        lname = new_name(st.handler.prefix)
+        q = st.handler.quantize(st.module, lname, s_in, options)
+        layer, acc_scale, offset = q.layer, q.acc_scale, q.offset
+        scales.append(q.layer_scale)
+        for key, value in q.meta.items():
+            layer_meta.setdefault(key, {})[lname] = value
         layers.append(layer)
 
         # ---- requantizer: BatchNorm folded, ReLU fused
@@ -543,11 +368,10 @@ def quantize(model: nn.Module, x_calib: np.ndarray, act_bits: int = 8, weight_bi
         "percentile": percentile, "score_bits": score_bits,
         "layer_scales": [float(s) for s in scales],
         "requant_max_scale_error": csd_err,
-        "adder_offsets": offsets,
+        "adder_offsets": layer_meta.pop("adder_offsets"),
         "calibration_images": int(len(x_calib)),
+        **layer_meta,
     }
-    if channel_scales:
-        meta["channel_scales"] = channel_scales
     qmodel = ir.Model(name=name, input_shape=(c, h, w), input_bits=act_bits,
                       input_scale=float(in_scale[first] * divisors[first]), layers=layers,
                       classes=list(classes) if classes is not None else [], meta=meta)
@@ -580,7 +404,7 @@ def float_reference(model: nn.Module, x_float: np.ndarray) -> list[np.ndarray]:
     stages = _parse(model)
     out = []
     for st, rec in zip(stages, _trace(stages, torch.as_tensor(np.array(x_float, dtype=np.float32)))):
-        if st.kind == "weight":
+        if st.handler.weighted:
             out.append(rec["acc"].double().numpy())
         out.append(rec["out"].double().numpy())
     return out

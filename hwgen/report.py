@@ -201,7 +201,8 @@ def _as_variant(item, device, vcd=None) -> dict:
                     v[key] = item[key]
             return v
         v = {"name": item.get("name", "variant"), "build_dir": item.get("build_dir"), "notes": list(item.get("notes", [])),
-             "sim_accuracy": item.get("sim_accuracy"), "cycles_per_image": item.get("cycles_per_image")}
+             "sim_accuracy": item.get("sim_accuracy"),
+             "cycles_per_image": item.get("cycles_per_image")}
         for key in ("accuracy", "synth", "energy_ops", "energy_fpga"):
             v[key] = item.get(key)
         if isinstance(v["accuracy"], (int, float)):
@@ -302,7 +303,8 @@ def headline(variants: list[dict]) -> list[dict]:
     for v in variants:
         s = v.get("synth") or {}
         acc = (v.get("accuracy") or {}).get("value")
-        rows.append({"name": v["name"], "accuracy": acc, "luts": s.get("logic_cells") or s.get("luts"),
+        rows.append({"name": v["name"], "accuracy": acc,
+                     "luts": s.get("logic_cells") or s.get("luts"),
                      "fmax_mhz": s.get("fmax_mhz"), "images_per_s": images_per_s(v),
                      "energy_ops_pj": (v.get("energy_ops") or {}).get("total_pj"),
                      "energy_fpga_pj": (v.get("energy_fpga") or {}).get("total_pj")})
@@ -351,7 +353,7 @@ _OP_COLOURS = {"add": "#4C72B0", "absdiff": "#DD8452", "shift": "#55A868", "mult
 _PART_COLOURS = {"logic": "#4C72B0", "clock": "#DD8452", "bram": "#55A868", "dsp": "#C44E52",
                  "static": "#8172B3"}
 #: The panels of the headline figure: (key of :func:`headline`, title, scale, value format).
-_PANELS = (("luts", "LUTs (logic cells)", 1, "{:,.0f}"), ("fmax_mhz", "Fmax (MHz)", 1, "{:.1f}"),
+_PANELS = (("luts", "logic cells (LUTs)", 1, "{:,.0f}"), ("fmax_mhz", "Fmax (MHz)", 1, "{:.1f}"),
            ("images_per_s", "images / s", 1, "{:,.0f}"),
            ("energy_ops_pj", "energy / inference (nJ,\n45 nm op counts, estimate)", 1e-3, "{:.3g}"),
            ("accuracy", "test accuracy (%)", 100, "{:.2f}"))
@@ -366,14 +368,16 @@ def _headline_figure(plt, variants):
 
     rows = headline(variants)
     names = [r["name"] for r in rows]
-    fig, axes = plt.subplots(1, len(_PANELS), figsize=(max(11, 2.2 * len(_PANELS) + 0.25 * len(rows)), 2.9))
+    width = max(11, 2.2 * len(_PANELS) + 0.25 * len(rows))
+    fig, axes = plt.subplots(1, len(_PANELS), figsize=(width, 2.9))
     for ax, (key, title, scale, fmt) in zip(axes, _PANELS):
         vals = [None if r[key] is None else r[key] * scale for r in rows]
         known = [x for x in vals if x is not None]
-        ax.bar(range(len(rows)), [x or 0 for x in vals], color=[_colour(i) for i in range(len(rows))])
+        ax.bar(range(len(rows)), [x or 0 for x in vals],
+               color=[_colour(i) for i in range(len(rows))])
         for x, val in enumerate(vals):
-            ax.text(x, val or 0, "n/a" if val is None else fmt.format(val), ha="center", va="bottom",
-                    fontsize=7)
+            ax.text(x, val or 0, "n/a" if val is None else fmt.format(val), ha="center",
+                    va="bottom", fontsize=7)
         if key == "accuracy" and known:
             # Accuracies differ by tenths of a point: a zero baseline would hide them.
             ax.set_ylim(max(0.0, min(known) - 3), min(100.0, max(known)) + 1)
@@ -420,14 +424,16 @@ def _engine_figure(plt, with_modules):
         for v in with_modules:
             m = v["synth"]["modules"].get(e, 0)
             vals.append((m.get("luts") or 0) if isinstance(m, dict) else (m or 0))
-        ax.bar(labels, vals, bottom=bottom, label=e, color=cmap(k % 20), edgecolor="white", linewidth=0.5)
+        ax.bar(labels, vals, bottom=bottom, label=e, color=cmap(k % 20), edgecolor="white",
+               linewidth=0.5)
         bottom = [b + x for b, x in zip(bottom, vals)]
     for x, total in enumerate(bottom):
         ax.text(x, total, f"{total:,}", ha="center", va="bottom", fontsize=8)
     devices = sorted({v["synth"]["device"] for v in with_modules})
     ax.set_ylabel("LUT4s")
     ax.set_title(f"LUT4s per engine ({', '.join(devices)})", fontsize=9)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="engine", title_fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="engine",
+              title_fontsize=8)
     ax.tick_params(axis="x", rotation=30, labelsize=8)
     ax.spines[["top", "right"]].set_visible(False)
     return fig
@@ -441,7 +447,8 @@ def _energy_ops_figure(plt, with_ops):
         title = f"{with_ops[0]['name']} — op-count energy per layer (estimate)"
     else:
         labels = [v["name"] for v in with_ops]
-        stacks = {op: [v["energy_ops"]["pj_by_op"].get(op, 0.0) for v in with_ops] for op in energy.OP_TYPES}
+        stacks = {op: [v["energy_ops"]["pj_by_op"].get(op, 0.0) for v in with_ops]
+                  for op in energy.OP_TYPES}
         title = "op-count energy per inference by op type (estimate)"
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels) + 3), 3.8))
     bottom = [0.0] * len(labels)
@@ -500,7 +507,8 @@ def _figures(variants: list[dict]) -> list[dict]:
 
     with_ops = [v for v in variants if v.get("energy_ops")]
     if with_ops:
-        figs.append({"id": "energy_ops", "section": "detail", "png": _png(_energy_ops_figure(plt, with_ops)),
+        figs.append({"id": "energy_ops", "section": "detail",
+                     "png": _png(_energy_ops_figure(plt, with_ops)),
                      "title": "Energy breakdown, op counts × 45 nm energies (estimate)",
                      "sources": [v["energy_ops"]["source"] for v in with_ops]})
 
@@ -564,7 +572,8 @@ WINOGRAD_NOTE = ("ratios are direct / Winograd (above 1: the Winograd form needs
 
 
 
-def _table(tid: str, title: str, header: list[str], rows: list[list[str]], sources: list[str]) -> dict:
+def _table(tid: str, title: str, header: list[str], rows: list[list[str]],
+           sources: list[str]) -> dict:
     return {"id": tid, "title": title, "header": header, "rows": rows, "sources": sources}
 
 
@@ -572,10 +581,9 @@ def _headline_table(variants: list[dict]) -> dict:
     rows = [[r["name"], _fmt(None if r["accuracy"] is None else 100 * r["accuracy"], ".2f"),
              _fmt(r["luts"], ","), _fmt(r["fmax_mhz"], ".1f"), _fmt(r["images_per_s"], ",.0f"),
              _fmt_pj(r["energy_ops_pj"]), _fmt_pj(r["energy_fpga_pj"])] for r in headline(variants)]
-    return _table("headline", "Headline", ["variant", "accuracy %", "LUTs", "Fmax MHz", "images/s",
-                                           "energy / inference (45 nm ops, estimate)",
-                                           "energy / image (FPGA, estimate)"],
-                  rows, _headline_sources(variants))
+    header = ["variant", "accuracy %", "logic cells", "Fmax MHz", "images/s",
+              "energy / inference (45 nm ops, estimate)", "energy / image (FPGA, estimate)"]
+    return _table("headline", "Headline", header, rows, _headline_sources(variants))
 
 
 def _tables(variants: list[dict], section: dict | None = None) -> list[dict]:
@@ -587,17 +595,18 @@ def _tables(variants: list[dict], section: dict | None = None) -> list[dict]:
         acc = (v.get("accuracy") or {}).get("value")
         e_ops = (v.get("energy_ops") or {}).get("total_pj")
         e_f = (v.get("energy_fpga") or {}).get("total_pj")
-        rows.append([v["name"], _fmt(None if acc is None else 100 * acc, ".2f"), _fmt(s.get("logic_cells")),
-                     _fmt(s.get("luts")), _fmt(s.get("ffs")), _fmt(s.get("brams")), _fmt(s.get("dsps")),
-                     _fmt(s.get("fmax_mhz"), ".1f"), _fmt(v.get("cycles_per_image")),
-                     _fmt_pj(e_ops), _fmt_pj(e_f)])
-    out = [_table("summary", "Summary", ["variant", "accuracy %", "logic cells", "LUT4", "FF", "BRAM", "DSP",
-                                         "Fmax MHz", "cycles/img", "op-count energy / inference (estimate)",
-                                         "FPGA energy / image (estimate)"],
-                  rows, _headline_sources(variants))]
+        rows.append([v["name"], _fmt(None if acc is None else 100 * acc, ".2f"),
+                     _fmt(s.get("logic_cells")), _fmt(s.get("luts")), _fmt(s.get("ffs")),
+                     _fmt(s.get("brams")), _fmt(s.get("dsps")), _fmt(s.get("fmax_mhz"), ".1f"),
+                     _fmt(v.get("cycles_per_image")), _fmt_pj(e_ops), _fmt_pj(e_f)])
+    header = ["variant", "accuracy %", "logic cells", "LUT4", "FF", "BRAM", "DSP", "Fmax MHz",
+              "cycles/img", "op-count energy / inference (estimate)",
+              "FPGA energy / image (estimate)"]
+    out = [_table("summary", "Summary", header, rows, _headline_sources(variants))]
     if section:
         for k, (title, header, rows) in enumerate(winograd_tables(section)):
-            out.append(_table(f"winograd{k}", title, header, rows, [WINOGRAD_NOTE, section["source"]]))
+            out.append(_table(f"winograd{k}", title, header, rows,
+                              [WINOGRAD_NOTE, section["source"]]))
     for n, v in enumerate(variants):
         eo = v.get("energy_ops")
         if eo:
@@ -613,13 +622,15 @@ def _tables(variants: list[dict], section: dict | None = None) -> list[dict]:
                      f"{r['cells']:.0f}", _fmt_pj(r["pj"])] for r in ef["engines"]]
             rows.append(["parts", "", "", "", "",
                          ", ".join(f"{k} {_fmt_pj(x)}" for k, x in ef["pj_by_part"].items())])
-            coefs = "; ".join(f"{k} = {c['value']:.3g} {c['unit']} ({'ASSUMPTION: ' if c['assumption'] else ''}"
-                              f"{c['source']})" for k, c in ef["coefficients"].items() if isinstance(c, dict))
-            out.append(_table(f"fpga{n}", f"{v['name']}: FPGA energy per engine (estimate, "
-                                          f"{ef['cycles_per_image']:.0f} cycles/image at {ef['fmax_mhz']:.1f} "
-                                          f"MHz, ≈ {ef['power_mw']:.2f} mW)",
-                              ["engine", "layers", "activity (toggles/bit/cycle)", "busy fraction", "cells",
-                               "energy"], rows, [ef["source"], f"Coefficients — {coefs}"]))
+            coefs = "; ".join(f"{k} = {c['value']:.3g} {c['unit']} "
+                              f"({'ASSUMPTION: ' if c['assumption'] else ''}{c['source']})"
+                              for k, c in ef["coefficients"].items() if isinstance(c, dict))
+            title = (f"{v['name']}: FPGA energy per engine (estimate, {ef['cycles_per_image']:.0f} "
+                     f"cycles/image at {ef['fmax_mhz']:.1f} MHz, ≈ {ef['power_mw']:.2f} mW)")
+            header = ["engine", "layers", "activity (toggles/bit/cycle)", "busy fraction", "cells",
+                      "energy"]
+            out.append(_table(f"fpga{n}", title, header, rows,
+                              [ef["source"], f"Coefficients — {coefs}"]))
     return out
 
 
@@ -645,7 +656,8 @@ def _templates():
     return env
 
 
-def _render(name: str, doc: dict, headline_table: dict, tables: list[dict], figs: list[dict]) -> str:
+def _render(name: str, doc: dict, headline_table: dict, tables: list[dict],
+            figs: list[dict]) -> str:
     notes = [(v["name"], n) for v in doc["variants"] for n in v.get("notes", [])]
     text = _templates().get_template(name).render(
         doc=doc, estimates=ESTIMATES, headline=headline_table, tables=tables, notes=notes,

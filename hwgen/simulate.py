@@ -88,20 +88,15 @@ def _check_build_dir(build: Path) -> dict:
     return manifest
 
 
-def simulate(build_dir, simulator: str = "icarus", images: int | None = 16, backpressure: bool = False,
-             waves: bool = False, seed: int = 0, max_cycles: int | None = None, verbose: bool = False) -> dict:
-    """Simulate ``build_dir``'s design on ``images`` test vectors (None: all of them).
-
-    Returns the summary also written to ``build_dir/sim_<simulator>.json``; its ``status``
-    is 0 when every result matched the golden model, 1 otherwise (``mismatches`` lists them).
-    Raises :class:`SimulationError` when the simulation cannot run at all.
-    """
+def run_testbench(simulator: str, sources: list, top: str, sim_dir: Path, test_module: str,
+                  extra_env: dict, waves: bool = False, seed: int = 0,
+                  verbose: bool = False) -> tuple[float, float, float]:
+    """Compile ``sources`` (top module ``top``) in ``sim_dir`` and run the cocotb
+    ``test_module`` on it with ``extra_env``; the times it started, compiled and ended
+    (``time.perf_counter``). The logs are ``sim_dir/build.log`` and ``test.log``; a failed
+    test is the test module's to report (in its result file), a failed compile raises."""
     from cocotb_tools.runner import get_runner  # noqa: PLC0415
 
-    if simulator not in SIMULATORS:
-        raise SimulationError(f"unknown simulator {simulator!r}; pick one of {', '.join(SIMULATORS)}")
-    build = Path(build_dir).resolve()
-    manifest = _check_build_dir(build)
     try:
         if simulator == "icarus":
             require("iverilog")
@@ -110,15 +105,7 @@ def simulate(build_dir, simulator: str = "icarus", images: int | None = 16, back
             require("verilator")
     except ToolError as e:
         raise SimulationError(str(e)) from None
-
-    top = manifest.get("top", "hwgen_top")
-    verilog = build / manifest.get("verilog", "hwgen_top.v")
-    sim_dir = build / "sim" / simulator
-    sim_dir.mkdir(parents=True, exist_ok=True)
-    result_file = sim_dir / "testbench_result.json"
-    result_file.unlink(missing_ok=True)
     build_log, test_log = sim_dir / "build.log", sim_dir / "test.log"
-
     env = tool_env()
     # The test process must import this very hwgen, installed or not.
     root = str(Path(__file__).resolve().parent.parent)
@@ -137,6 +124,48 @@ def simulate(build_dir, simulator: str = "icarus", images: int | None = 16, back
         # this precompiled header" flag, so a design that Verilator splits into several C++
         # files fails to compile; cocotb's runner calls make itself, so name GCC's flag there.
         env["MAKEFLAGS"] = " ".join(filter(None, [env.get("MAKEFLAGS", ""), "CFG_CXXFLAGS_PCH_I=-include"]))
+    env.update(extra_env)
+
+    t0 = time.perf_counter()
+    with _environ(env):
+        runner = _IcarusVCD() if simulator == "icarus" else get_runner(simulator)
+        try:
+            runner.build(sources=sources, hdl_toplevel=top, build_dir=sim_dir, timescale=("1ns", "1ps"),
+                         build_args=build_args, waves=waves, always=simulator == "icarus", log_file=None if verbose else build_log)
+        except (RuntimeError, SystemExit, OSError) as e:
+            raise SimulationError(f"{simulator} could not compile {Path(sources[0]).name}: "
+                                  f"{_last_line(build_log) or e} (log: {build_log})") from None
+        t1 = time.perf_counter()
+        try:
+            runner.test(test_module=test_module, hdl_toplevel=top, build_dir=sim_dir, test_dir=sim_dir,
+                        extra_env=extra_env, waves=waves, seed=seed, timescale=("1ns", "1ps"),
+                        results_xml=str(sim_dir / "results.xml"), log_file=None if verbose else test_log)
+        except (SystemExit, RuntimeError):
+            pass  # the runner exits on a failed test; the testbench's summary says why
+        t2 = time.perf_counter()
+    return t0, t1, t2
+
+
+def simulate(build_dir, simulator: str = "icarus", images: int | None = 16, backpressure: bool = False,
+             waves: bool = False, seed: int = 0, max_cycles: int | None = None, verbose: bool = False) -> dict:
+    """Simulate ``build_dir``'s design on ``images`` test vectors (None: all of them).
+
+    Returns the summary also written to ``build_dir/sim_<simulator>.json``; its ``status``
+    is 0 when every result matched the golden model, 1 otherwise (``mismatches`` lists them).
+    Raises :class:`SimulationError` when the simulation cannot run at all.
+    """
+    if simulator not in SIMULATORS:
+        raise SimulationError(f"unknown simulator {simulator!r}; pick one of {', '.join(SIMULATORS)}")
+    build = Path(build_dir).resolve()
+    manifest = _check_build_dir(build)
+
+    top = manifest.get("top", "hwgen_top")
+    verilog = build / manifest.get("verilog", "hwgen_top.v")
+    sim_dir = build / "sim" / simulator
+    sim_dir.mkdir(parents=True, exist_ok=True)
+    result_file = sim_dir / "testbench_result.json"
+    result_file.unlink(missing_ok=True)
+    test_log = sim_dir / "test.log"
     extra_env = {
         "HWGEN_BUILD_DIR": str(build),
         "HWGEN_IMAGES": "" if images is None else str(int(images)),
@@ -145,25 +174,8 @@ def simulate(build_dir, simulator: str = "icarus", images: int | None = 16, back
         "HWGEN_MAX_CYCLES": "" if max_cycles is None else str(int(max_cycles)),
         "HWGEN_RESULT": str(result_file),
     }
-    env.update(extra_env)
-
-    t0 = time.perf_counter()
-    with _environ(env):
-        runner = _IcarusVCD() if simulator == "icarus" else get_runner(simulator)
-        try:
-            runner.build(sources=[verilog], hdl_toplevel=top, build_dir=sim_dir, timescale=("1ns", "1ps"),
-                         build_args=build_args, waves=waves, always=simulator == "icarus", log_file=None if verbose else build_log)
-        except (RuntimeError, SystemExit, OSError) as e:
-            raise SimulationError(f"{simulator} could not compile {verilog.name}: {_last_line(build_log) or e} "
-                                  f"(log: {build_log})") from None
-        t1 = time.perf_counter()
-        try:
-            runner.test(test_module=TEST_MODULE, hdl_toplevel=top, build_dir=sim_dir, test_dir=sim_dir,
-                        extra_env=extra_env, waves=waves, seed=seed, timescale=("1ns", "1ps"),
-                        results_xml=str(sim_dir / "results.xml"), log_file=None if verbose else test_log)
-        except (SystemExit, RuntimeError):
-            pass  # the runner exits on a failed test; the testbench's summary says why
-        t2 = time.perf_counter()
+    t0, t1, t2 = run_testbench(simulator, [verilog], top, sim_dir, TEST_MODULE, extra_env,
+                               waves=waves, seed=seed, verbose=verbose)
 
     if not result_file.is_file():
         raise SimulationError(f"{simulator} simulation ended without a result: {_last_line(test_log)} "

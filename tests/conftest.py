@@ -4,12 +4,17 @@ import pytest
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False,
                      help="also run the slow tier (training from scratch, long simulations)")
+    parser.addoption("--notebooks", action="store_true", default=False,
+                     help="also run the notebooks tier: every notebooks/*.ipynb top to bottom")
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--runslow"):
-        return
-    skip = pytest.mark.skip(reason="slow tier: run with --runslow")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+    tiers = [("slow", "--runslow", "slow tier: run with --runslow"),
+             ("notebooks", "--notebooks", "notebooks tier: run with --notebooks")]
+    for marker, flag, reason in tiers:
+        if config.getoption(flag):
+            continue
+        skip = pytest.mark.skip(reason=reason)
+        for item in items:
+            if marker in item.keywords:
+                item.add_marker(skip)

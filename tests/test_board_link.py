@@ -1,6 +1,7 @@
 """The board's link core (hwgen.boards.link) in Amaranth's simulator: frames in over a UART line
 model, replies checked against the golden model and hwgen.frame. The same core's Verilog is
-tested in cocotb on Icarus and Verilator by sim/test_board.py, with more corrupt-frame cases."""
+tested in cocotb on Icarus and Verilator (sim/board.py, tests/test_board_sim.py), with more
+corrupt-frame cases."""
 
 import io
 
@@ -9,28 +10,13 @@ import pytest
 from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
 
-from hwgen import frame, golden, ir
+from board_fixtures import tiny_model
+from hwgen import frame, golden
 from hwgen.boards.link import LinkCore
 from hwgen.hw.top import Accelerator
 
 DIVISOR = 4
 TIMEOUT = 30 * 10 * DIVISOR  # 30 byte times
-
-
-def tiny_model(seed=0, c=2, h=3, w=3, classes=3) -> ir.Model:
-    """``flatten → adder_dense → requant`` on a 2×3×3 input: a small accelerator, fast to simulate."""
-    rng = np.random.default_rng(seed)
-    one = np.ones(classes, dtype=np.int64)
-    return ir.Model(name="tiny", input_shape=(c, h, w), input_bits=8, input_scale=1 / 255,
-                    layers=[ir.Flatten("flat"),
-                            ir.AdderDense("fc", weight=rng.integers(-128, 128, (classes, c * h * w))),
-                            ir.Requant("bn", mult=one, bias=0 * one, shift=0, out_bits=16, relu=False)],
-                    classes=[f"c{i}" for i in range(classes)])
-
-
-def image_bytes(image: np.ndarray) -> bytes:
-    """``(C, H, W)`` → the link's bytes: raster order, the channels of a pixel together."""
-    return bytes(np.transpose(image, (1, 2, 0)).reshape(-1).astype(np.uint8))
 
 
 def line(data: bytes, idle_bits: int = 2) -> list[int]:
@@ -83,22 +69,22 @@ def exchange(core, steps):
 REPLY_WAIT = 70 * 10 * DIVISOR
 
 
-@pytest.mark.parametrize("domain", ["accel", "sync"])
+@pytest.mark.parametrize("domain", ["accel"])  # one domain: tests/test_board_sim.py
 def test_frames_are_answered_and_errors_recovered(domain):
     model = tiny_model()
     core = LinkCore(Accelerator(model), divisor=DIVISOR, timeout=TIMEOUT, max_count=2,
                     accel_domain=domain)
     x = np.random.default_rng(1).integers(0, 256, size=(3, *model.input_shape))
     exp = golden.run(model, x)
-    good = frame.encode_request([image_bytes(im) for im in x[:2]])
+    good = frame.encode_request([frame.image_bytes(im) for im in x[:2]])
     bad_crc = bytearray(good)
     bad_crc[-1] ^= 0x40
     replies = exchange(core, [
         (b"\x00xyzH", 0), (good, REPLY_WAIT),  # garbage (with a lone "H") before a good frame
         (bytes(bad_crc), REPLY_WAIT),
         (good[:20], TIMEOUT + REPLY_WAIT),  # cut off inside the first image: SHORT
-        (frame.encode_request([image_bytes(x[2])]), REPLY_WAIT),
-        (frame.encode_request([image_bytes(im) for im in x]), REPLY_WAIT),  # 3 > max_count
+        (frame.encode_request([frame.image_bytes(x[2])]), REPLY_WAIT),
+        (frame.encode_request([frame.image_bytes(im) for im in x]), REPLY_WAIT),  # 3 > max_count
         (good[:2] + b"\x07" + good[3:], REPLY_WAIT),  # version 7
         (good, REPLY_WAIT),
     ])

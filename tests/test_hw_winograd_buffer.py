@@ -7,10 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from amaranth import unsigned
-from amaranth.sim import Simulator
 from numpy.lib.stride_tricks import sliding_window_view
 
 from hwgen.hw.winograd_buffer import TilePairBuffer
+
+from simbench import run_benches
 
 
 def tiles_of(images: np.ndarray, padding: int) -> np.ndarray:
@@ -73,11 +74,7 @@ def run(dut: TilePairBuffer, images: np.ndarray, rng, *, p_gap=0.0, p_stall=0.0,
             hold_at_issue = hold
         raise AssertionError(f"{len(got)} of {want} columns")
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(source)
-    sim.add_testbench(sink)
-    sim.run()
+    run_benches(dut, source, sink)
     return got, held_starts[0], cycles[0]
 
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from amaranth import signed, unsigned
-from amaranth.sim import Simulator
 
 from hwgen.hw.winograd_reorder import TileReorder
+
+from simbench import run_benches
 
 
 def run(dut: TileReorder, tiles: np.ndarray, rng, p_gap=0.1, p_stall=0.8):
@@ -48,11 +49,7 @@ def run(dut: TileReorder, tiles: np.ndarray, rng, p_gap=0.1, p_stall=0.8):
                 return
         raise AssertionError(f"{len(out)} of {beats} pixels")
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(writer)
-    sim.add_testbench(reader)
-    sim.run()
+    run_benches(dut, writer, reader)
     return np.array(out), stalled[0]
 
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from hwgen import ir
 from hwgen.hw.winograd_transform import InputTransform
 from hwgen.nn.winograd import transform_set
+
+from simbench import run_benches
 
 
 def bt_of(name: str) -> np.ndarray:
@@ -61,10 +62,7 @@ def run(dut: InputTransform, beats, rng, *, p_gap=0.0, p_stall=0.0):
             ctx.set(cols.valid, int(issue))
         raise AssertionError(f"{len(got)} of {want} rows")
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    run_benches(dut, bench)
     return got, cycles[0]
 
 

@@ -193,6 +193,19 @@ def test_train_is_deterministic_and_learns(tmp_path):
         train(epochs=1, progress=False, lrr=0.1)
 
 
+def test_training_curves_change_no_weight(tmp_path):
+    """``history=True`` records a curve point per epoch and trains the same weights."""
+    a = train(epochs=3, seed=1, out=tmp_path / "a.pt", progress=False)
+    h = train(epochs=3, seed=1, out=tmp_path / "h.pt", progress=False, history=True)
+    assert "history" not in a and [p["epoch"] for p in h["history"]] == [1, 2, 3]
+    assert h["history"][-1]["test_accuracy"] == h["test_accuracy"] == a["test_accuracy"]
+    assert h["history"][0]["loss"] > h["history"][-1]["loss"] > 0
+    ma, _ = load_checkpoint(tmp_path / "a.pt")
+    mh, _ = load_checkpoint(tmp_path / "h.pt")
+    for va, vh in zip(ma.state_dict().values(), mh.state_dict().values()):
+        assert torch.equal(va, vh)
+
+
 @pytest.mark.slow
 def test_full_training_reaches_95_percent(tmp_path):
     m = train(out=tmp_path / "d.pt", progress=False)
@@ -291,7 +304,8 @@ def test_embedded_checkpoints_of_other_archs(arch):
     path = embedded_checkpoint(arch)
     assert path.name == f"digits_{arch}.pt" and path.stat().st_size < 1_000_000
     model, info = load_checkpoint(path)
-    assert info["arch"] == arch and info["config"] == default_config(arch)  # the default recipe
+    assert info["arch"] == arch  # the default recipe (options added since take their defaults)
+    assert {**default_config(arch), **info["config"]} == default_config(arch)
     assert info["metrics"]["seed"] == 0 and info["metrics"]["epochs"] == 100
     _, _, x_te, y_te = data.digits()
     acc = evaluate(model, x_te, y_te)

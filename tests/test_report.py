@@ -93,12 +93,14 @@ def test_html_leads_with_the_headline(tmp_path):
     page = (tmp_path / "out" / "report.html").read_text()
     figures = re.findall(r'<figure id="fig-([a-z_]+)"', page)
     assert figures[:3] == ["headline", "pareto", "luts_per_engine"]
-    assert page.index('id="fig-headline"') < page.index('id="table-headline"') < page.index('id="fig-pareto"')
-    assert page.index('id="fig-luts_per_engine"') < page.index('id="detail"') < page.index("operations and energy")
+    at = page.index
+    assert at('id="fig-headline"') < at('id="table-headline"') < at('id="fig-pareto"')
+    assert at('id="fig-luts_per_engine"') < at('id="detail"') < at("operations and energy")
     for fid in figures:  # every figure links to its sources, which are folded in <details>
         assert f'<a href="#src-{fid}">sources</a>' in page
         assert f'<details class="src" id="src-{fid}">' in page
-    assert page.count("<details") == page.count("</details>") == len(figures) + 2  # + summary, ops per layer
+    # One per figure, and per table: the summary, the operations per layer.
+    assert page.count("<details") == page.count("</details>") == len(figures) + 2
     assert "<li>fixture: accuracy" in page  # sources are kept, not dropped
     md = (tmp_path / "out" / "report.md").read_text()
     assert md.index("## Headline") < md.index("## Summary") and "\n\n\n" not in md
@@ -117,9 +119,9 @@ def _chromium():
 
 
 def _screenshot(html, png, width, height):
-    proc = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={png}",
-                           "--hide-scrollbars", f"--window-size={width},{height}", html.resolve().as_uri()],
-                          capture_output=True, text=True, timeout=120)
+    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={png}",
+           "--hide-scrollbars", f"--window-size={width},{height}", html.resolve().as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert png.is_file(), proc.stderr[-2000:]
     from PIL import Image
 
@@ -131,14 +133,16 @@ def _colour_pixels(img, colour: str) -> int:
     return int((np.abs(img - rgb).sum(axis=2) < 30).sum())
 
 
-@pytest.mark.skipif(_chromium() is None, reason="headless Chromium is not installed (Debian: apt-get install chromium)")
+@pytest.mark.skipif(_chromium() is None,
+                    reason="headless Chromium is not installed (Debian: apt-get install chromium)")
 def test_html_renders_in_headless_chromium(tmp_path):
     """The first screen (1280×800) shows the headline figure: the five panels' bars in the
     colours of the variants, and no other figure is above it."""
     a = synthesized_build(tmp_path / "adder", luts=132)
     variants = [{"name": "adder", "build_dir": str(a)},
                 {"name": "conv", "accuracy": 0.80, "cycles_per_image": 17,
-                 "synth": {"device": DEV, "logic_cells": 400, "luts": 390, "fmax_mhz": 60.0, "source": "given",
+                 "synth": {"device": DEV, "logic_cells": 400, "luts": 390, "fmax_mhz": 60.0,
+                           "source": "given",
                            "modules": {"fc": {"luts": 300}, "(glue)": {"luts": 90}}}}]
     out = tmp_path / "out"
     report.write_report(out, variants)

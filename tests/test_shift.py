@@ -271,7 +271,8 @@ def test_three_epochs_learn(arch, config):
 def test_shiftadd_structure():
     cfg = default_config("shiftadd")
     assert cfg == {"channels": [8, 16], "in_channels": 1, "input_size": 8, "num_classes": 10, "mode": "ps",
-                   "prange": [-7, 0], "eta": 0.1, "add_kernel": 1, "freeze": "none"}
+                   "prange": [-7, 0], "eta": 0.1, "add_kernel": 1, "freeze": "none",
+                   "kernel": 3, "stride": 1, "padding": 1}
     model = build_model("shiftadd")
     types = [type(m) for m in model]
     nn = torch.nn

@@ -22,22 +22,22 @@ def _subcommands(parser: argparse.ArgumentParser):
 
 
 def _arguments(sub: argparse.ArgumentParser):
-    formatter = sub._get_formatter()
+    f = sub._get_formatter()  # argparse's own rendering of metavars and help texts
     for action in sub._actions:
         if isinstance(action, argparse._HelpAction):
             continue
         if action.option_strings:
             names = ", ".join(action.option_strings)
             if action.nargs != 0:
-                names += " " + formatter._format_args(action, formatter._get_default_metavar_for_optional(action))
+                names += " " + f._format_args(action, f._get_default_metavar_for_optional(action))
         else:
-            names = formatter._format_args(action, formatter._get_default_metavar_for_positional(action))
-        text = formatter._expand_help(action) if action.help else ""
+            names = f._format_args(action, f._get_default_metavar_for_positional(action))
+        text = [f._expand_help(action)] if action.help else []
         if action.choices and "{" not in names:
-            text = (text + " " if text else "") + "Choices: " + ", ".join(map(str, action.choices)) + "."
+            text.append("Choices: " + ", ".join(map(str, action.choices)) + ".")
         if action.required and action.option_strings:
-            text = (text + " " if text else "") + "Required."
-        yield names, text
+            text.append("Required.")
+        yield names, " ".join(text)
 
 
 class HwgenCli(SphinxDirective):

@@ -4,48 +4,24 @@ an l1 distance, streaming like the direct engines (:class:`~hwgen.hw.conv.ConvEn
 from __future__ import annotations
 
 import numpy as np
-from amaranth import Cat, Module, Mux, Shape, Signal, unsigned
+from amaranth import Cat, Module, Signal
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .. import ir
-from . import constructing, divisors, elem_shape, ice40_blocks
-from .conv import LUT_BUDGET, ROM_BLOCK_BITS, check_io, choose_folding, pack_words, requant_slots
-from .pe import Lane
+from . import constructing, divisors, elem_shape
+from .conv import LUT_BUDGET, check_io, choose_folding, pack_words, requant_slots
 from .requant import Requant, requant_shape
 from .winograd_buffer import TilePairBuffer
+from .winograd_lanes import LANES, TileLanes, accumulator_ranges, lane_specs, u_words
 from .winograd_reorder import TileReorder
-from .winograd_transform import InputTransform, lincomb, transform_ranges
+from .winograd_requant import TileRequant
+from .winograd_transform import InputTransform, transform_ranges
 
 __all__ = ["WinogradEngine", "winograd_candidates", "winograd_folding", "estimate_winograd_luts", "KIND",
            "LANES"]
 
 KIND = "winograd_adder_conv2d"
-#: l1 lanes per PE: one row of the 4×4 tile per cycle, the four rows in the four cycles the
-#: next tile's columns take to load.
-LANES = 4
-
-
-def _bits(n: int) -> int:
-    """Bits of a counter over ``range(n)`` used as an address field (0 for ``n == 1``)."""
-    return max(0, (n - 1).bit_length())
-
-
-def rom_attrs(width: int, depth: int) -> dict:
-    """Where a weight ROM goes: block RAM when it is large (at least
-    :data:`~hwgen.hw.conv.ROM_BLOCK_BITS`) and fills at least a quarter of the iCE40 blocks it
-    needs (:func:`~hwgen.hw.ice40_blocks`, 4 kbit each); else logic, where a narrow-and-shallow
-    ROM costs fewer resources than whole blocks (a 32 × 56-bit ROM would take four blocks,
-    11 % full)."""
-    bits = width * depth
-    if bits >= ROM_BLOCK_BITS and 4 * bits >= ice40_blocks(width, depth) * 4096:
-        return {"rom_style": "block"}
-    return {"rom_style": "logic"}
-
-
-def _union(ranges):
-    return min(r[0] for r in ranges), max(r[1] for r in ranges)
 
 
 def _check_layer(layer, in_shape):
@@ -130,32 +106,33 @@ class WinogradEngine(wiring.Component):
     zero padding, and an odd output size completed to whole tiles with zeros and cropped), then
     ``requant``.  Pixels in and out in raster order, like every engine.
 
-    Structure, in pipeline order:
+    Structure, in pipeline order: five components, one per module, in one clock-enabled
+    pipeline (the tile side stops when the requantization stage cannot take a tile).
 
-    * **Tile window.**  A line buffer of four row-pair slots: a
-      :class:`~amaranth.lib.memory.Memory` word holds one channel of one pixel in two input rows
-      (the rows ``2q - pad`` and ``2q - pad + 1`` of an image form its pair ``q``), so the four
-      rows of a tile are two pairs, read by two ports (two block-RAM copies on iCE40), and four
-      pair slots let the next two pairs (the next image's first tile row) arrive meanwhile: a cycle
-      reads one column of the 4×4 tile of one channel (taps outside the image read 0).  Tiles
-      are visited in raster order, for each the output-channel groups, for each the input
-      channels: a *beat* (tile, group, channel) is four cycles.
-    * **Input transform**, adders only: each column is transformed as it arrives
-      (``t_j = bt · d[:, j]``); with the fourth column the four ``t_j`` are held, and during the
-      next beat's four loading cycles row ``r`` of ``V = [t_0 … t_3] · btᵀ`` is formed, one row
-      per cycle, by four adders shared by the rows.
-    * **l1 lanes.**  ``pe`` PEs of :data:`LANES` lanes: lane ``l`` of PE ``p`` computes
-      ``|u[g·pe + p, c, r, l] - V[r, l]|`` for rows ``r = 0..3``, ``u`` read from a ROM (``pe·4``
-      values of ``u`` per word; block RAM when large and well filled, :func:`rom_attrs`).
-    * **Output transform**, adders only, folded into the accumulation: it is linear, so each row
-      of terms is transformed as it comes, ``Y[a, b] += at[a, r] · Σ_l at[b, l] · term_l``, into
-      four accumulators per PE (restarted by the first channel), not sixteen accumulators and a
-      transform at the end.  In magnitudes: the requantizer negates.
-    * **Requantization**: one sequential :class:`~hwgen.hw.requant.Requant` per PE takes the
-      four values of its tile one after the other.
-    * **Output reorder**: the results go into a double-buffered memory of two tile rows' output
-      (one word = the ``pe`` values of one requantization step); a reader gathers the ``O``
-      channels of each output pixel and sends the pixels in raster order, cropping an odd size.
+    * **Tile-pair buffer** (:class:`~hwgen.hw.winograd_buffer.TilePairBuffer`).  A line buffer
+      of four row-pair slots: a word holds one channel of one pixel in two input rows (the
+      rows ``2q - pad`` and ``2q - pad + 1`` form pair ``q``), so the four rows of a tile are
+      two pairs, read by two ports (two block-RAM copies on iCE40); its addressing is the
+      window generator's (:mod:`hwgen.hw.window`).  Tiles are visited in raster order, for each
+      the output-channel groups, for each the input channels: a *beat* (tile, group, channel)
+      is four columns, one per cycle (taps outside the image read 0).
+    * **Input transform** (:class:`~hwgen.hw.winograd_transform.InputTransform`), adders only:
+      each column is transformed as it arrives (``t_j = bt · d[:, j]``); with the fourth the
+      ``t_j`` are held, and during the next beat's four loading cycles row ``r`` of
+      ``V = [t_0 … t_3] · btᵀ`` is formed, one row per cycle, by four adders shared by the rows.
+    * **l1 lanes with the output transform** (:class:`~hwgen.hw.winograd_lanes.TileLanes`):
+      ``pe`` PEs of :data:`LANES` lanes; lane ``l`` of PE ``p`` computes
+      ``|u[g·pe + p, c, r, l] - V[r, l]|`` for rows ``r = 0..3``, ``u`` read from a ROM
+      (block RAM when large and well filled, :func:`~hwgen.hw.winograd_lanes.rom_attrs`).  The
+      output transform is linear, so each row of terms is transformed as it comes,
+      ``Y[a, b] += at[a, r] · Σ_l at[b, l] · term_l``, into four accumulators per PE, not
+      sixteen and a transform at the end.  In magnitudes: the requantizer negates.
+    * **Requantization** (:class:`~hwgen.hw.winograd_requant.TileRequant`): one sequential
+      :class:`~hwgen.hw.requant.Requant` per PE takes the four values of its tile one after the
+      other.
+    * **Output reorder** (:class:`~hwgen.hw.winograd_reorder.TileReorder`): a double-buffered
+      memory of two tile rows' output; a reader gathers the ``O`` channels of each output pixel
+      and sends the pixels in raster order, cropping an odd size.
 
     Every width is derived from the layer: the column transforms and ``V`` per row and lane
     (``V`` exactly :meth:`~hwgen.ir.WinogradAdderConv2d.v_range`), the lanes' differences, the
@@ -240,21 +217,9 @@ class WinogradEngine(wiring.Component):
         self.t_ranges, self.v_ranges = transform_ranges(bt, d_range)
         v_lo, v_hi = layer.v_range(*self.in_range)
         assert all(self.v_ranges[i][l] == (int(v_lo[i, l]), int(v_hi[i, l])) for i in range(4) for l in range(4))
-        # Lane l serves the four rows in turn: its input is the union over the rows.
         u = layer.u.astype(np.int64)
-        self.lanes = [Lane("l1", _union([self.v_ranges[i][l] for i in range(4)]),
-                           (int(u[..., l].min()), int(u[..., l].max()))) for l in range(LANES)]
-        # Output accumulators Y[a, b] = Σ_{c, i, l} at[a, i] at[b, l] |u[o, c, i, l] - V[i, l]|:
-        # every partial sum (any order) lies in the subset-sum bound of its terms' intervals.
-        tmin, tmax = ir.abs_diff_range(u, v_lo, v_hi)                             # (O, C, 4, 4)
-        self.y_acc_ranges = [[None] * 2 for _ in range(2)]
-        for a in range(2):
-            for b in range(2):
-                coef = np.outer(at[a], at[b]).astype(np.int64)                    # (4, 4)
-                p, q = coef * tmin, coef * tmax
-                lo = np.minimum(0, np.minimum(p, q)).sum(axis=(1, 2, 3)).min()
-                hi = np.maximum(0, np.maximum(p, q)).sum(axis=(1, 2, 3)).max()
-                self.y_acc_ranges[a][b] = (int(lo), int(hi))
+        self.lanes = lane_specs(u, v_lo, v_hi)
+        self.y_acc_ranges = accumulator_ranges(u, at, v_lo, v_hi)
         # The complete outputs, in magnitudes (the layer's output is their negation).
         y_lo, y_hi = layer.out_range(*self.in_range)
         self.y_range = (-int(y_hi), -int(y_lo))
@@ -274,17 +239,9 @@ class WinogradEngine(wiring.Component):
         }
 
     def u_words(self) -> np.ndarray:
-        """Raw ``u`` words ``(groups * C * 4, pe, LANES)``: address ``(g·C + c)·4 + r`` holds,
-        for PE ``p`` and lane ``l``, ``u[g·pe + p, c, r, l]`` (:meth:`~hwgen.hw.pe.Lane.encode`)."""
-        u = self.layer.u
-        words = np.zeros((self.groups * self.C * 4, self.pe, LANES), dtype=object)
-        for g in range(self.groups):
-            for c in range(self.C):
-                for r in range(4):
-                    for p in range(self.pe):
-                        for lane in range(LANES):
-                            words[(g * self.C + c) * 4 + r, p, lane] = self.lanes[lane].encode(u[g * self.pe + p, c, r, lane])
-        return words
+        """Raw ``u`` words ``(groups * C * 4, pe, LANES)``
+        (:func:`~hwgen.hw.winograd_lanes.u_words`)."""
+        return u_words(self.layer.u, self.lanes, self.pe)
 
     def u_rom(self) -> list[int]:
         """ROM words: :meth:`u_words` packed, PE 0 lane 0 in the LSBs, ``u_width`` bits each."""
@@ -299,133 +256,36 @@ class WinogradEngine(wiring.Component):
         OH, OW = self.out_hw
         bt, at = self.layer.bt, self.layer.at
 
-        ce = Signal()      # clock enable of the tile side: issue, transforms, lanes, accumulators
-        ce_out = Signal()  # clock enable of the requantizers (stops while a result cannot be stored)
-
         # ---------------------------------------------------------------- tile-pair buffer
         m.submodules.tiles = tiles = TilePairBuffer(channels=C, height=H, width=W, padding=pad,
                                                     elem_shape=self.in_elem, groups=G)
         wiring.connect(m, wiring.flipped(self.i), tiles.i)
-        m.d.comb += tiles.en.eq(ce)
 
         # ---------------------------------------------------------------- input transform
         m.submodules.transform = transform = InputTransform(
             bt=bt, in_range=self.in_range, overlap=self.overlap, beats=G * C, groups=G)
         wiring.connect(m, tiles.columns, transform.columns)
-        m.d.comb += transform.en.eq(ce)
-        rows = transform.rows
 
         # ---------------------------------------------------------------- l1 lanes
-        v_row = []
-        for lane in range(LANES):
-            x = Signal(self.lanes[lane].x_shape, name=f"v{lane}")
-            m.d.comb += x.eq(rows.v[lane])  # inside the lane's union over the rows
-            v_row.append(x)
-        lane_on, lane_r, lane_first, lane_last, lane_g = (rows.valid, rows.row, rows.first,
-                                                          rows.last, rows.group)
+        # with the output transform folded into their accumulators
+        m.submodules.lanes = lanes = TileLanes(
+            u=self.layer.u, v_range=self.layer.v_range(*self.in_range), at=at, pe=pe)
+        wiring.connect(m, transform.rows, lanes.rows)
 
-        ub = self.u_width
-        depth = G * C * 4
-        wbits = pe * LANES * ub
-        m.submodules.rom = rom = Memory(shape=unsigned(wbits), depth=depth, init=self.u_rom(),
-                                         attrs=rom_attrs(wbits, depth))
-        rrp = rom.read_port()
-        m.d.comb += [rrp.addr.eq(rows.u_addr), rrp.en.eq(ce)]
-
-        terms_valid, terms_row = Signal(), Signal(2)
-        terms_first, terms_last, terms_group = Signal(), Signal(), Signal.like(lane_g)
-        with m.If(ce):
-            m.d.sync += [terms_valid.eq(lane_on), terms_row.eq(lane_r), terms_first.eq(lane_first),
-                         terms_last.eq(lane_last), terms_group.eq(lane_g)]
-        m_done, m_g = Signal(), Signal.like(lane_g)
-        with m.If(ce):
-            m.d.sync += [m_done.eq(terms_valid & terms_last & (terms_row == 3)), m_g.eq(terms_group)]
-
-        # ---------------------------------------------------------------- output transform
-        # Linear, so it is applied to every row of terms as it comes and the four outputs are
-        # accumulated: Y[a, b] += at[a, r] · Σ_l at[b, l] |u - V[r, l]| (magnitudes; the
-        # requantizer negates), restarted by the first channel's row 0.  Four accumulators per
-        # PE instead of sixteen and a transform.
-        y_accs = []
-        for p in range(pe):
-            terms = []
-            for lane in range(LANES):
-                spec = self.lanes[lane]
-                w = Signal(spec.w_layout, name=f"u{p}_{lane}")
-                pos = p * LANES + lane
-                m.d.comb += w.eq(rrp.data[pos * ub:pos * ub + spec.w_width])
-                term = spec.term(m, v_row[lane], w, f"l{p}_{lane}")
-                term_q = Signal(term.shape(), name=f"term{p}_{lane}")
-                with m.If(ce):
-                    m.d.sync += term_q.eq(term)
-                terms.append((term_q, spec.term_range))
-            rowsum = [lincomb(m, at[bb], terms, f"s{p}_{bb}") for bb in range(2)]
-            ys = []
-            for aa in range(2):
-                for bb in range(2):
-                    acc = Signal(elem_shape(*self.y_acc_ranges[aa][bb]), name=f"y{p}_{aa}{bb}")
-                    s_val, (s_lo, s_hi) = rowsum[bb]
-                    # acc ± (s << k) or acc + 0 by the row's coefficient, as one adder: the
-                    # negation is ~s with the carry in (no subtractor, no mux of ±s).
-                    neg, nz, sh = Signal(name=f"neg{p}_{aa}{bb}"), Signal(name=f"nz{p}_{aa}{bb}"), Signal(range(2))
-                    with m.Switch(terms_row):
-                        for i in range(4):
-                            with m.Case(i):
-                                c_ = int(at[aa, i])
-                                m.d.comb += [neg.eq(c_ < 0), nz.eq(c_ != 0), sh.eq(abs(c_) == 2)]
-                    mags = [abs(int(at[aa, i])) for i in range(4)]
-                    scaled = Signal(elem_shape(min(0, 2 * s_lo), max(0, 2 * s_hi)) if 2 in mags else s_val.shape(),
-                                    name=f"ss{p}_{aa}{bb}")
-                    m.d.comb += scaled.eq(Mux(sh, s_val << 1, s_val) if 2 in mags else s_val)
-                    width = max(len(acc), len(scaled)) + 1
-                    ext = Signal(Shape(width, True), name=f"sx{p}_{aa}{bb}")
-                    term = Signal(Shape(width, True), name=f"inc{p}_{aa}{bb}")
-                    m.d.comb += [ext.eq(scaled), term.eq(Mux(nz, Mux(neg, ~ext, ext), 0))]
-                    with m.If(ce & terms_valid):
-                        m.d.sync += acc.eq(Mux(terms_first & (terms_row == 0), 0, acc) + term + (nz & neg))
-                    ys.append(acc)
-            y_accs.append(ys)
-
-        y_busy, rq_k = Signal(), Signal(2)  # rq_k: the tile value in the requantizers
-        y_g = Signal.like(lane_g)
-        y_free, take_rq = Signal(), Signal()
-        y_range = self.y_range
-        y_hold = []
-        for p in range(pe):
-            regs = [Signal(elem_shape(*y_range), name=f"yh{p}_{k}") for k in range(4)]
-            with m.If(ce & m_done):
-                # The complete values lie in y_range, inside the accumulators' partial-sum bound.
-                m.d.sync += [r.eq(y) for r, y in zip(regs, y_accs[p])]
-            y_hold.append(regs)
-
-        rqs = []
-        for p in range(pe):
-            r = Requant(self.requant, [gg * pe + p for gg in range(G)], y_range, negate=True, slots=self.rq_slots)
-            m.submodules[f"rq{p}"] = r
-            xsel = Signal(elem_shape(*y_range), name=f"rqx{p}")
-            with m.Switch(rq_k):
-                for k in range(4):
-                    with m.Case(k):
-                        m.d.comb += xsel.eq(y_hold[p][k])
-            m.d.comb += [r.en.eq(ce_out), r.valid.eq(y_busy), r.x.eq(xsel), r.sel.eq(y_g)]
-            rqs.append(r)
-        m.d.comb += [take_rq.eq(ce_out & y_busy & rqs[0].ready),
-                     y_free.eq(~y_busy | (take_rq & (rq_k == 3))),
-                     ce.eq(ce_out & ~(m_done & ~y_free))]
-        with m.If(take_rq):
-            m.d.sync += rq_k.eq(rq_k + 1)
-            with m.If(rq_k == 3):
-                m.d.sync += y_busy.eq(0)
-        with m.If(ce & m_done):
-            m.d.sync += [y_busy.eq(1), rq_k.eq(0), y_g.eq(m_g)]
+        # ---------------------------------------------------------------- requantization
+        m.submodules.requant = requant = TileRequant(self.requant, pe=pe, in_range=self.y_range,
+                                                     tile_shape=lanes.tile_shape,
+                                                     slots=self.rq_slots)
+        wiring.connect(m, lanes.tiles, requant.tiles)
+        # The tile side moves with the requantizers, and waits while a tile cannot be held.
+        m.d.comb += [tiles.en.eq(requant.tile_en), transform.en.eq(requant.tile_en),
+                     lanes.en.eq(requant.tile_en)]
 
         # ---------------------------------------------------------------- output reorder
         m.submodules.reorder = reorder = TileReorder(out_elem=self.out_elem, pe=pe, groups=G,
                                                      tiles=(TH, TW), out_hw=(OH, OW))
-        y_valid = rqs[0].y_valid
-        m.d.comb += [reorder.y.eq(Cat(*(r.y for r in rqs))), reorder.y_valid.eq(y_valid),
-                     reorder.y_group.eq(rqs[0].y_sel),
-                     ce_out.eq(~y_valid | reorder.y_ready)]
+        m.d.comb += [reorder.y.eq(requant.step), reorder.y_valid.eq(requant.step_valid),
+                     reorder.y_group.eq(requant.step_group), requant.step_ready.eq(reorder.y_ready)]
         wiring.connect(m, reorder.o, wiring.flipped(self.o))
         return m
 

@@ -11,8 +11,8 @@ from typing import ClassVar
 import numpy as np
 
 from ..arith import Arithmetic
-from .base import BLOCK_ELEMENTS, Op, Quantizer, QuantizedLayer, register, swidth
-from .matrix import ConvLayer, DenseLayer, conv_geometry
+from .base import BLOCK_ELEMENTS, Op, QuantizedLayer, register, swidth
+from .matrix import ConvLayer, DenseLayer, MatrixQuantizer
 
 __all__ = ["AdderConv2d", "AdderDense", "l1_matrix"]
 
@@ -74,23 +74,16 @@ def adder_weights(module, s_in: float, weight_bits: int) -> tuple[np.ndarray, np
     return clipped, offset
 
 
-class _AdderQuantizer(Quantizer):
+class _AdderQuantizer(MatrixQuantizer):
     """``hwgen.nn.AdderConv2d`` → :class:`AdderConv2d`, ``AdderLinear`` → :class:`AdderDense`.
 
     The input and the weights share one scale (the l1 distance subtracts them): ``s = max(a /
     top, w_max / (2**(weight_bits - 1) - 1))``, weights clipped to ``weight_bits`` with the
     clipping's per-channel constant in ``meta["adder_offsets"]`` (see :mod:`hwgen.quant`)."""
 
-    weighted = True
-
-    def __init__(self, conv: bool):
-        self._conv = conv
-        self.prefix = "conv" if conv else "dense"
-        self.rank = 4 if conv else 2
-
-    def modules(self):
+    def torch_pair(self):
         from ..nn.adder import AdderConv2d as TorchConv, AdderLinear as TorchLinear
-        return (TorchConv,) if self._conv else (TorchLinear,)
+        return TorchConv, TorchLinear
 
     def input_scale(self, module, a, top, signed, weight_bits):
         w = module.weight.detach().double().numpy()
@@ -100,13 +93,9 @@ class _AdderQuantizer(Quantizer):
 
     def quantize(self, module, name, s_in, options):
         wq, offset = adder_weights(module, s_in, options["weight_bits"])
-        if self._conv:
-            layer = AdderConv2d(name=name, weight=wq, **conv_geometry(module))
-        else:
-            layer = AdderDense(name=name, weight=wq)
-        return QuantizedLayer(layer, np.full(len(wq), s_in), s_in, offset,
+        return QuantizedLayer(self.make(module, name, weight=wq), np.full(len(wq), s_in), s_in, offset,
                               {"adder_offsets": [int(v) for v in offset]})
 
 
-AdderConv2d.quantizers = (_AdderQuantizer(conv=True),)
-AdderDense.quantizers = (_AdderQuantizer(conv=False),)
+AdderConv2d.quantizers = (_AdderQuantizer(AdderConv2d),)
+AdderDense.quantizers = (_AdderQuantizer(AdderDense),)

@@ -12,8 +12,8 @@ from typing import ClassVar
 import numpy as np
 
 from ..arith import Arithmetic
-from .base import Op, Quantizer, QuantizedLayer, register, swidth, width
-from .matrix import ConvLayer, DenseLayer, conv_geometry, pair
+from .base import Op, QuantizedLayer, register, swidth, width
+from .matrix import ConvLayer, DenseLayer, MatrixQuantizer, pair
 
 __all__ = ["Conv2d", "Dense", "mac_matrix"]
 
@@ -67,21 +67,14 @@ def mac_weights(module, weight_bits: int, per_channel: bool) -> tuple[np.ndarray
     return wq, ws
 
 
-class _MacQuantizer(Quantizer):
+class _MacQuantizer(MatrixQuantizer):
     """``torch.nn.Conv2d`` → :class:`Conv2d`, ``torch.nn.Linear`` → :class:`Dense`: symmetric
     ``weight_bits`` integers with one scale per output channel (``mac_per_channel``) or per
     layer, in ``meta["channel_scales"]``."""
 
-    weighted = True
-
-    def __init__(self, conv: bool):
-        self._conv = conv
-        self.prefix = "conv" if conv else "dense"
-        self.rank = 4 if conv else 2
-
-    def modules(self):
+    def torch_pair(self):
         from torch import nn
-        return (nn.Conv2d,) if self._conv else (nn.Linear,)
+        return nn.Conv2d, nn.Linear
 
     def check(self, m):
         if not self._conv:
@@ -99,13 +92,9 @@ class _MacQuantizer(Quantizer):
 
     def quantize(self, module, name, s_in, options):
         wq, ws = mac_weights(module, options["weight_bits"], options["mac_per_channel"])
-        if self._conv:
-            layer = Conv2d(name=name, weight=wq, **conv_geometry(module))
-        else:
-            layer = Dense(name=name, weight=wq)
-        return QuantizedLayer(layer, s_in * ws, s_in, np.zeros(len(wq), dtype=np.int64),
+        return QuantizedLayer(self.make(module, name, weight=wq), s_in * ws, s_in, np.zeros(len(wq), dtype=np.int64),
                               {"channel_scales": [float(v) for v in ws]})
 
 
-Conv2d.quantizers = (_MacQuantizer(conv=True),)
-Dense.quantizers = (_MacQuantizer(conv=False),)
+Conv2d.quantizers = (_MacQuantizer(Conv2d),)
+Dense.quantizers = (_MacQuantizer(Dense),)

@@ -15,9 +15,10 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..arith import Arithmetic, l1_range, mac_range
-from .base import Layer, ModelError, Op, int_array, swidth, width
+from .base import Layer, ModelError, Op, Quantizer, int_array, swidth, width
 
-__all__ = ["ConvLayer", "DenseLayer", "im2col", "matrix_range", "pair", "conv_geometry"]
+__all__ = ["ConvLayer", "DenseLayer", "MatrixQuantizer", "im2col", "matrix_range", "pair",
+           "conv_geometry"]
 
 
 def im2col(x: np.ndarray, kh: int, kw: int, stride: int, padding: int) -> np.ndarray:
@@ -145,3 +146,26 @@ class DenseLayer(_Matrix, Layer):
 
     def execute(self, x):
         return self.product(x)
+
+
+class MatrixQuantizer(Quantizer):
+    """The quantizer of one conv or dense kind ``layer_cls``: a subclass gives ``torch_pair``
+    (the PyTorch conv and linear classes, imported when called) and ``quantize``, and makes its
+    layer with :meth:`make` (a conv takes the module's stride and padding)."""
+
+    weighted = True
+
+    def __init__(self, layer_cls: type):
+        self._cls = layer_cls
+        self._conv = issubclass(layer_cls, ConvLayer)
+        self.prefix = "conv" if self._conv else "dense"
+        self.rank = 4 if self._conv else 2
+
+    def torch_pair(self) -> tuple[type, type]:
+        raise NotImplementedError
+
+    def modules(self):
+        return (self.torch_pair()[0 if self._conv else 1],)
+
+    def make(self, module, name: str, **values) -> Layer:
+        return self._cls(name=name, **values, **(conv_geometry(module) if self._conv else {}))

@@ -14,8 +14,8 @@ from typing import ClassVar
 import numpy as np
 
 from ..arith import Arithmetic
-from .base import ModelError, Op, Quantizer, QuantizedLayer, int_array, register, width
-from .matrix import ConvLayer, DenseLayer, conv_geometry
+from .base import ModelError, Op, QuantizedLayer, int_array, register, width
+from .matrix import ConvLayer, DenseLayer, MatrixQuantizer
 
 __all__ = ["ShiftConv2d", "ShiftDense", "split_power_of_two", "shift_matrix"]
 
@@ -201,32 +201,21 @@ def shift_weights(name: str, module) -> tuple[np.ndarray, np.ndarray, int]:
     return sign, (p - module.pmin).astype(np.int64), int(max_shift)
 
 
-class _ShiftQuantizer(Quantizer):
+class _ShiftQuantizer(MatrixQuantizer):
     """``hwgen.nn.ShiftConv2d`` → :class:`ShiftConv2d`, ``ShiftLinear`` → :class:`ShiftDense`:
     the weights are exact, ``2**pmin`` goes into the accumulator's scale."""
 
-    weighted = True
-
-    def __init__(self, conv: bool):
-        self._conv = conv
-        self.prefix = "conv" if conv else "dense"
-        self.rank = 4 if conv else 2
-
-    def modules(self):
+    def torch_pair(self):
         from ..nn.shift import ShiftConv2d as TorchConv, ShiftLinear as TorchLinear
-        return (TorchConv,) if self._conv else (TorchLinear,)
+        return TorchConv, TorchLinear
 
     def quantize(self, module, name, s_in, options):
         sign, shift, max_shift = shift_weights(name, module)
-        if self._conv:
-            layer = ShiftConv2d(name=name, sign=sign, shift=shift, max_shift=max_shift,
-                                **conv_geometry(module))
-        else:
-            layer = ShiftDense(name=name, sign=sign, shift=shift, max_shift=max_shift)
+        layer = self.make(module, name, sign=sign, shift=shift, max_shift=max_shift)
         acc = s_in * 2.0 ** module.pmin
         return QuantizedLayer(layer, np.full(len(sign), acc), acc,
                               np.zeros(len(sign), dtype=np.int64))
 
 
-ShiftConv2d.quantizers = (_ShiftQuantizer(conv=True),)
-ShiftDense.quantizers = (_ShiftQuantizer(conv=False),)
+ShiftConv2d.quantizers = (_ShiftQuantizer(ShiftConv2d),)
+ShiftDense.quantizers = (_ShiftQuantizer(ShiftDense),)

@@ -13,8 +13,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from .base import Layer, ModelError, Op, register, width
-from .pool import Pool2d, pool_windows
+from .base import Layer, ModelError, Op, Quantizer, register, width
+from .matrix import pair
+from .pool import Pool2d, geometry_of, pool_windows
 
 __all__ = ["SumPool2d", "GlobalSumPool2d", "sumpool"]
 
@@ -84,3 +85,49 @@ class GlobalSumPool2d(Layer):
     def ops(self, in_shape, out_shape, in_range, out_range):
         """``H·W-1`` adds per channel, at the sum's width."""
         return [Op("add", width(*out_range), int(np.prod(out_shape)) * (self.height * self.width - 1))]
+
+
+class _AvgPoolQuantizer(Quantizer):
+    prefix = "pool"
+
+    def modules(self):
+        from torch import nn
+        return (nn.AvgPool2d,)
+
+    def check(self, m):
+        if (len(set(pair(m.kernel_size))) != 1 or len(set(pair(m.stride or m.kernel_size))) != 1
+                or len(set(pair(m.padding))) != 1 or m.ceil_mode
+                or (pair(m.padding)[0] and not m.count_include_pad)):
+            return (" with these options: only a square kernel, stride and padding, floor mode, "
+                    "count_include_pad with padding")
+        return None
+
+    def divisor(self, module, in_shape):
+        k = int(pair(module.kernel_size)[0])
+        return int(module.divisor_override or k * k)
+
+    def layer(self, module, name):
+        return SumPool2d(name=name, **geometry_of(module))
+
+
+class _GlobalAvgPoolQuantizer(Quantizer):
+    prefix = "pool"
+
+    def modules(self):
+        from torch import nn
+        return (nn.AdaptiveAvgPool2d,)
+
+    def check(self, m):
+        if pair(m.output_size) != (1, 1):
+            return f" with output_size {m.output_size}: only 1 (global average pooling)"
+        return None
+
+    def divisor(self, module, in_shape):
+        return int(in_shape[2] * in_shape[3])
+
+    def layer_for(self, module, name, in_shape):
+        return GlobalSumPool2d(name=name, height=int(in_shape[2]), width=int(in_shape[3]))
+
+
+SumPool2d.quantizers = (_AvgPoolQuantizer(),)
+GlobalSumPool2d.quantizers = (_GlobalAvgPoolQuantizer(),)

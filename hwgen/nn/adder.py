@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["AdderFunction", "adder_l1", "AdderConv2d", "AdderLinear", "DEFAULT_ETA"]
+__all__ = ["AdderFunction", "adder_l1", "adder_conv2d", "AdderConv2d", "AdderLinear", "DEFAULT_ETA"]
 
 DEFAULT_ETA = 0.1  # the paper's eta
 _BLOCK_ELEMENTS = 1 << 22  # upper bound on one recomputed (M, O_block, K) block in backward
@@ -115,6 +115,20 @@ def adder_l1(x: torch.Tensor, w: torch.Tensor, eta: float | None = None, p: floa
     return AdderFunction.apply(x, w, eta, float(p))
 
 
+def adder_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int,
+                 eta: float | None = None) -> torch.Tensor:
+    """Functional :class:`AdderConv2d`: ``x (N, C, H, W)``, ``weight (O, C, KH, KW)``."""
+    n, _, h, w_ = x.shape
+    o, _, kh, kw = weight.shape
+    oh = (h + 2 * padding - kh) // stride + 1
+    ow = (w_ + 2 * padding - kw) // stride + 1
+    cols = F.unfold(x, (kh, kw), padding=padding, stride=stride)        # (N, C*KH*KW, L)
+    cols = cols.transpose(1, 2).reshape(-1, cols.shape[1])              # (N*L, C*KH*KW)
+    y = adder_l1(cols, weight.reshape(o, -1), eta)                      # (N*L, O)
+    # Contiguous, as a convolution's output is (so that a model's x.view(x.size(0), -1) works).
+    return y.reshape(n, oh * ow, o).transpose(1, 2).reshape(n, o, oh, ow).contiguous()
+
+
 class _AdderBase(nn.Module):
     def __init__(self, weight_shape, eta):
         super().__init__()
@@ -146,14 +160,9 @@ class AdderConv2d(_AdderBase):
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
 
     def forward(self, x):
-        n, _, h, w_ = x.shape
-        k = self.kernel_size
-        oh = (h + 2 * self.padding - k) // self.stride + 1
-        ow = (w_ + 2 * self.padding - k) // self.stride + 1
-        cols = F.unfold(x, k, padding=self.padding, stride=self.stride)     # (N, C*K*K, L)
-        cols = cols.transpose(1, 2).reshape(-1, cols.shape[1])              # (N*L, C*K*K)
-        y = adder_l1(cols, self.weight.reshape(self.out_channels, -1), self.eta)  # (N*L, O)
-        return y.reshape(n, oh * ow, self.out_channels).transpose(1, 2).reshape(n, self.out_channels, oh, ow)
+        if torch.compiler.is_exporting():  # one node for torch.export (see hwgen.nn.ops)
+            return torch.ops.hwgen.adder_conv2d(x, self.weight, self.stride, self.padding, self.eta)
+        return adder_conv2d(x, self.weight, self.stride, self.padding, self.eta)
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -171,6 +180,8 @@ class AdderLinear(_AdderBase):
         self.in_features, self.out_features = in_features, out_features
 
     def forward(self, x):
+        if torch.compiler.is_exporting():
+            return torch.ops.hwgen.adder_linear(x, self.weight, self.eta)
         return adder_l1(x, self.weight, self.eta)
 
     def extra_repr(self):

@@ -20,7 +20,8 @@ from .adder import DEFAULT_ETA, AdderConv2d, AdderLinear
 from .shift import DEFAULT_PRANGE, ShiftConv2d, ShiftLinear
 from .winograd import WinogradAdderConv2d, transform_set
 
-__all__ = ["build_model", "register_arch", "archs", "default_config", "FREEZE", "ConfigError"]
+__all__ = ["build_model", "register_arch", "archs", "default_config", "FREEZE", "ConfigError",
+           "input_hw", "input_shape", "per_layer"]
 
 FREEZE = ("none", "shift", "add")  # the shiftadd arch's ``freeze`` options
 
@@ -70,21 +71,25 @@ def build_model(arch: str, **config) -> nn.Module:
         raise ConfigError(f"architecture {arch!r}: {e}") from None
 
 
+_GEOMETRY = {"kernel": 3, "stride": 1, "padding": 1}  # per block: one value, or one per block
+
+
 @register_arch("adder", {"channels": [8, 16], "in_channels": 1, "input_size": 8,
-                         "num_classes": 10, "eta": DEFAULT_ETA})
-def _adder(channels, in_channels, input_size, num_classes, eta):
+                         "num_classes": 10, "eta": DEFAULT_ETA, **_GEOMETRY})
+def _adder(channels, in_channels, input_size, num_classes, eta, kernel, stride, padding):
     """The digits AdderNet: two (adder conv 3×3 → BN → ReLU → max-pool 2) blocks, adder dense, BN.
 
     With the defaults (8 and 16 channels on 8×8 digits) it has 1,864 adder weights.
     """
-    return _digits_net(lambda c_in, c: AdderConv2d(c_in, c, 3, padding=1, eta=eta),
-                       lambda k, o: AdderLinear(k, o, eta=eta), channels, in_channels, input_size, num_classes)
+    return _digits_net(lambda c_in, c, k, s, p: AdderConv2d(c_in, c, k, stride=s, padding=p, eta=eta),
+                       lambda k, o: AdderLinear(k, o, eta=eta), channels, in_channels, input_size,
+                       num_classes, kernel, stride, padding)
 
 
 @register_arch("winograd-adder", {"channels": [8, 16], "in_channels": 1, "input_size": 8,
                                   "num_classes": 10, "eta": DEFAULT_ETA, "transform": "standard",
-                                  "l2_to_l1": True})
-def _winograd_adder(channels, in_channels, input_size, num_classes, eta, transform, l2_to_l1):
+                                  "l2_to_l1": True, "padding": 1})
+def _winograd_adder(channels, in_channels, input_size, num_classes, eta, transform, l2_to_l1, padding):
     """The digits net of "adder" with Winograd-AdderNet convolutions (:mod:`hwgen.nn.winograd`).
 
     The two 3×3 adder convs become :class:`~hwgen.nn.winograd.WinogradAdderConv2d` (padding 1,
@@ -100,30 +105,77 @@ def _winograd_adder(channels, in_channels, input_size, num_classes, eta, transfo
         raise ConfigError(f"winograd-adder: {e}") from None
     if not isinstance(l2_to_l1, bool):
         raise ConfigError(f"winograd-adder: l2_to_l1 must be true or false, got {l2_to_l1!r}")
-    return _digits_net(lambda c_in, c: WinogradAdderConv2d(c_in, c, padding=1, transform=transform, eta=eta,
-                                                           l2_to_l1=l2_to_l1),
-                       lambda k, o: AdderLinear(k, o, eta=eta), channels, in_channels, input_size, num_classes)
+    return _digits_net(lambda c_in, c, k, s, p: WinogradAdderConv2d(c_in, c, padding=p, transform=transform,
+                                                                    eta=eta, l2_to_l1=l2_to_l1),
+                       lambda k, o: AdderLinear(k, o, eta=eta), channels, in_channels, input_size,
+                       num_classes, 3, 1, padding)
 
 
-def _digits_net(conv, dense, channels, in_channels, input_size, num_classes):
-    """Two (conv 3×3 pad 1 → BN → ReLU → max-pool 2) blocks, flatten, dense, BN1d.
+def _digits_net(conv, dense, channels, in_channels, input_size, num_classes, kernel=3, stride=1,
+                padding=1):
+    """Blocks of (conv → BN → ReLU → max-pool 2), one per entry of ``channels``, then flatten,
+    dense, BN1d.
 
-    ``conv(c_in, c_out)`` and ``dense(k, o)`` build the weight layers: a module, or a list of
-    modules applied in turn (kept flat in the Sequential); the same shape as "adder".
+    ``conv(c_in, c_out, kernel, stride, padding)`` and ``dense(k, o)`` build the weight layers: a
+    module, or a list of modules applied in turn (kept flat in the Sequential).  ``kernel``,
+    ``stride`` and ``padding`` are one integer for every block or one per block (a list, or
+    ``"5,3"``); ``input_size`` is ``H`` (square), ``[H, W]`` or ``"HxW"``.
     """
     channels = list(channels)
     if not channels or any(not isinstance(c, int) or c < 1 for c in channels):
         raise ValueError(f"channels must be a non-empty list of positive integers, got {channels!r}")
-    size = input_size
+    h, w = input_hw(input_size)
+    geometry = [per_layer(name, value, len(channels), lo) for name, value, lo in
+                (("kernel", kernel, 1), ("stride", stride, 1), ("padding", padding, 0))]
     layers: list[nn.Module] = []
     c_in = in_channels
-    for c in channels:
-        if size < 2:
-            raise ValueError(f"{len(channels)} pooling blocks are too many for a {input_size}×{input_size} input")
-        layers += [*_as_list(conv(c_in, c)), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2)]
-        c_in, size = c, size // 2
-    layers += [nn.Flatten(), *_as_list(dense(c_in * size * size, num_classes)), nn.BatchNorm1d(num_classes)]
+    for i, (c, k, s, p) in enumerate(zip(channels, *geometry)):
+        oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+        if min(oh, ow) < 2:
+            raise ValueError(f"block {i} (kernel {k}, stride {s}, padding {p}) leaves a {max(oh, 0)}×"
+                             f"{max(ow, 0)} map of a {h}×{w} input: too small for its 2×2 pool")
+        layers += [*_as_list(conv(c_in, c, k, s, p)), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2)]
+        c_in, h, w = c, oh // 2, ow // 2
+    layers += [nn.Flatten(), *_as_list(dense(c_in * h * w, num_classes)), nn.BatchNorm1d(num_classes)]
     return nn.Sequential(*layers)
+
+
+def input_hw(size) -> tuple[int, int]:
+    """``input_size`` as ``(H, W)``: an integer (square), ``[H, W]`` or ``"HxW"``."""
+    value = size
+    if isinstance(size, str):
+        try:
+            value = [int(v) for v in size.lower().replace("×", "x").split("x")]
+        except ValueError:
+            value = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value, value]
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in value)):
+        raise ConfigError(f"input_size must be a positive integer, [H, W] or 'HxW', got {size!r}")
+    return int(value[0]), int(value[1])
+
+
+def input_shape(config: dict) -> tuple[int, int, int]:
+    """``(C, H, W)`` of the images an architecture's ``config`` takes."""
+    return (int(config.get("in_channels", 1)), *input_hw(config["input_size"]))
+
+
+def per_layer(name: str, value, n: int, lo: int = 0) -> list[int]:
+    """An option given for every layer: one integer, a list of ``n``, or ``"a,b,…"``."""
+    values = value
+    if isinstance(value, str):
+        try:
+            values = [int(v) for v in value.split(",")]
+        except ValueError:
+            values = None
+    if isinstance(values, int) and not isinstance(values, bool):
+        values = [values] * n
+    if (not isinstance(values, (list, tuple)) or len(values) != n
+            or any(not isinstance(v, int) or isinstance(v, bool) or v < lo for v in values)):
+        raise ConfigError(f"{name} must be an integer >= {lo} or {n} of them (one per block), "
+                          f"got {value!r}")
+    return [int(v) for v in values]
 
 
 def _as_list(built) -> list[nn.Module]:
@@ -131,29 +183,32 @@ def _as_list(built) -> list[nn.Module]:
 
 
 @register_arch("shift", {"channels": [8, 16], "in_channels": 1, "input_size": 8, "num_classes": 10,
-                         "mode": "ps", "prange": list(DEFAULT_PRANGE)})
-def _shift(channels, in_channels, input_size, num_classes, mode, prange):
+                         "mode": "ps", "prange": list(DEFAULT_PRANGE), **_GEOMETRY})
+def _shift(channels, in_channels, input_size, num_classes, mode, prange, kernel, stride, padding):
     """The digits net of "adder" with DeepShift layers: weights ``s * 2**p``, ``p`` in ``prange``.
 
     ``mode`` is ``"ps"`` (sign and shift parameters) or ``"q"`` (float weight rounded in forward).
     """
-    return _digits_net(lambda i, o: ShiftConv2d(i, o, 3, padding=1, mode=mode, prange=prange),
+    return _digits_net(lambda i, o, k, s, p: ShiftConv2d(i, o, k, stride=s, padding=p, mode=mode,
+                                                         prange=prange),
                        lambda k, o: ShiftLinear(k, o, mode=mode, prange=prange),
-                       channels, in_channels, input_size, num_classes)
+                       channels, in_channels, input_size, num_classes, kernel, stride, padding)
 
 
-@register_arch("conv", {"channels": [8, 16], "in_channels": 1, "input_size": 8, "num_classes": 10})
-def _conv(channels, in_channels, input_size, num_classes):
+@register_arch("conv", {"channels": [8, 16], "in_channels": 1, "input_size": 8, "num_classes": 10,
+                        **_GEOMETRY})
+def _conv(channels, in_channels, input_size, num_classes, kernel, stride, padding):
     """The digits net of "adder" with ordinary multiplier layers (``bias=False``): the baseline."""
-    return _digits_net(lambda i, o: nn.Conv2d(i, o, 3, padding=1, bias=False),
+    return _digits_net(lambda i, o, k, s, p: nn.Conv2d(i, o, k, stride=s, padding=p, bias=False),
                        lambda k, o: nn.Linear(k, o, bias=False),
-                       channels, in_channels, input_size, num_classes)
+                       channels, in_channels, input_size, num_classes, kernel, stride, padding)
 
 
 @register_arch("shiftadd", {"channels": [8, 16], "in_channels": 1, "input_size": 8, "num_classes": 10,
                             "mode": "ps", "prange": list(DEFAULT_PRANGE), "eta": DEFAULT_ETA,
-                            "add_kernel": 1, "freeze": "none"})
-def _shiftadd(channels, in_channels, input_size, num_classes, mode, prange, eta, add_kernel, freeze):
+                            "add_kernel": 1, "freeze": "none", **_GEOMETRY})
+def _shiftadd(channels, in_channels, input_size, num_classes, mode, prange, eta, add_kernel, freeze,
+              kernel, stride, padding):
     """The digits net of "adder" with ShiftAddNet blocks (You et al., "ShiftAddNet: A
     Hardware-Inspired Deep Network", NeurIPS 2020).
 
@@ -180,10 +235,10 @@ def _shiftadd(channels, in_channels, input_size, num_classes, mode, prange, eta,
     if not isinstance(add_kernel, int) or isinstance(add_kernel, bool) or add_kernel < 1 or add_kernel % 2 == 0:
         raise ValueError(f"shiftadd: add_kernel must be an odd integer >= 1 (the size is kept), got {add_kernel!r}")
     model = _digits_net(
-        lambda i, o: [ShiftConv2d(i, o, 3, padding=1, mode=mode, prange=prange),
-                      AdderConv2d(o, o, add_kernel, padding=add_kernel // 2, eta=eta)],
+        lambda i, o, k, s, p: [ShiftConv2d(i, o, k, stride=s, padding=p, mode=mode, prange=prange),
+                               AdderConv2d(o, o, add_kernel, padding=add_kernel // 2, eta=eta)],
         lambda k, o: [ShiftLinear(k, o, mode=mode, prange=prange), AdderLinear(o, o, eta=eta)],
-        channels, in_channels, input_size, num_classes)
+        channels, in_channels, input_size, num_classes, kernel, stride, padding)
     frozen = {"none": (), "shift": (ShiftConv2d, ShiftLinear), "add": (AdderConv2d, AdderLinear)}[freeze]
     for m in model.modules():
         if frozen and isinstance(m, frozen):

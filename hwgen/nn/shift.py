@@ -20,9 +20,9 @@ Two training forms, chosen by ``mode``:
   DeepShift rounds ``log2|w|`` instead; the two differ only for ``|w|/2**floor(log2|w|)``
   in ``[sqrt 2, 1.5)``.
 
-:meth:`ShiftConv2d.exported` gives the integer ``(sign, exponent)`` arrays the forward uses; the
-quantizer turns the exponent into a non-negative integer shift (``shift = p - pmin``) and folds ``2**pmin``
-into the requantization scale.
+:meth:`ShiftConv2d.exported` gives the integer ``(sign, exponent)`` arrays the forward uses;
+the quantizer turns the exponent into a non-negative integer shift (``shift = p - pmin``) and
+folds ``2**pmin`` into the requantization scale.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ShiftConv2d", "ShiftLinear", "round_power_of_two", "DEFAULT_PRANGE", "MODES"]
+__all__ = ["ShiftConv2d", "ShiftLinear", "round_power_of_two", "effective_weight", "DEFAULT_PRANGE", "MODES"]
 
 DEFAULT_PRANGE = (-7, 0)
 MODES = ("ps", "q")
@@ -59,6 +59,18 @@ def round_power_of_two(w: torch.Tensor, pmin: int, pmax: int) -> tuple[torch.Ten
     return s, p
 
 
+def effective_weight(params: list[torch.Tensor], mode: str, pmin: int, pmax: int) -> torch.Tensor:
+    """The weight ``s * 2**p`` of a shift layer's parameters (see :meth:`_ShiftBase.params`)."""
+    if mode == "q":
+        (weight,) = params
+        s, p = round_power_of_two(weight, pmin, pmax)
+        return _ste(weight, s * torch.exp2(p))
+    shift, sign = params
+    p = _ste(shift, shift.round().clamp(pmin, pmax))
+    s = _ste(sign, torch.sign(sign.round()))
+    return s * torch.exp2(p)
+
+
 class _ShiftBase(nn.Module):
     def __init__(self, weight_shape, mode, prange):
         super().__init__()
@@ -83,14 +95,13 @@ class _ShiftBase(nn.Module):
             self.sign = nn.Parameter(torch.where(w0 >= 0, 1.0, -1.0))
             self.shift = nn.Parameter(p.clone())
 
+    def params(self) -> list[torch.Tensor]:
+        """The trained parameters of the form: ``[weight]`` (``"q"``) or ``[shift, sign]`` (``"ps"``)."""
+        return [self.weight] if self.mode == "q" else [self.shift, self.sign]
+
     def effective_weight(self) -> torch.Tensor:
         """The weight the forward uses: only values ``s * 2**p`` (``p`` in range) or 0."""
-        if self.mode == "q":
-            s, p = round_power_of_two(self.weight, self.pmin, self.pmax)
-            return _ste(self.weight, s * torch.exp2(p))
-        p = _ste(self.shift, self.shift.round().clamp(self.pmin, self.pmax))
-        s = _ste(self.sign, torch.sign(self.sign.round()))
-        return s * torch.exp2(p)
+        return effective_weight(self.params(), self.mode, self.pmin, self.pmax)
 
     @torch.no_grad()
     def exported(self) -> tuple[np.ndarray, np.ndarray]:
@@ -131,6 +142,9 @@ class ShiftConv2d(_ShiftBase):
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
 
     def forward(self, x):
+        if torch.compiler.is_exporting():  # one node for torch.export (see hwgen.nn.ops)
+            return torch.ops.hwgen.shift_conv2d(x, self.params(), self.mode, self.pmin, self.pmax,
+                                                self.stride, self.padding)
         return F.conv2d(x, self.effective_weight(), stride=self.stride, padding=self.padding)
 
     def extra_repr(self):
@@ -147,6 +161,8 @@ class ShiftLinear(_ShiftBase):
         self.in_features, self.out_features = in_features, out_features
 
     def forward(self, x):
+        if torch.compiler.is_exporting():
+            return torch.ops.hwgen.shift_linear(x, self.params(), self.mode, self.pmin, self.pmax)
         return F.linear(x, self.effective_weight())
 
     def extra_repr(self):

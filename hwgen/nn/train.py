@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from .. import data
 from .checkpoint import save_checkpoint
-from .models import build_model, default_config
+from .models import build_model, default_config, input_hw
 
 __all__ = ["train", "evaluate", "DEFAULTS"]
 
@@ -59,14 +59,22 @@ def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, batch_size: i
 
 
 def train(arch: str = "adder", epochs: int | None = None, seed: int = 0, out=None, progress: bool = True,
-          config: dict | None = None, dataset: data.Dataset | None = None, **hparams) -> dict:
+          config: dict | None = None, dataset: data.Dataset | None = None, history: bool = False,
+          *, model: torch.nn.Module | None = None, **hparams) -> dict:
     """Train ``arch`` on ``dataset`` (default: the digits); save a checkpoint to ``out`` if given.
+
+    ``model``: train this module (a user's own architecture, in place) instead of building
+    ``arch``; then neither ``config`` nor ``out`` applies (a checkpoint names an architecture:
+    save the module with :func:`torch.save` of its state dict, or export it with torch.export).
 
     The architecture's ``in_channels``, ``input_size`` and ``num_classes`` come from the data set
     unless ``config`` sets them (then they must agree with it).  ``hparams`` override
     :data:`DEFAULTS` (batch_size, lr, momentum, weight_decay, shift).  Returns the metrics,
     ``{"test_accuracy", "train_accuracy", "train_time_s", "epochs", "seed", "arch", "data", ...}``;
-    ``data`` describes the data set (:meth:`hwgen.data.Dataset.describe`).
+    ``data`` describes the data set (:meth:`hwgen.data.Dataset.describe`).  With ``history``,
+    ``metrics["history"]`` holds the training curves: per epoch ``{"epoch", "loss",
+    "test_accuracy"}`` (the mean training loss, and the test accuracy after the epoch; measuring
+    it changes no weight).
     """
     unknown = sorted(set(hparams) - set(DEFAULTS))
     if unknown:
@@ -77,7 +85,13 @@ def train(arch: str = "adder", epochs: int | None = None, seed: int = 0, out=Non
     if hp["epochs"] < 1:
         raise ValueError(f"train: epochs must be >= 1, got {hp['epochs']}")
     dataset = data.digits_dataset() if dataset is None else dataset
-    config = {**default_config(arch), **_data_config(arch, dataset, config or {}), **(config or {})}
+    if model is not None:
+        if config or out is not None:
+            raise ValueError("train: config and out apply to an architecture, not to a given model")
+        arch = type(model).__name__
+    else:
+        config = {**default_config(arch), **_data_config(arch, dataset, config or {}),
+                  **(config or {})}
     x_tr, y_tr, x_te, y_te = dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     threads = torch.get_num_threads()
@@ -88,7 +102,8 @@ def train(arch: str = "adder", epochs: int | None = None, seed: int = 0, out=Non
     try:
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
-        model = build_model(arch, **config)
+        if model is None:
+            model = build_model(arch, **config)
         xt = torch.as_tensor(np.array(x_tr))
         yt = torch.as_tensor(np.array(y_tr))
         steps_per_epoch = (len(xt) + hp["batch_size"] - 1) // hp["batch_size"]
@@ -99,6 +114,7 @@ def train(arch: str = "adder", epochs: int | None = None, seed: int = 0, out=Non
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp["lr"], epochs=hp["epochs"],
                                                     steps_per_epoch=steps_per_epoch, pct_start=0.15)
         start = time.perf_counter()
+        curves = []
         bar = _progress(progress)
         with bar:
             task = bar.add_task(f"training {arch}", total=hp["epochs"]) if bar else None
@@ -118,6 +134,9 @@ def train(arch: str = "adder", epochs: int | None = None, seed: int = 0, out=Non
                     opt.step()
                     sched.step()
                     total_loss += float(loss.detach()) * len(idx)
+                if history:
+                    curves.append({"epoch": epoch + 1, "loss": total_loss / len(xt),
+                                   "test_accuracy": float(evaluate(model, x_te, y_te))})
                 if bar:
                     bar.update(task, advance=1, description=f"training {arch}: epoch {epoch + 1} "
                                                             f"loss {total_loss / len(xt):.3f}")
@@ -138,6 +157,8 @@ def train(arch: str = "adder", epochs: int | None = None, seed: int = 0, out=Non
         "torch": torch.__version__,
         "data": dataset.describe(),
     }
+    if history:
+        metrics["history"] = curves
     if out is not None:
         save_checkpoint(Path(out), model, arch, config, metrics)
         metrics["path"] = str(out)
@@ -147,17 +168,18 @@ def train(arch: str = "adder", epochs: int | None = None, seed: int = 0, out=Non
 def _data_config(arch: str, dataset: data.Dataset, config: dict) -> dict:
     """The options of ``arch`` that the data set decides: channels in, image size, classes."""
     c, h, w = dataset.input_shape
-    derived = {"in_channels": c, "input_size": h, "num_classes": dataset.num_classes}
+    # A square input stays one number (the form the shipped checkpoints record).
+    derived = {"in_channels": c, "input_size": h if h == w else [h, w],
+               "num_classes": dataset.num_classes}
     options = default_config(arch)
-    if "input_size" in options and h != w:
-        raise data.DataError(f"data set {dataset.name!r} has {h}×{w} images; architecture {arch!r} "
-                             f"takes square images (train your own module through the Python API)")
     out = {}
     for key, value in derived.items():
         if key not in options:
             continue
-        if key in config and config[key] != value:
-            raise data.DataError(f"--set {key}={config[key]} but data set {dataset.name!r} has {key} {value}")
+        given = config.get(key, value)
+        if (input_hw(given) != input_hw(value)) if key == "input_size" else given != value:
+            shown = "x".join(map(str, input_hw(value))) if key == "input_size" else value
+            raise data.DataError(f"--set {key}={given} but data set {dataset.name!r} has {key} {shown}")
         out[key] = value
     return out
 

@@ -83,7 +83,7 @@ from torch import nn
 
 from .adder import DEFAULT_ETA, adder_l1
 
-__all__ = ["WinogradAdderConv2d", "TRANSFORMS", "transform_set", "exact_for_multiplication",
+__all__ = ["WinogradAdderConv2d", "winograd_adder_conv2d", "TRANSFORMS", "transform_set", "exact_for_multiplication",
            "l2_to_l1_power"]
 
 _H = 0.5
@@ -156,6 +156,29 @@ def l2_to_l1_power(epoch: int, epochs: int) -> float:
     return 2.0 - min(1.0, max(0, epoch) / half)
 
 
+def winograd_adder_conv2d(x: torch.Tensor, weight: torch.Tensor, bt: torch.Tensor, at: torch.Tensor,
+                          padding: int, p: float = 1.0, eta: float | None = None) -> torch.Tensor:
+    """Functional :class:`WinogradAdderConv2d`: ``x (N, C, H, W)``, ``weight`` ``U (O, C, 4, 4)``."""
+    n, c, h, w = x.shape
+    out_channels = weight.shape[0]
+    oh, ow = h + 2 * padding - 2, w + 2 * padding - 2
+    th, tw = (oh + 1) // 2, (ow + 1) // 2
+    pad = padding
+    # Whole tiles: the padded input is 2·tiles + 2 wide; extra zeros at the bottom/right, cropped below.
+    x = F.pad(x, (pad, 2 * tw + 2 - w - pad, pad, 2 * th + 2 - h - pad))
+    tiles = th * tw
+    cols = F.unfold(x, 4, stride=2)                                    # (N, C*16, T)
+    d = cols.reshape(n, c, 16, tiles).permute(2, 0, 3, 1).reshape(16, n * tiles, c)
+    bb = torch.kron(bt, bt).to(x.dtype)                                # (16, 16): vec(Bᵀ d B)
+    v = (bb @ d.reshape(16, -1)).reshape(16, n * tiles, c)             # lanes × (tile) × channel
+    u = weight.to(x.dtype).reshape(out_channels, c, 16).permute(2, 0, 1)  # (16, O, C)
+    m = adder_l1(v, u, eta, p)                                         # (16, N*T, O)
+    aa = torch.kron(at, at).to(x.dtype)                                # (4, 16): vec(Aᵀ M A)
+    y = (aa @ m.reshape(16, -1)).reshape(2, 2, n, th, tw, out_channels)
+    y = y.permute(2, 5, 3, 0, 4, 1).reshape(n, out_channels, 2 * th, 2 * tw)
+    return y[:, :, :oh, :ow]
+
+
 class WinogradAdderConv2d(nn.Module):
     """Winograd-AdderNet 3×3 convolution, stride 1, no bias (a BatchNorm follows).
 
@@ -200,23 +223,11 @@ class WinogradAdderConv2d(nn.Module):
         return oh, ow
 
     def forward(self, x):
-        n, c, h, w = x.shape
-        oh, ow = self.output_size(h, w)
-        th, tw = (oh + 1) // 2, (ow + 1) // 2
-        pad = self.padding
-        # Whole tiles: the padded input is 2·tiles + 2 wide; extra zeros at the bottom/right, cropped below.
-        x = F.pad(x, (pad, 2 * tw + 2 - w - pad, pad, 2 * th + 2 - h - pad))
-        tiles = th * tw
-        cols = F.unfold(x, 4, stride=2)                                    # (N, C*16, T)
-        d = cols.reshape(n, c, 16, tiles).permute(2, 0, 3, 1).reshape(16, n * tiles, c)
-        bb = torch.kron(self.bt, self.bt).to(x.dtype)                      # (16, 16): vec(Bᵀ d B)
-        v = (bb @ d.reshape(16, -1)).reshape(16, n * tiles, c)             # lanes × (tile) × channel
-        u = self.weight.to(x.dtype).reshape(self.out_channels, c, 16).permute(2, 0, 1)  # (16, O, C)
-        m = adder_l1(v, u, self.eta, self.p)                               # (16, N*T, O)
-        aa = torch.kron(self.at, self.at).to(x.dtype)                      # (4, 16): vec(Aᵀ M A)
-        y = (aa @ m.reshape(16, -1)).reshape(2, 2, n, th, tw, self.out_channels)
-        y = y.permute(2, 5, 3, 0, 4, 1).reshape(n, self.out_channels, 2 * th, 2 * tw)
-        return y[:, :, :oh, :ow]
+        if torch.compiler.is_exporting():  # one node for torch.export (see hwgen.nn.ops)
+            return torch.ops.hwgen.winograd_adder_conv2d(x, self.weight, self.bt, self.g, self.at,
+                                                         self.padding, self.p, self.eta)
+        self.output_size(*x.shape[2:])
+        return winograd_adder_conv2d(x, self.weight, self.bt, self.at, self.padding, self.p, self.eta)
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size=3, padding={self.padding}, "
