@@ -100,12 +100,75 @@ def program(name: str, bitstream: str | os.PathLike, env: dict | None = None) ->
     return cmd
 
 
+def build_settings(name: str, model, clock_mhz: float | None = None,
+                   cycles: int | None = None) -> tuple[str, int]:
+    """``hwgen build --board``'s device and pace (cycles per image) for ``model`` on board
+    ``name``: the board's device, and ``cycles`` if given, else the link's pace
+    (:func:`hwgen.boards.build.link_pace`)."""
+    from math import prod
+
+    from .build import link_pace
+
+    b = board(name)
+    return b.device, cycles or link_pace(b.name, prod(model.input_shape), clock_mhz)
+
+
+def add_build_options(p) -> None:
+    """``hwgen build``'s board options."""
+    p.add_argument("--board", default=None, choices=sorted(BOARDS),
+                   help="also make a bitstream for this board; picks --device and, unless "
+                        "--cycles is given, the folding: the cheapest that keeps up with the "
+                        "board's UART")
+    p.add_argument("--clock", type=float, default=None, metavar="MHZ",
+                   help="with --board: the accelerator's clock (default: the board's; a PLL "
+                        "makes it when it is not the oscillator's)")
+    p.add_argument("--seed", type=int, default=1, help="with --board: nextpnr's seed")
+
+
+def build_bitstream(args) -> None:
+    """The bitstream step of ``hwgen build --board`` (after the build folder is written)."""
+    from .build import build_board, format_board_summary
+
+    report = build_board(args.out, args.board, clock_mhz=args.clock, seed=args.seed)
+    print(format_board_summary(report))
+
+
 def add_commands(sub) -> None:
     """The board subcommands of ``hwgen`` (cli.make_parser calls this with its subparsers)."""
     p = sub.add_parser("program", help="load a bitstream into a board with its usual programmer")
     p.add_argument("--board", required=True, choices=sorted(BOARDS))
     p.add_argument("bitstream", help="the bitstream file (.bin for iCE40, .bit for ECP5)")
     p.set_defaults(func=_cmd_program)
+
+    p = sub.add_parser("infer", help="send a build's test images to a board over its serial port")
+    p.add_argument("--port", required=True, help="the board's serial port (e.g. /dev/ttyUSB1)")
+    p.add_argument("--build", default="build/digits",
+                   help="the build folder the board runs (default: %(default)s)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--data", default=None, metavar="D.npz",
+                       help="send this data set's test images (default: the build's vectors)")
+    group.add_argument("--images", type=int, default=None, metavar="N",
+                       help="send the first N of the build's test images (default: all)")
+    p.add_argument("--board", default=None, choices=sorted(BOARDS),
+                   help="read baud, batch and clock from the build's bitstream for this board")
+    p.add_argument("--batch", type=int, default=None, help="images a frame (default: 4)")
+    p.add_argument("--baud", type=int, default=None, help="default: 115200")
+    p.add_argument("--clock", type=float, default=None, metavar="MHZ",
+                   help="the accelerator's clock, for its images/s (default: the board build's)")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a reply")
+    p.set_defaults(func=_cmd_infer)
+
+
+def _cmd_infer(args) -> int:
+    from hwgen import ir
+
+    from .host import format_infer, infer
+
+    result = infer(args.port, args.build, data=args.data, images=args.images, board=args.board,
+                   batch=args.batch, baud=args.baud, clock_mhz=args.clock,
+                   timeout_s=args.timeout)
+    print(format_infer(result, list(ir.Model.load(args.build).classes or [])))
+    return 0
 
 
 def _cmd_program(args) -> int:

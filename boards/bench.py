@@ -40,7 +40,7 @@ def accelerator_of(build_dir):
 def link_verilog(build_dir, out: Path, *, divisor: int = SIM_DIVISOR, timeout_bytes: int = 40,
                  max_count: int = 4, accel_domain: str = "accel") -> dict:
     """Write the link core of ``build_dir``'s accelerator to ``out`` (top ``board_link``);
-    returns the link's description (:meth:`LinkCore.describe`)."""
+    returns the link's description (:meth:`hwgen.boards.link.LinkCore.describe`)."""
     from amaranth.back import verilog
 
     accelerator, _ = accelerator_of(build_dir)
@@ -72,7 +72,8 @@ def simulate_board(build_dir, simulator: str = "icarus", images: int | None = 8,
     t0, t1, t2 = run_testbench(simulator, [verilog], "board_link", sim_dir, TEST_MODULE, env,
                                verbose=verbose)
     if not result.is_file():
-        raise SimulationError(f"the board test ended without a result (log: {sim_dir / 'test.log'})")
+        raise SimulationError(f"the board test ended without a result "
+                              f"(log: {sim_dir / 'test.log'})")
     summary = json.loads(result.read_text())
     summary.update(simulator=simulator, link=link, build_s=round(t1 - t0, 3),
                    test_s=round(t2 - t1, 3))

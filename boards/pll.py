@@ -7,16 +7,18 @@ tie-breaks, so the settings equal theirs (``tests/test_board_pll.py`` compares).
 
 from dataclasses import dataclass
 
+from ..errors import HwgenError
+
 __all__ = ["PLLError", "ICE40PLL", "ECP5PLL", "ice40_pll", "ecp5_pll"]
 
 
-class PLLError(ValueError):
+class PLLError(HwgenError, ValueError):
     """No PLL setting gives the clock asked for."""
 
 
 @dataclass(frozen=True)
 class ICE40PLL:
-    """``SB_PLL40_*`` with ``FEEDBACK_PATH="SIMPLE"``: ``f_out = f_in·(DIVF+1) / ((DIVR+1)·2^DIVQ)``."""
+    """``SB_PLL40_*``, ``FEEDBACK_PATH="SIMPLE"``: ``f_out = f_in·(DIVF+1) / ((DIVR+1)·2^DIVQ)``."""
 
     f_in_mhz: float
     divr: int

@@ -13,6 +13,7 @@ instantiates the link core (the UART, the frame parser and reply, the accelerato
 from amaranth import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, ResetSignal
 from amaranth import Signal
 from amaranth.build import Pins, Resource, Subsignal, Attrs
+from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
 from .link import LinkCore
@@ -95,12 +96,20 @@ class BoardTop(Elaboratable):
                                              Subsignal("rx", Pins(rx, dir="i", conn=("io", 0))),
                                              Subsignal("tx", Pins(tx, dir="o", conn=("io", 0))),
                                              Attrs(IO_TYPE="LVCMOS33", PULLMODE="UP"))])
-        uart = platform.request("uart", 0)
-        m.d.comb += [core.rx.eq(uart.rx.i), uart.tx.o.eq(core.tx)]
+        pins = {sub.name: "-" for sub in platform.lookup("uart", 0).ios}  # rx, tx (rts, dtr unused)
+        uart = platform.request("uart", 0, dir=pins)
+        m.submodules.uart_rx_pin = rx = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx_pin = tx = io.Buffer("o", uart.tx)
+        m.d.comb += [core.rx.eq(rx.i), tx.o.eq(core.tx)]
 
-        for (name, number, sub), value in zip(self.board.leds, (core.busy, core.error)):
-            led = platform.request(name, number)
-            m.d.comb += (getattr(led, sub) if sub else led).o.eq(value)
+        requested = {}  # one request per resource: an RGB LED gives two of its colours
+        for i, ((name, number, sub), value) in enumerate(zip(self.board.leds,
+                                                              (core.busy, core.error))):
+            if (name, number) not in requested:
+                requested[name, number] = platform.request(name, number, dir="-")
+            port = requested[name, number]
+            m.submodules[f"led{i}"] = led = io.Buffer("o", getattr(port, sub) if sub else port)
+            m.d.comb += led.o.eq(value)
         return m
 
     def _power_on_reset(self, m, cycles: int):
@@ -126,7 +135,6 @@ class BoardTop(Elaboratable):
             i_PACKAGEPIN=clk.io, i_RESETB=Const(1), i_BYPASS=Const(0),
             o_PLLOUTGLOBALA=sync_clk, o_PLLOUTGLOBALB=accel_clk, o_LOCK=lock)
         m.d.comb += [ClockSignal("sync").eq(sync_clk), ClockSignal("accel").eq(accel_clk)]
-        platform.add_clock_constraint(sync_clk, self.board.osc_mhz * 1e6)
         platform.add_clock_constraint(accel_clk, self.clock_mhz * 1e6)
         self._power_on_reset(m, round(15 * self.board.osc_mhz))
         m.submodules.accel_reset = ResetSynchronizer(~lock | ResetSignal("sync"), domain="accel")
@@ -155,4 +163,5 @@ class BoardTop(Elaboratable):
             a_MFG_GMCREF_SEL="2")
         m.d.comb += ClockSignal("accel").eq(accel_clk)
         platform.add_clock_constraint(accel_clk, self.clock_mhz * 1e6)
-        m.submodules.accel_reset = ResetSynchronizer(~lock | ResetSignal("sync"), domain="accel")
+        # The platform's sync domain has no reset signal (the global set/reset starts it).
+        m.submodules.accel_reset = ResetSynchronizer(~lock, domain="accel")

@@ -90,6 +90,44 @@ def _skip_class_data(app, what, name, obj, skip, options):
     return None
 
 
+def _canonical(target: str) -> str | None:
+    """``module.qualname`` where the object named ``target`` is defined, if it is an hwgen
+    object imported into another module (``hwgen.ir.Requant`` is ``hwgen.kinds.requant``'s)."""
+    import importlib
+
+    parts = target.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        try:
+            for name in parts[i:]:
+                obj = getattr(obj, name)
+        except AttributeError:
+            return None
+        obj = obj.fget if isinstance(obj, property) else obj
+        module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+        if module and qualname and module.startswith("hwgen") and f"{module}.{qualname}" != target:
+            return f"{module}.{qualname}"
+        return None
+    return None
+
+
+def _resolve_reexport(app, env, node, contnode):
+    """A reference to a re-exported name resolves to the page of the object it names: modules
+    document what they define, not what they import."""
+    target = node.get("reftarget", "")
+    if node.get("refdomain") != "py" or not target.startswith("hwgen."):
+        return None
+    canonical = _canonical(target)
+    if canonical is None:
+        return None
+    return env.get_domain("py").resolve_xref(env, node["refdoc"], app.builder, node["reftype"],
+                                             canonical, node, contnode)
+
+
 def setup(app):
     app.connect("builder-inited", _napoleon_but_not_attributes)
     app.connect("autodoc-skip-member", _skip_class_data)
+    app.connect("missing-reference", _resolve_reexport)

@@ -11,7 +11,7 @@ from pathlib import Path as _Path
 __version__ = "0.1.0"
 
 #: Top-level folders of the source tree that are subpackages of hwgen. The wheel maps them into
-#: the package (``package-dir`` in pyproject.toml); from a source tree, this finder does.
+#: the package (``package_dir`` in setup.py); from a source tree, this finder does.
 _MAPPED = {"hwgen.sim": "sim", "hwgen.boards": "boards"}
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data, flow, ir
+from .buildfolder import BuildFolder
 
 __all__ = ["convert", "Build"]
 
@@ -53,7 +54,7 @@ class Build:
     @property
     def verilog(self) -> str:
         """The Verilog of the accelerator (``hwgen_top.v``)."""
-        return (self.build_dir / self.manifest["verilog"]).read_text()
+        return BuildFolder(self.build_dir).verilog(self.manifest).read_text()
 
     @property
     def accuracy(self) -> float:

@@ -43,8 +43,8 @@ from .nn.adder import AdderConv2d, AdderLinear
 from .nn.shift import ShiftConv2d, ShiftLinear
 from .nn.winograd import WinogradAdderConv2d
 
-__all__ = ["Node", "Add", "Captured", "UnsupportedOpError", "capture", "capture_exported",
-           "load_exported", "load_function", "load_module", "is_module_source", "INPUT",
+__all__ = ["Node", "Add", "Captured", "UnsupportedOpError", "CaptureError", "capture",
+           "capture_exported", "load_exported", "load_function", "load_module", "is_module_source", "INPUT",
            "SUPPORTED"]
 
 #: The name of the model's input tensor in :attr:`Node.inputs`.
@@ -93,7 +93,7 @@ class Add(nn.Module):
 
 
 class Captured(nn.Module):
-    """Captured nodes as a module: runs :attr:`nodes` in order (the float model of a ``.pt2``).
+    """Captured nodes as a module: runs ``nodes`` in order (the float model of a ``.pt2``).
 
     :func:`capture` of a ``Captured`` gives its nodes back unchanged.
     """
@@ -103,7 +103,8 @@ class Captured(nn.Module):
         self.nodes = list(nodes)
         self.output = output
         # Registered under safe names, so that .eval() and .parameters() reach them.
-        self.layers = nn.ModuleDict(OrderedDict((n.name.replace(".", "_"), n.module) for n in nodes))
+        self.layers = nn.ModuleDict(OrderedDict((n.name.replace(".", "_"), n.module)
+                                                for n in nodes))
 
     def forward(self, x):
         env = {INPUT: x}
@@ -126,7 +127,9 @@ _RELU = {F.relu, torch.relu, torch.relu_}
 _DROPOUT = {F.dropout, torch.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout}
 _ADD = {operator.add, operator.iadd, torch.add}
 _FLATTEN = {torch.flatten}
+_ADD_METHODS = ("add", "add_")  # tensor methods (torch names, not hwgen layer kinds)
 _FLATTEN_METHODS = frozenset({"flatten"})  # Tensor.flatten
+_ADD_METHODS = frozenset({"add", "add_"})  # Tensor.add, Tensor.add_
 _RESHAPE = {torch.reshape}
 _MAXPOOL = {F.max_pool2d, torch.max_pool2d}
 _MAXPOOL_ARGS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
@@ -165,7 +168,8 @@ def capture(model: nn.Module) -> list[Node]:
     if isinstance(model, Captured):
         return list(model.nodes)
     if not isinstance(model, nn.Module):
-        raise CaptureError(f"capture: a model must be a torch.nn.Module, not {type(model).__name__}")
+        raise CaptureError(f"capture: a model must be a torch.nn.Module, not "
+                           f"{type(model).__name__}")
     if isinstance(model, (*_HWGEN_LAYERS, nn.Conv2d, nn.Linear)):
         return [Node(type(model).__name__, model, (INPUT,))]
     tracer = _Tracer()
@@ -191,7 +195,8 @@ class _FxReader:
     def read(self, graph: fx.Graph) -> list[Node]:
         inputs = [n for n in graph.nodes if n.op == "placeholder"]
         if len(inputs) != 1:
-            raise CaptureError(f"capture: forward must take one tensor, not {len(inputs)} arguments")
+            raise CaptureError(f"capture: forward must take one tensor, not {len(inputs)} "
+                               f"arguments")
         self.alias[inputs[0].name] = INPUT
         for node in graph.nodes:
             if node.op == "placeholder":
@@ -238,7 +243,7 @@ class _FxReader:
             self._emit(node, node.name, nn.ReLU(), args[0])
         elif fn in _DROPOUT or method in ("contiguous", "clone"):
             self.alias[node.name] = self._tensor(args[0], node)
-        elif fn in _ADD or method in ("add", "add_"):
+        elif fn in _ADD or method in _ADD_METHODS:
             if len(args) != 2 or kwargs:
                 _refuse(_describe(node) + " with a scale (alpha)", node.name)
             self._emit(node, node.name, Add(), *args)
@@ -292,6 +297,10 @@ def _load_state(module: nn.Module, tensors: dict[str, torch.Tensor]) -> nn.Modul
     return module.eval()
 
 
+def _weights(w, b) -> dict:
+    return {"weight": w} if b is None else {"weight": w, "bias": b}
+
+
 def _pair(v) -> tuple[int, int]:
     v = list(v) if isinstance(v, (list, tuple)) else [v]
     return (int(v[0]), int(v[-1])) if v else (1, 1)
@@ -341,7 +350,8 @@ class _ExportReader:
             if node.op == "output":
                 outs = node.args[0]
                 outs = outs if isinstance(outs, (tuple, list)) else [outs]
-                if len(outs) != 1 or not isinstance(outs[0], fx.Node) or outs[0].name not in self.alias:
+                if (len(outs) != 1 or not isinstance(outs[0], fx.Node)
+                        or outs[0].name not in self.alias):
                     raise CaptureError("capture: the exported program must return one tensor")
                 output = self.alias[outs[0].name]
                 break
@@ -359,12 +369,14 @@ class _ExportReader:
         if t in (ops.adder_conv2d.default,):
             x, w, stride, padding, eta = a
             w = self.const(w, node)
-            m = AdderConv2d(w.shape[1], w.shape[0], w.shape[2], stride=stride, padding=padding, eta=eta)
+            m = AdderConv2d(w.shape[1], w.shape[0], w.shape[2], stride=stride, padding=padding,
+                            eta=eta)
             self.emit(node, _load_state(m, {"weight": w}), x)
         elif t == ops.adder_linear.default:
             x, w, eta = a
             w = self.const(w, node)
-            self.emit(node, _load_state(AdderLinear(w.shape[1], w.shape[0], eta=eta), {"weight": w}), x)
+            m = AdderLinear(w.shape[1], w.shape[0], eta=eta)
+            self.emit(node, _load_state(m, {"weight": w}), x)
         elif t in (ops.shift_conv2d.default, ops.shift_linear.default):
             x, params, mode, pmin, pmax, *geometry = a
             params = [self.const(p, node) for p in params]
@@ -390,7 +402,7 @@ class _ExportReader:
             x, w, b = (a + [None])[:3]
             w, b = self.const(w, node), self.const(b, node)
             m = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
-            self.emit(node, _load_state(m, {"weight": w, **({"bias": b} if b is not None else {})}), x)
+            self.emit(node, _load_state(m, _weights(w, b)), x)
         elif t in (_ATEN.batch_norm.default, _ATEN._native_batch_norm_legit_no_training.default):
             self._batch_norm(node, a)
         elif t in (_ATEN.relu.default, _ATEN.relu_.default):
@@ -431,20 +443,23 @@ class _ExportReader:
             if transposed:
                 _refuse("a transposed convolution", node.name)
         else:
-            x, w, b, stride, padding, dilation, groups = (a + [None, [1], [0], [1], 1][len(a) - 2:])[:7]
+            defaults = [None, [1], [0], [1], 1]  # bias, stride, padding, dilation, groups
+            x, w, b, stride, padding, dilation, groups = (a + defaults[len(a) - 2:])[:7]
         w, b = self.const(w, node), self.const(b, node)
         if isinstance(padding, str):
-            _refuse(f"{node.target} with padding={padding!r}", node.name, ": give the padding in pixels")
-        m = nn.Conv2d(w.shape[1] * int(groups), w.shape[0], tuple(w.shape[2:]), stride=_pair(stride),
-                      padding=_pair(padding), dilation=_pair(dilation), groups=int(groups),
+            _refuse(f"{node.target} with padding={padding!r}", node.name,
+                    ": give the padding in pixels")
+        m = nn.Conv2d(w.shape[1] * int(groups), w.shape[0], tuple(w.shape[2:]),
+                      stride=_pair(stride), padding=_pair(padding), dilation=_pair(dilation), groups=int(groups),
                       bias=b is not None)
-        self.emit(node, _load_state(m, {"weight": w, **({"bias": b} if b is not None else {})}), x)
+        self.emit(node, _load_state(m, _weights(w, b)), x)
 
     def _batch_norm(self, node, a) -> None:
         if node.target == _ATEN.batch_norm.default:
             x, w, b, mean, var, training, _, eps, _ = a
             if training:
-                _refuse("a BatchNorm in training mode", node.name, ": export the model in eval mode")
+                _refuse("a BatchNorm in training mode", node.name,
+                        ": export the model in eval mode")
         else:
             x, w, b, mean, var, _, eps = a
         w, b, mean, var = (self.const(v, node) for v in (w, b, mean, var))
@@ -534,7 +549,8 @@ def load_function(spec: str) -> nn.Module:
     except Exception as e:  # noqa: BLE001
         raise CaptureError(f"{path}:{func}() failed ({type(e).__name__}: {e})") from None
     if not isinstance(model, nn.Module):
-        raise CaptureError(f"{path}:{func}() returned {type(model).__name__}, not a torch.nn.Module")
+        raise CaptureError(f"{path}:{func}() returned {type(model).__name__}, not a "
+                           f"torch.nn.Module")
     return model.eval()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -24,19 +25,11 @@ class UserError(HwgenError):
 
 
 def _parse_folding(items: list[str] | None) -> dict | None:
-    """``--fold conv1=pe:2,simd:9`` → ``{"conv1": {"pe": 2, "simd": 9}}``."""
-    if not items:
-        return None
-    folding = {}
-    for item in items:
-        try:
-            layer, spec = item.split("=", 1)
-            pairs = [kv.split(":") for kv in spec.split(",")]
-            folding[layer] = {k: int(v) if v.lstrip("-").isdigit() else v for k, v in pairs}
-        except ValueError:
-            raise UserError(f"--fold {item!r}: expected LAYER=KEY:VALUE,... (conv/dense: pe, simd, "
-                            f"weights:rom|const; Winograd: pe, overlap:0|1; max-pool: lanes)") from None
-    return folding
+    """``--fold conv1=pe:2,simd:9`` → ``{"conv1": {"pe": 2, "simd": 9}}``
+    (:func:`hwgen.hw.spec.parse_fold_items`, the parser of sweep specs too)."""
+    from .hw.spec import parse_fold_items
+
+    return parse_fold_items(items, "--fold") if items else None
 
 
 def _parse_config(items: list[str] | None, arch: str) -> dict | None:
@@ -93,8 +86,15 @@ def cmd_build(args) -> int:
     dataset = _dataset(args.data)
     model = flow.load_model(args.model, act_bits=args.act_bits, weight_bits=args.weight_bits,
                             dataset=dataset)
-    manifest = flow.build(model, args.out, device=args.device, folding=_parse_folding(args.fold),
-                          target_cycles=args.cycles, dataset=dataset, argmax=not args.no_argmax)
+    if args.board:
+        from .boards import build_settings
+
+        if args.device and args.device != build_settings(args.board, model)[0]:
+            raise UserError(f"--device {args.device} is not the {args.board}'s; leave it out")
+        args.device, args.cycles = build_settings(args.board, model, args.clock, args.cycles)
+    manifest = flow.build(model, args.out, device=args.device or "ice40-up5k",
+                          folding=_parse_folding(args.fold), target_cycles=args.cycles,
+                          dataset=dataset, argmax=not args.no_argmax)
     meta = model.meta
     print(f"built {args.out}: {manifest['top']} ({manifest['verilog']}), "
           f"{manifest['cycles_per_image']} cycles/image, in {manifest['generation_seconds']:.1f} s")
@@ -107,6 +107,10 @@ def cmd_build(args) -> int:
               f"integer {manifest['golden_accuracy']:.4f}")
     else:
         print(f"integer model accuracy on {on}: {manifest['golden_accuracy']:.4f}")
+    if args.board:
+        from .boards import build_bitstream
+
+        build_bitstream(args)
     return 0
 
 
@@ -161,12 +165,14 @@ def cmd_report(args) -> int:
 def cmd_energy(args) -> int:
     from . import ir
     from .energy import format_energy, fpga_energy, op_energy
+    from .buildfolder import BuildFolder
     from .flow import read_manifest
 
     read_manifest(args.dir)
     ops = op_energy(ir.Model.load(args.dir))
     device = args.device or read_manifest(args.dir).get("device") or "ice40-up5k"
-    fpga = fpga_energy(args.dir, device, vcd=args.vcd) if (Path(args.dir) / "synth" / device).is_dir() else None
+    synthesized = BuildFolder(args.dir).synth_dir(device).is_dir()
+    fpga = fpga_energy(args.dir, device, vcd=args.vcd) if synthesized else None
     print(format_energy(ops, fpga))
     if fpga is None:
         print(f"(no FPGA estimate: run `hwgen synth {args.dir} --device {device}` and "
@@ -201,9 +207,10 @@ def cmd_flow(args) -> int:
         ["sim", str(out), "--simulator", args.simulator, "--images", str(args.images)],
         ["synth", str(out), "--device", args.device],
     ]
+    flags = ["-q"] if args.quiet else ["-v"] * args.verbose
     for step in steps:
         print(f"$ hwgen {' '.join(step)}", flush=True)
-        status = main(step)
+        status = main([*step, *flags])
         if status:
             return status
     return 0
@@ -212,6 +219,14 @@ def cmd_flow(args) -> int:
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hwgen", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Every command, the boards' too, takes -v / -q (after the command name).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=0,
+                        help="say what each step does (-v), and its details (-vv)")
+    common.add_argument("-q", "--quiet", action="store_true",
+                        help="errors only: no progress bar, no step messages")
+    add_parser = sub.add_parser
+    sub.add_parser = lambda *a, **kw: add_parser(*a, parents=[common, *kw.pop("parents", [])], **kw)
 
     p = sub.add_parser("train", help="train a model on a data set (default: the bundled digits)")
     p.add_argument("--arch", default="adder", help="network family (default: adder)")
@@ -220,7 +235,6 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="checkpoint to write (.pt)")
     p.add_argument("--data", default=None, metavar="D.npz",
                    help="data set: x (N×C×H×W), y, optional classes/split (default: the digits)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--set", action="append", metavar="NAME=VALUE",
                    help="architecture option, e.g. --set kernel=5,3 --set padding=2,1 --set "
                         "input_size=12x16 --set mode=q (repeatable)")
@@ -234,14 +248,17 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="build folder to write")
     p.add_argument("--data", default=None, metavar="D.npz",
                    help="data set for calibration and test vectors (default: the digits)")
-    p.add_argument("--device", default="ice40-up5k", help="target device recorded for 'hwgen synth'")
+    p.add_argument("--device", default=None,
+                   help="target device recorded for 'hwgen synth' (default: ice40-up5k)")
     p.add_argument("--act-bits", type=int, default=8)
     p.add_argument("--weight-bits", type=int, default=8)
     p.add_argument("--fold", action="append", metavar="LAYER=pe:N,simd:M",
-                   help="override a layer's folding: conv/dense pe, simd, weights:rom|const; Winograd pe, "
-                        "overlap:0|1; max-pool lanes")
+                   help="override a layer's folding (repeatable): conv/dense pe, simd, "
+                        "weights:rom|const; Winograd pe, overlap:0|1; max-pool lanes")
     p.add_argument("--cycles", type=int, default=None, metavar="N",
                    help="pace the automatic folding to N cycles per image (default: the fastest that fits)")
+    from .boards import add_build_options
+    add_build_options(p)
     p.add_argument("--no-argmax", action="store_true",
                    help="the output is not a classification: stream the last layer's values out "
                         "(no argmax) and report no accuracy")
@@ -287,7 +304,6 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="sweep folder (results.jsonl, sweep.csv, sweep.md; resumable)")
     p.add_argument("--dask", default=None, metavar="tcp://HOST:PORT", help="run the points on a Dask cluster")
     p.add_argument("--jobs", type=int, default=None, help="local parallel points (default: the machine's cores)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("compare", help="build the digits network as conv, adder, shift, shift-add and "
@@ -310,7 +326,6 @@ def make_parser() -> argparse.ArgumentParser:
                         "throughput; default), 'auto' (each its fastest), or N cycles per image")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None, help="with --source train")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("flow", help="build, simulate and synthesize in one go (default: the embedded model)")
@@ -327,8 +342,22 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configure_logging(verbose: int, quiet: bool) -> None:
+    """Messages of the library (``logging.getLogger("hwgen....")``) go to stderr: warnings by
+    default, steps with ``-v``, details with ``-vv``, errors only with ``-q``."""
+    logger = logging.getLogger("hwgen")
+    if not any(getattr(h, "_hwgen_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("hwgen: %(message)s"))
+        handler._hwgen_cli = True
+        logger.addHandler(handler)
+    logger.setLevel(logging.ERROR if quiet else
+                    {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
+    _configure_logging(args.verbose, args.quiet)
     try:
         return args.func(args)
     except KeyboardInterrupt:

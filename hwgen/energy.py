@@ -60,6 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import ir
+from .buildfolder import BuildFolder
 from .errors import HwgenError
 from .kinds import OP_TYPES, Op
 
@@ -164,14 +165,15 @@ def _bits_label(bits) -> str:
 
 
 def op_counts(model: ir.Model) -> list[dict]:
-    """Operations of one inference, per layer: ``[{layer, kind, ops: [{op, bits, count}],
-    by_type: {op: count}}]``; ``bits`` is an int, or ``"AxB"`` for a multiplier."""
-    in_shapes, out_shapes = model.in_shapes(), model.shapes()
-    in_ranges, out_ranges = model.in_ranges(), model.value_ranges()
+    """Operations of one inference, per layer: ``[{layer, kind, label, ops: [{op, bits, count}],
+    by_type: {op: count}}]`` (``label``: the kind's name in reports); ``bits`` is an int, or
+    ``"AxB"`` for a multiplier."""
+    in_shapes, out_shapes = model.in_shape_lists(), model.shapes()
+    in_ranges, out_ranges = model.in_range_lists(), model.value_ranges()
     rows = []
     for i, layer in enumerate(model.layers):
         try:
-            counted = layer.ops(in_shapes[i], out_shapes[i], in_ranges[i], out_ranges[i])
+            counted = layer.ops_of(in_shapes[i], out_shapes[i], in_ranges[i], out_ranges[i])
         except NotImplementedError:
             raise EnergyError(f"no op counter for layer kind {layer.kind!r} (layer {layer.name!r}); "
                               f"define ops() in its hwgen.kinds module") from None
@@ -181,7 +183,8 @@ def op_counts(model: ir.Model) -> list[dict]:
         ops = [{"op": k[0], "bits": k[1] if isinstance(k[1], int) else _bits_label(k[1]), "count": n}
                for k, n in sorted(merged.items(), key=lambda kv: (OP_TYPES.index(kv[0][0]), str(kv[0][1])))]
         by_type = {t: sum(o["count"] for o in ops if o["op"] == t) for t in OP_TYPES}
-        rows.append({"layer": layer.name, "kind": layer.kind, "ops": ops, "by_type": by_type})
+        rows.append({"layer": layer.name, "kind": layer.kind, "label": layer.label, "ops": ops,
+                     "by_type": by_type})
     return rows
 
 
@@ -228,7 +231,8 @@ def op_energy(model: ir.Model, table: EnergyTable = HOROWITZ_45NM) -> dict:
             each = table.energy(o["op"], _parse_bits(o["bits"]))
             ops.append({**o, "pj_each": each, "pj": each * o["count"]})
         pj_by_op = {t: sum(o["pj"] for o in ops if o["op"] == t) for t in OP_TYPES}
-        layers.append({"layer": row["layer"], "kind": row["kind"], "ops": ops, "by_type": row["by_type"],
+        layers.append({"layer": row["layer"], "kind": row["kind"], "label": row["label"],
+                       "ops": ops, "by_type": row["by_type"],
                        "pj_by_op": pj_by_op, "pj": sum(pj_by_op.values())})
     return {
         "estimate": True,
@@ -458,12 +462,12 @@ def _read_json(path: Path, what: str) -> dict:
 
 def _find_vcd(build: Path) -> Path:
     for sim in ("verilator", "icarus"):
-        f = build / f"sim_{sim}.json"
+        f = BuildFolder(build).sim_summary(sim)
         if f.is_file():
             waves = json.loads(f.read_text()).get("waves")
             if waves and Path(waves).suffix == ".vcd" and Path(waves).is_file():
                 return Path(waves)
-    found = sorted(build.glob("sim/*/*.vcd"))
+    found = sorted(BuildFolder(build).sim_dir("*").glob("*.vcd"))
     if found:
         return found[0]
     raise EnergyError(f"{build}: no VCD waveform; run `hwgen sim {build} --simulator verilator --waves` first")
@@ -478,8 +482,9 @@ def fpga_energy(build_dir, device: str, vcd=None, coefficients: DeviceCoefficien
     the steady state, ``cycles_per_image`` (manifest) cycles at the reported Fmax.
     """
     build = Path(build_dir)
-    manifest = _read_json(build / "manifest.json", f"{build}: not an hwgen build folder (no manifest.json)")
-    synth_file = build / "synth" / device / "report.json"
+    folder = BuildFolder(build)
+    manifest = _read_json(folder.manifest_file, f"{build}: not an hwgen build folder (no {folder.MANIFEST})")
+    synth_file = folder.synth_report(device)
     synth = _read_json(synth_file, f"{build}: no synthesis report for {device}; run `hwgen synth {build} "
                                    f"--device {device}` first")
     family = synth.get("family") or ("ice40" if device.startswith("ice40") else "ecp5")
@@ -514,7 +519,7 @@ def fpga_energy(build_dir, device: str, vcd=None, coefficients: DeviceCoefficien
         raise EnergyError(f"{synth_file}: no Fmax reported")
     cycles_img = float(manifest.get("cycles_per_image") or run_cycles)
     t_img = cycles_img / (fmax * 1e6)
-    summary = _read_json(build / "report.json", "") if (build / "report.json").is_file() else {}
+    summary = _read_json(folder.summary, "") if folder.summary.is_file() else {}
     modules = (summary.get("synth", {}).get(device, {}) or {}).get("modules") or synth.get("modules")
     total_bits = sum(d["bits"] for d in per_engine.values()) or 1.0
     brams_of: dict[str, float] = {}
@@ -564,15 +569,15 @@ def fpga_energy(build_dir, device: str, vcd=None, coefficients: DeviceCoefficien
         r["pj"] = r["logic_pj"] + r["bram_pj"] + r["shared_pj"]
     shared += bram_j
     total = dyn_logic_total + shared
-    sim_json = next((build / f"sim_{s}.json" for s in ("verilator", "icarus")
-                     if (build / f"sim_{s}.json").is_file()), None)
+    sim_json = next((folder.sim_summary(s) for s in ("verilator", "icarus")
+                     if folder.sim_summary(s).is_file()), None)
     return {
         "estimate": True,
         "method": "switching activity (VCD toggles) × utilization × per-device coefficients, plus static "
                   "power × time per image at Fmax; glitches, I/O and configuration power not modelled",
         "device": device, "family": family,
         "coefficients": coef.to_json(),
-        "inputs": {"vcd": str(vcd_path), "synth_report": str(synth_file), "manifest": str(build / "manifest.json"),
+        "inputs": {"vcd": str(vcd_path), "synth_report": str(synth_file), "manifest": str(folder.manifest_file),
                    "sim_report": str(sim_json) if sim_json else None, "cells": cells_src},
         "run_cycles": run_cycles, "cycles_per_image": cycles_img, "fmax_mhz": fmax,
         "time_per_image_s": t_img, "logic_cells": logic_cells,

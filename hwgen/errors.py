@@ -5,19 +5,20 @@ hwgen: the command line prints its first line and exits with status 2, without a
 without a half-written build folder.  Each stage derives its own class from it (and keeps the
 built-in class it always was, such as :class:`ValueError`, so callers that caught that still do):
 
-====================================  =============================================
-:class:`hwgen.ir.ModelError`          a malformed, inconsistent or unsupported integer model
-:class:`hwgen.data.DataError`         a data set that cannot be used
-:class:`hwgen.flow.BuildError`        a build folder missing, incomplete or from another hwgen
-:class:`hwgen.simulate.SimulationError`  the simulation could not run
-:class:`hwgen.synth.SynthError`       synthesis could not run, or the design does not fit
-:class:`hwgen.toolchain.ToolError`    a tool that is missing or broken
-:class:`hwgen.energy.EnergyError`, :class:`hwgen.report.ReportError`,
-:class:`hwgen.compare.CompareError`, :class:`hwgen.sweep.SweepError`,
-:class:`hwgen.boards.BoardError`, :class:`hwgen.frame.FrameError`,
-:class:`hwgen.nn.checkpoint.CheckpointError`, :class:`hwgen.nn.models.ConfigError`,
-:class:`hwgen.cli.UserError` (a bad command-line argument)
-====================================  =============================================
+========================================  ========================================================
+:class:`hwgen.ir.ModelError`              a malformed, inconsistent or unsupported integer model
+:class:`hwgen.data.DataError`             a data set that cannot be used
+:class:`hwgen.flow.BuildError`            a build folder missing, incomplete or from another hwgen
+:class:`hwgen.simulate.SimulationError`   the simulation could not run
+:class:`hwgen.synth.SynthError`           synthesis could not run, or the design does not fit
+:class:`hwgen.toolchain.ToolError`        a tool that is missing or broken
+========================================  ========================================================
+
+and the errors of the other stages: :class:`hwgen.energy.EnergyError`,
+:class:`hwgen.report.ReportError`, :class:`hwgen.compare.CompareError`,
+:class:`hwgen.sweep.SweepError`, :class:`hwgen.boards.BoardError`, :class:`hwgen.frame.FrameError`,
+:class:`hwgen.nn.checkpoint.CheckpointError`, :class:`hwgen.nn.models.ConfigError`, and
+:class:`hwgen.cli.UserError` (a bad command-line argument).
 """
 
 from __future__ import annotations

@@ -1,20 +1,13 @@
-"""The build folder: the hand-off between hwgen's stages.
+"""The build: a model becomes a build folder (:class:`hwgen.buildfolder.BuildFolder`, which
+knows the folder's files).
 
-``hwgen build`` writes, into one folder::
-
-    model.json, model.npz   the integer model (hwgen.ir)
-    hwgen_top.v             Verilog of the accelerator (top module ``hwgen_top``)
-    manifest.json           ports, latency, folding and parameters of the design
-    vectors.npz             quantized test images, their labels and the golden outputs
-
-``hwgen sim`` and ``hwgen synth`` read only that folder and add ``sim_<simulator>.json``,
-``synth/<device>/`` and ``report.json`` to it.  A build is written into a temporary
-sibling folder and moved into place at the end, so a failed build leaves nothing behind.
+A build is written into a temporary sibling folder and moved into place at the end, so a failed
+build leaves nothing behind.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import shutil
 import tempfile
@@ -24,11 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from . import data, golden, ir
-from .errors import HwgenError
+from .buildfolder import BuildError, BuildFolder
 
+log = logging.getLogger(__name__)
 
-class BuildError(HwgenError, RuntimeError):
-    """A build folder that is missing, incomplete or from another hwgen."""
+__all__ = ["build", "load_model", "dataset_for", "test_vectors", "read_manifest", "BuildError",
+           "BuildFolder"]
 
 
 def load_model(source: str | os.PathLike | None, act_bits: int = 8, weight_bits: int = 8,
@@ -117,8 +111,21 @@ def test_vectors(model: ir.Model, dataset: data.Dataset | None = None) -> dict[s
     dataset.check_model(model.input_shape, model.num_classes, f"model {model.name!r}", labels=own)
     x = quantize_input(model, dataset.x_test)
     result = golden.run(model, x)
+    d = directed_images(model)
+    directed = golden.run(model, d)
     return {"x": x.astype(np.int64), "labels": dataset.y_test.astype(np.int64),
-            "scores": result.scores, "argmax": result.argmax}
+            "scores": result.scores, "argmax": result.argmax, "x_directed": d,
+            "scores_directed": directed.scores, "argmax_directed": directed.argmax}
+
+
+def directed_images(model: ir.Model) -> np.ndarray:
+    """Unlabelled images at the ends of the input range, streamed before the user's: all zero,
+    all full scale, and the two checkerboards of the two (every edge between the ends)."""
+    c, h, w = model.input_shape
+    top = (1 << model.input_bits) - 1
+    checker = np.indices((c, h, w)).sum(axis=0) % 2 * top
+    return np.stack([np.zeros((c, h, w)), np.full((c, h, w), top), checker,
+                     top - checker]).astype(np.int64)
 
 
 def build(model: ir.Model, out_dir: str | os.PathLike, device: str | None = None,
@@ -146,18 +153,27 @@ def build(model: ir.Model, out_dir: str | os.PathLike, device: str | None = None
                                 prefix=f".{out_dir.name}.building-{os.getpid()}-"))
     try:
         t0 = time.perf_counter()
+        folder = BuildFolder(tmp)
+        log.info("building %s from model %r (%d layers)", out_dir, model.name, len(model.layers))
         model.save(tmp)
         vectors = test_vectors(model, given)
-        np.savez(tmp / "vectors.npz", **vectors)
-        manifest = generate(model, tmp, folding=folding, target_cycles=target_cycles, argmax=argmax)
+        np.savez(folder.vectors, **vectors)
+        log.info("test vectors: %d images of %s", len(vectors["x"]), dataset.name)
+        verilog, manifest = generate(model, folding=folding, target_cycles=target_cycles,
+                                     argmax=argmax)
+        for engine in manifest["engines"]:
+            log.debug("engine %s (%s): %s cycles per image", engine["name"], engine["kind"],
+                      engine["cycles_per_image"])
         manifest["device"] = device
         manifest["generation_seconds"] = round(time.perf_counter() - t0, 3)
         manifest["golden_accuracy"] = (float((vectors["argmax"] == vectors["labels"]).mean())
                                        if argmax else None)
         manifest["model_meta"] = model.meta
         manifest["data"] = dataset.describe()
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        folder.write_design(verilog, manifest)
         _swap_into_place(tmp, out_dir)
+        log.info("wrote %s: %s, %d cycles per image", out_dir, manifest["verilog"],
+                 manifest["cycles_per_image"])
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -193,14 +209,5 @@ def _swap_into_place(new: Path, target: Path) -> None:
 
 
 def read_manifest(build_dir: str | os.PathLike) -> dict:
-    build_dir = Path(build_dir)
-    path = build_dir / "manifest.json"
-    if not path.is_file():
-        raise BuildError(f"{build_dir} is not an hwgen build folder (no manifest.json); run 'hwgen build --out {build_dir}' first")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise BuildError(f"{path}: not valid JSON ({e})") from None
-    if manifest.get("format") != "hwgen-build":
-        raise BuildError(f"{path}: not an hwgen build manifest")
-    return manifest
+    """The manifest of ``build_dir`` (:meth:`hwgen.buildfolder.BuildFolder.manifest`)."""
+    return BuildFolder(build_dir).manifest()

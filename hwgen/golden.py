@@ -23,8 +23,11 @@ import numpy as np
 
 from . import ir
 # The executors live with their kinds (hwgen.kinds); their kernels are re-exported here.
-from .kinds import (im2col, l1_matrix, mac_matrix, maxpool, requant, shift_matrix, sumpool,
-                    winograd_adder)
+from .kinds import im2col, l1_matrix, mac_matrix, shift_matrix
+from .kinds.maxpool import maxpool
+from .kinds.requant import requant
+from .kinds.sumpool import sumpool
+from .kinds.winograd_adder import winograd_adder
 
 __all__ = ["Result", "run", "execute", "accuracy", "im2col", "l1_matrix", "mac_matrix",
            "shift_matrix", "winograd_adder", "requant", "maxpool", "sumpool"]
@@ -36,11 +39,12 @@ class Result:
 
     scores: np.ndarray        # (N, classes) int64
     argmax: np.ndarray        # (N,) int64, first maximum wins (as the hardware)
-    layers: list[np.ndarray]  # output of each layer, (N, ...) int64
+    layers: list[np.ndarray]  # output of each layer (in the order of model.layers), (N, ...) int64
 
 
 def run(model: ir.Model, x: np.ndarray, check_ranges: bool = True) -> Result:
-    """Execute ``model`` on integer inputs ``x`` of shape ``(N, C, H, W)``."""
+    """Execute ``model`` on integer inputs ``x`` of shape ``(N, C, H, W)``: every node in
+    topological order on the tensors it names."""
     x = np.asarray(x)
     if x.ndim == 3:
         x = x[None]
@@ -49,18 +53,22 @@ def run(model: ir.Model, x: np.ndarray, check_ranges: bool = True) -> Result:
     lo, hi = model.input_range
     if x.size and (x.min() < lo or x.max() > hi):
         raise ValueError(f"input values outside [{lo}, {hi}] ({model.input_bits}-bit unsigned)")
-    x = x.astype(np.int64)
-    outs = []
+    tensors = {ir.INPUT: x.astype(np.int64)}
     ranges = model.value_ranges()  # refuses a model whose int64 arithmetic could wrap
-    for i, layer in enumerate(model.layers):
-        x = execute(layer, x)
-        if check_ranges and x.size:
+    wiring = model.inputs_of()
+    for i in model.order():
+        layer = model.layers[i]
+        y = layer.run([tensors[t] for t in wiring[i]])
+        if check_ranges and y.size:
             r_lo, r_hi = ranges[i]
-            if x.min() < r_lo or x.max() > r_hi:
-                raise AssertionError(f"{layer.name}: values [{x.min()}, {x.max()}] outside the derived "
-                                     f"range [{r_lo}, {r_hi}]; the width derivation is wrong")
-        outs.append(x)
-    return Result(scores=x, argmax=np.argmax(x, axis=1), layers=outs)
+            if y.min() < r_lo or y.max() > r_hi:
+                raise AssertionError(f"{layer.name}: values [{y.min()}, {y.max()}] outside the "
+                                     f"derived range [{r_lo}, {r_hi}]; the width derivation is "
+                                     f"wrong")
+        tensors[layer.name] = y
+    scores = tensors[model.output_name]
+    return Result(scores=scores, argmax=np.argmax(scores, axis=1),
+                  layers=[tensors[layer.name] for layer in model.layers])
 
 
 def execute(layer: ir.Layer, x: np.ndarray) -> np.ndarray:

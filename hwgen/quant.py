@@ -136,10 +136,12 @@ def _parse(model: nn.Module) -> list[_Stage]:
     for node in capture.capture(model):
         name, m = node.name, node.module
         if isinstance(m, capture.Add):
-            _unsupported(name, m, " (x + y, a residual add): the integer model is a chain of layers")
+            _unsupported(name, m, " (x + y, a residual add): the integer model is a chain of "
+                                  "layers")
         if node.inputs != (before,):
             raise ir.ModelError(f"quantize: node {name!r} reads {', '.join(node.inputs)}, not the "
-                                f"node before it ({before}); the integer model is a chain of layers")
+                                f"node before it ({before}); the integer model is a chain of "
+                                f"layers")
         before = name
         if isinstance(m, _SKIP):
             continue

@@ -8,8 +8,8 @@ energy estimates of :mod:`hwgen.energy`, and writes three files into ``out_dir``
 ``report.json``    machine-readable, schema below (merged into an existing file: the ``synth``
                    summary that :func:`hwgen.synth.synthesize` keeps there survives)
 ``report.md``      Markdown tables, every figure with its source
-``report.html``    the same, self-contained: plots are inline base64 PNGs (matplotlib, Agg
-                   backend), no external file, script or style sheet
+``report.html``    the same, self-contained: plots are inline base64 PNGs (matplotlib figures
+                   drawn without pyplot), no external file, script or style sheet
 =================  ===========================================================================
 
 Both readable files are rendered from the Jinja2 templates ``hwgen/templates/report.html.j2`` and
@@ -36,7 +36,7 @@ Schema (``"schema": "hwgen-report", "version": 1``)::
                   "fmax_mhz": float | null, "modules": {engine: {"luts": int, ...}} | null,
                   "source": str} | null,
         "energy_ops": {"total_pj": float, "pj_by_op": {op: pJ}, "ops_by_type": {op: count},
-                       "layers": [{"layer", "kind", "pj", "pj_by_op", "by_type"}],
+                       "layers": [{"layer", "kind", "label", "pj", "pj_by_op", "by_type"}],
                        "source": str, "constants": {op: source}} | null,
         "energy_fpga": {"total_pj": float, "pj_by_part": {part: pJ}, "power_mw": float,
                         "engines": [{"engine", "layers", "activity", "cells", "pj"}],
@@ -94,6 +94,7 @@ from pathlib import Path
 import numpy as np
 
 from . import energy, ir
+from .buildfolder import BuildFolder
 from .errors import HwgenError
 from .util import atomic_write, atomic_write_json
 
@@ -123,33 +124,34 @@ def _load(path: Path):
 def collect_build(build_dir, device: str | None = None, name: str | None = None, vcd=None) -> dict:
     """One variant of the report from a build folder (see the schema in the module docstring)."""
     build = Path(build_dir)
-    manifest = _load(build / "manifest.json")
+    folder = BuildFolder(build)
+    manifest = _load(folder.manifest_file)
     if manifest is None:
-        raise ReportError(f"{build} is not an hwgen build folder (no manifest.json); run `hwgen build` first")
+        raise ReportError(f"{build} is not an hwgen build folder (no {folder.MANIFEST}); run `hwgen build` first")
     notes = []
     model = ir.Model.load(build)
     v = {"name": name or model.name, "build_dir": str(build), "notes": notes,
          "cycles_per_image": manifest.get("cycles_per_image")}
 
     v["accuracy"] = {"value": manifest.get("golden_accuracy"), "images": None,
-                     "source": f"{build / 'manifest.json'}: golden_accuracy (golden model on the "
+                     "source": f"{folder.manifest_file}: golden_accuracy (golden model on the "
                                f"{manifest.get('data', {}).get('name', 'digits')} test set; "
                                f"the hardware is bit-exact with it, see the sim report)"}
     try:
-        with np.load(build / "vectors.npz", allow_pickle=False) as vec:
+        with np.load(folder.vectors, allow_pickle=False) as vec:
             v["accuracy"]["images"] = int(len(vec["labels"]))
     except (OSError, KeyError, ValueError):
         pass
     v["sim_accuracy"] = None
     for sim in ("verilator", "icarus"):
-        s = _load(build / f"sim_{sim}.json")
+        s = _load(folder.sim_summary(sim))
         if s:
             v["sim_accuracy"] = {"value": s.get("accuracy"), "images": s.get("images"), "simulator": sim,
                                  "mismatches": len(s.get("mismatches", [])),
-                                 "source": f"{build / f'sim_{sim}.json'}: accuracy, images, mismatches"}
+                                 "source": f"{folder.sim_summary(sim)}: accuracy, images, mismatches"}
             break
 
-    summary = _load(build / "report.json") or {}
+    summary = _load(folder.summary) or {}
     devices = sorted((summary.get("synth") or {}).keys())
     # The build's own target first (the device `hwgen build --device` recorded), else any.
     dev = device or (manifest.get("device") if manifest.get("device") in devices else None) \
@@ -168,7 +170,8 @@ def collect_build(build_dir, device: str | None = None, name: str | None = None,
     ops = energy.op_energy(model)
     v["energy_ops"] = {
         "total_pj": ops["total_pj"], "pj_by_op": ops["pj_by_op"], "ops_by_type": ops["ops_by_type"],
-        "layers": [{k: l[k] for k in ("layer", "kind", "pj", "pj_by_op", "by_type")} for l in ops["layers"]],
+        "layers": [{k: l[k] for k in ("layer", "kind", "label", "pj", "pj_by_op", "by_type")}
+                   for l in ops["layers"]],
         "source": f"hwgen.energy.op_energy({build / 'model.json'}) × table {ops['table']['name']}; "
                   f"rule: {ops['table']['rule']}",
         "constants": ops["table"]["sources"], "table": ops["table"],
@@ -240,9 +243,10 @@ def winograd_vs_direct(direct: dict, winograd: dict) -> dict | None:
     if not counts:
         return None
     ddir = direct.get("build_dir")
-    dconvs = [l.name for l in ir.Model.load(ddir).layers if l.kind == "adder_conv2d"] if ddir else None
-    mans = {"direct": (_load(Path(ddir) / "manifest.json") or {}) if ddir else {},
-            "winograd": _load(Path(wdir) / "manifest.json") or {}}
+    forms = {type(layer).direct_form for layer in wmodel.layers} - {None}
+    dconvs = [l.name for l in ir.Model.load(ddir).layers if type(l) in forms] if ddir else None
+    mans = {"direct": (_load(BuildFolder(ddir).manifest_file) or {}) if ddir else {},
+            "winograd": _load(BuildFolder(wdir).manifest_file) or {}}
     engines = {side: {e.get("name"): e for e in man.get("engines", [])} for side, man in mans.items()}
 
     def engine_figures(side, name):
@@ -338,10 +342,26 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
     return buf.getvalue()
+
+
+class _Figures:
+    """The two pyplot calls the plots make, on :class:`matplotlib.figure.Figure` instead: without
+    pyplot no backend is chosen or switched (a notebook that writes a report keeps its inline
+    plots) and no global figure list is shared between threads."""
+
+    @staticmethod
+    def subplots(nrows=1, ncols=1, figsize=None, **kwargs):
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=figsize)
+        return fig, fig.subplots(nrows, ncols, **kwargs)
+
+    @staticmethod
+    def get_cmap(name):
+        import matplotlib
+
+        return matplotlib.colormaps[name]
 
 
 #: One colour per variant, in the order of the report (the first is the colour the report's
@@ -481,11 +501,7 @@ def _energy_fpga_figure(plt, with_fpga):
 def _figures(variants: list[dict]) -> list[dict]:
     """Every figure of the report, in reading order: the headline, the Pareto front, LUTs per
     engine, then the energy breakdowns (``section`` ``"detail"``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _Figures
     figs = [{"id": "headline", "section": "headline", "png": _png(_headline_figure(plt, variants)),
              "title": "Headline: LUTs, Fmax, images/s, energy and accuracy per variant",
              "sources": _headline_sources(variants)}]
@@ -610,8 +626,9 @@ def _tables(variants: list[dict], section: dict | None = None) -> list[dict]:
     for n, v in enumerate(variants):
         eo = v.get("energy_ops")
         if eo:
-            rows = [[l["layer"], l["kind"], *(str(l["by_type"].get(t, 0)) for t in energy.OP_TYPES),
-                     _fmt_pj(l["pj"])] for l in eo["layers"]]
+            rows = [[l["layer"], l.get("label", l["kind"]),
+                     *(str(l["by_type"].get(t, 0)) for t in energy.OP_TYPES), _fmt_pj(l["pj"])]
+                    for l in eo["layers"]]
             consts = "; ".join(f"{k}: {s}" for k, s in eo.get("constants", {}).items())
             out.append(_table(f"ops{n}", f"{v['name']}: operations and energy per layer (estimate)",
                               ["layer", "kind", *energy.OP_TYPES, "energy"], rows,

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import time
 from pathlib import Path
 
+from .buildfolder import BuildFolder
 from .errors import HwgenError
 from .toolchain import ToolError, require, tool_env
 from .util import atomic_write_json
@@ -21,6 +23,8 @@ from .util import atomic_write_json
 SIMULATORS = ("icarus", "verilator")
 TEST_MODULE = "hwgen.sim.testbench"
 
+
+log = logging.getLogger(__name__)
 
 class SimulationError(HwgenError, RuntimeError):
     """The simulation could not run (missing file or tool, compile error)."""
@@ -75,16 +79,14 @@ def _IcarusVCD():
     return IcarusVCD()
 
 
-def _check_build_dir(build: Path) -> dict:
-    from .flow import read_manifest
-
-    manifest = read_manifest(build)
-    for name in ("model.json", "model.npz", "vectors.npz"):
-        if not (build / name).is_file():
-            raise SimulationError(f"{build}: {name} missing; run `hwgen build` again")
-    verilog = build / manifest.get("verilog", "hwgen_top.v")
+def _check_build_dir(folder: BuildFolder) -> dict:
+    manifest = folder.manifest()
+    for path in (folder.model, folder.path / folder.MODEL_ARRAYS, folder.vectors):
+        if not path.is_file():
+            raise SimulationError(f"{folder.path}: {path.name} missing; run `hwgen build` again")
+    verilog = folder.verilog(manifest)
     if not verilog.is_file():
-        raise SimulationError(f"{build}: {verilog.name} missing; run `hwgen build` first")
+        raise SimulationError(f"{folder.path}: {verilog.name} missing; run `hwgen build` first")
     return manifest
 
 
@@ -129,6 +131,7 @@ def run_testbench(simulator: str, sources: list, top: str, sim_dir: Path, test_m
     t0 = time.perf_counter()
     with _environ(env):
         runner = _IcarusVCD() if simulator == "icarus" else get_runner(simulator)
+        log.info("compiling %s with %s (log: %s)", Path(sources[0]).name, simulator, build_log)
         try:
             runner.build(sources=sources, hdl_toplevel=top, build_dir=sim_dir, timescale=("1ns", "1ps"),
                          build_args=build_args, waves=waves, always=simulator == "icarus", log_file=None if verbose else build_log)
@@ -136,6 +139,7 @@ def run_testbench(simulator: str, sources: list, top: str, sim_dir: Path, test_m
             raise SimulationError(f"{simulator} could not compile {Path(sources[0]).name}: "
                                   f"{_last_line(build_log) or e} (log: {build_log})") from None
         t1 = time.perf_counter()
+        log.info("running %s on %s (log: %s)", test_module, top, test_log)
         try:
             runner.test(test_module=test_module, hdl_toplevel=top, build_dir=sim_dir, test_dir=sim_dir,
                         extra_env=extra_env, waves=waves, seed=seed, timescale=("1ns", "1ps"),
@@ -157,11 +161,12 @@ def simulate(build_dir, simulator: str = "icarus", images: int | None = 16, back
     if simulator not in SIMULATORS:
         raise SimulationError(f"unknown simulator {simulator!r}; pick one of {', '.join(SIMULATORS)}")
     build = Path(build_dir).resolve()
-    manifest = _check_build_dir(build)
+    folder = BuildFolder(build)
+    manifest = _check_build_dir(folder)
 
     top = manifest.get("top", "hwgen_top")
-    verilog = build / manifest.get("verilog", "hwgen_top.v")
-    sim_dir = build / "sim" / simulator
+    verilog = folder.verilog(manifest)
+    sim_dir = folder.sim_dir(simulator)
     sim_dir.mkdir(parents=True, exist_ok=True)
     result_file = sim_dir / "testbench_result.json"
     result_file.unlink(missing_ok=True)
@@ -182,7 +187,7 @@ def simulate(build_dir, simulator: str = "icarus", images: int | None = 16, back
                               f"(log: {test_log})")
     summary = json.loads(result_file.read_text())
     test_s = t2 - t1
-    n = summary["images"]
+    n = summary["images"] + summary.get("directed", 0)
     summary.update({
         "simulator": simulator,
         "build_dir": str(build),
@@ -197,12 +202,14 @@ def simulate(build_dir, simulator: str = "icarus", images: int | None = 16, back
     })
     if waves:
         summary["waves"] = str(next(iter(sorted(sim_dir.glob("*.fst")) + sorted(sim_dir.glob("*.vcd"))), ""))
-    atomic_write_json(build / f"sim_{simulator}.json", summary)
+    atomic_write_json(folder.sim_summary(simulator), summary)
     return summary
 
 
 def format_summary(s: dict) -> str:
-    head = (f"{s['simulator']}: {s['received']}/{s['images']} images, "
+    d = s.get("directed", 0)
+    head = (f"{s['simulator']}: {s['received']}/{s['images'] + d} images "
+            f"({d} directed), "
             f"{'PASS' if s['status'] == 0 else 'FAIL'}, {len(s['mismatches'])} mismatches, "
             f"accuracy {s['accuracy']:.3f}" if s.get("accuracy") is not None else "")
     lines = [head,
@@ -211,5 +218,6 @@ def format_summary(s: dict) -> str:
     if s.get("timed_out"):
         lines.append(f"  timed out after {s['max_cycles']} cycles")
     for m in s["mismatches"][:5]:
-        lines.append(f"  image {m['index']}: expected {m['expected']}, got {m['got']}")
+        which = f"image {m['index']}" if "index" in m else f"directed vector {m['directed']}"
+        lines.append(f"  {which}: expected {m['expected']}, got {m['got']}")
     return "\n".join(lines)

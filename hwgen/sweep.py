@@ -233,17 +233,16 @@ _EXAMPLES = {"sources": '["embedded", "random:adder"]', "devices": '["ice40-up5k
 
 
 def _check_folding(table, where) -> dict:
+    """A folding of the spec, parsed like ``--fold`` (:func:`hwgen.hw.spec.parse_overrides`):
+    every key ``--fold`` accepts (``pe``, ``simd``, ``weights``, ``overlap``, ``lanes``)."""
+    from .hw.spec import FoldingError, parse_overrides
+
     if not isinstance(table, dict) or not table:
         raise SpecError(f"'{where}' must be a table {{layer = {{pe = N, simd = M}}}}, got {table!r}")
-    out = {}
-    for layer, fold in table.items():
-        if not isinstance(fold, dict) or not fold or set(fold) - {"pe", "simd"}:
-            raise SpecError(f"'{where}': layer {layer!r} needs {{pe = N, simd = M}} (either or both), got {fold!r}")
-        for k, v in fold.items():
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise SpecError(f"'{where}': {layer}.{k} = {v!r} is not a positive integer")
-        out[str(layer)] = {k: int(fold[k]) for k in ("pe", "simd") if k in fold}
-    return out
+    try:
+        return parse_overrides(table, f"'{where}'")
+    except FoldingError as e:
+        raise SpecError(str(e)) from None
 
 
 def _resolve(source: str, base_dir: str) -> Path:
@@ -376,14 +375,11 @@ def _load_model(point: dict):
 def _min_folding(model) -> dict:
     """The smallest folding of every engine: one PE of one lane (a Winograd tile engine: one
     PE, no second tile buffer)."""
-    from .hw.conv import CONV_KINDS, DENSE_KINDS
-    out = {}
-    for layer in model.layers:
-        if layer.kind == "winograd_adder_conv2d":
-            out[layer.name] = {"pe": 1, "overlap": 0}
-        elif layer.kind in set(CONV_KINDS) | set(DENSE_KINDS):
-            out[layer.name] = {"pe": 1, "simd": 1}
-    return out
+    from .hw.plan import plan
+    from .hw.spec import DirectSpec, WinogradSpec
+
+    least = {DirectSpec: {"pe": 1, "simd": 1}, WinogradSpec: {"pe": 1, "overlap": 0}}
+    return {s.name: least[type(s)] for s in plan(model).specs if type(s) in least}
 
 
 def run_point(point: dict, out_dir: str) -> dict:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import os
 import re
 import shutil
@@ -28,10 +29,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .buildfolder import BuildFolder
 from .errors import HwgenError
 from .toolchain import ToolError, require, tool_env
 from .util import atomic_write_json
 
+
+logger = logging.getLogger(__name__)
 
 class SynthError(HwgenError, ValueError):
     """Synthesis could not run or the design does not fit; the message is one line."""
@@ -240,6 +244,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def _run(cmd: list[str], cwd: Path, log: Path, what: str, timeout: float) -> float:
+    logger.info("running %s in %s (log: %s)", what, cwd, log)
     env = tool_env()
     t0 = time.perf_counter()
     with open(log, "w") as f:
@@ -276,10 +281,9 @@ def synthesize(build_dir, device_name: str, seed: int = 1, freq_mhz: float | Non
     """
     dev = device(device_name)
     build = Path(build_dir).resolve()
-    from .flow import read_manifest
-
-    manifest = read_manifest(build)
-    verilog = build / manifest.get("verilog", "hwgen_top.v")
+    folder = BuildFolder(build)
+    manifest = folder.manifest()
+    verilog = folder.verilog(manifest)
     if not verilog.is_file():
         raise SynthError(f"{build}: {verilog.name} missing; run `hwgen build` first")
     pins = wrapper_pins(manifest)
@@ -292,9 +296,9 @@ def synthesize(build_dir, device_name: str, seed: int = 1, freq_mhz: float | Non
     except ToolError as e:
         raise SynthError(str(e)) from None
 
-    out = build / "synth" / dev.name
+    out = folder.synth_dir(dev.name)
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(verilog, out / "hwgen_top.v")
+    shutil.copyfile(verilog, out / verilog.name)
     (out / "wrapper.v").write_text(wrapper_verilog(manifest))
     for stale in ("stat.json", "netlist.json", "nextpnr.json", "report.json"):
         (out / stale).unlink(missing_ok=True)
@@ -391,8 +395,8 @@ def synthesize(build_dir, device_name: str, seed: int = 1, freq_mhz: float | Non
         "bitstream": str(out / bit) if bit else None,
         "folder": str(out),
     }
-    atomic_write_json(out / "report.json", report)
-    _merge_report(build / "report.json", dev.name, report)
+    atomic_write_json(folder.synth_report(dev.name), report)
+    _merge_report(folder.summary, dev.name, report)
     return report
 
 

@@ -6,6 +6,8 @@ outside :mod:`hwgen.hw` (hardware imports neither the golden model, the data, no
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from . import golden, ir, quant
@@ -49,16 +51,41 @@ def _calibrated_requant(name, acc, out_lo, out_hi, *, relu, out_bits, shift=12, 
     return ir.Requant(name, mult=np.array(mult), bias=np.array(bias), shift=shift, out_bits=out_bits, relu=relu)
 
 
+@dataclass(frozen=True)
+class _Family:
+    """The layer kinds of one family of :func:`random_digits_model`: ``conv`` and ``dense``
+    (with ``conv_params`` for the convs), ``then`` an adder conv / dense pair after each (the
+    ShiftAddNet blocks), ``shift`` the requantizers' shift (None: picked per layer),
+    ``name`` the model's name (before the seed; default ``random-digits-<family>``)."""
+
+    conv: type[ir.Layer]
+    dense: type[ir.Layer]
+    shift: int | None = None
+    then: tuple[type[ir.Layer], type[ir.Layer]] | None = None
+    winograd: bool = False
+    name: str = ""
+
+
+_FAMILIES = {
+    "adder": _Family(ir.AdderConv2d, ir.AdderDense, shift=12, name="random-digits"),
+    "shift": _Family(ir.ShiftConv2d, ir.ShiftDense),
+    "conv": _Family(ir.Conv2d, ir.Dense),
+    "shiftadd": _Family(ir.ShiftConv2d, ir.ShiftDense, then=(ir.AdderConv2d, ir.AdderDense)),
+    "winograd-adder": _Family(ir.WinogradAdderConv2d, ir.AdderDense, winograd=True),
+}
+
 #: Families of :func:`random_digits_model`.
-RANDOM_KINDS = ("adder", "shift", "conv", "shiftadd", "winograd-adder")
+RANDOM_KINDS = tuple(_FAMILIES)
 
 
-def random_digits_model(seed: int = 0, kind: str = "adder", calibration: np.ndarray | None = None) -> ir.Model:
+def random_digits_model(seed: int = 0, kind: str = "adder",
+                        calibration: np.ndarray | None = None) -> ir.Model:
     """A digits-shaped network with random weights and calibrated requantization, for tests.
 
     Input 1×8×8, 8 bits; ``conv1`` (8×1×3×3, pad 1) → ``bn1`` → ``pool1`` → ``conv2``
     (16×8×3×3, pad 1) → ``bn2`` → ``pool2`` → ``flatten`` → ``fc`` (10×64) → ``bn3`` (16-bit
-    signed scores), the layers of family ``kind``:
+    signed scores), the layers of family ``kind``, each with its kind's random weights
+    (``random`` in :mod:`hwgen.kinds`):
 
     ==================  ==========================================================================
     ``adder``           AdderNet: adder_conv2d / adder_dense, int8 weights (the default; unchanged);
@@ -79,8 +106,9 @@ def random_digits_model(seed: int = 0, kind: str = "adder", calibration: np.ndar
     activations spread over their range; defaults to 64 training digits quantized as
     ``round(x * 255)``.
     """
-    if kind not in RANDOM_KINDS:
+    if kind not in _FAMILIES:
         raise ValueError(f"kind must be one of {', '.join(RANDOM_KINDS)}, not {kind!r}")
+    family = _FAMILIES[kind]
     rng = np.random.default_rng(seed)
     if calibration is None:
         calibration = np.round(digits()[0][:64] * 255).astype(np.int64)
@@ -93,59 +121,27 @@ def random_digits_model(seed: int = 0, kind: str = "adder", calibration: np.ndar
         layers.append(layer)
         x = golden.execute(layer, x)
 
-    def int8(*shape):
-        return rng.integers(-128, 128, size=shape)
+    def requant(name, out_lo, out_hi, *, relu, out_bits, shift=family.shift):
+        add(_calibrated_requant(name, x, out_lo, out_hi, relu=relu, out_bits=out_bits,
+                                shift=shift, negative=layers[-1].negated))
 
-    def shift_arrays(*shape):
-        return {"sign": rng.integers(-1, 2, size=shape), "shift": rng.integers(0, 8, size=shape), "max_shift": 7}
-
-    if kind == "adder":
-        add(ir.AdderConv2d("conv1", weight=int8(8, 1, 3, 3), padding=1))
-        add(_calibrated_requant("bn1", x, 0, 255, relu=True, out_bits=8))
-        add(ir.MaxPool2d("pool1", size=2))
-        add(ir.AdderConv2d("conv2", weight=int8(16, 8, 3, 3), padding=1))
-        add(_calibrated_requant("bn2", x, 0, 255, relu=True, out_bits=8))
-        add(ir.MaxPool2d("pool2", size=2))
-        add(ir.Flatten("flatten"))
-        add(ir.AdderDense("fc", weight=int8(10, 64)))
-        add(_calibrated_requant("bn3", x, -2000, 2000, relu=False, out_bits=16))
-    elif kind == "winograd-adder":
+    conv_params = {"padding": 1}
+    if family.winograd:
         t = transform_set("standard")
-        bt, at = (t[k].numpy().astype(np.int64) for k in ("bt", "at"))
-        for i, (o, c) in enumerate([(8, 1), (16, 8)], start=1):
-            add(ir.WinogradAdderConv2d(f"conv{i}", u=rng.integers(-600, 900, size=(o, c, 4, 4)), bt=bt, at=at,
-                                       padding=1))
-            add(_calibrated_requant(f"bn{i}", x, 0, 255, relu=True, out_bits=8, shift=None))
-            add(ir.MaxPool2d(f"pool{i}", size=2))
-        add(ir.Flatten("flatten"))
-        add(ir.AdderDense("fc", weight=int8(10, 64)))
-        add(_calibrated_requant("bn3", x, -2000, 2000, relu=False, out_bits=16, shift=None))
-    elif kind in ("shift", "conv"):
-        conv = ((lambda name, o, c: ir.ShiftConv2d(name, **shift_arrays(o, c, 3, 3), padding=1))
-                if kind == "shift" else (lambda name, o, c: ir.Conv2d(name, weight=int8(o, c, 3, 3), padding=1)))
-        dense = ((lambda name, o, k: ir.ShiftDense(name, **shift_arrays(o, k)))
-                 if kind == "shift" else (lambda name, o, k: ir.Dense(name, weight=int8(o, k))))
-        add(conv("conv1", 8, 1))
-        add(_calibrated_requant("bn1", x, 0, 255, relu=True, out_bits=8, shift=None, negative=False))
-        add(ir.MaxPool2d("pool1", size=2))
-        add(conv("conv2", 16, 8))
-        add(_calibrated_requant("bn2", x, 0, 255, relu=True, out_bits=8, shift=None, negative=False))
-        add(ir.MaxPool2d("pool2", size=2))
-        add(ir.Flatten("flatten"))
-        add(dense("fc", 10, 64))
-        add(_calibrated_requant("bn3", x, -2000, 2000, relu=False, out_bits=16, shift=None, negative=False))
-    else:
-        for i, (o, c) in enumerate([(8, 1), (16, 8)], start=1):
-            add(ir.ShiftConv2d(f"conv{i}", **shift_arrays(o, c, 3, 3), padding=1))
-            add(_calibrated_requant(f"bn{i}a", x, -128, 127, relu=False, out_bits=8, shift=None, negative=False))
-            add(ir.AdderConv2d(f"conv{i}b", weight=int8(o, o, 1, 1)))
-            add(_calibrated_requant(f"bn{i}", x, 0, 255, relu=True, out_bits=8, shift=None))
-            add(ir.MaxPool2d(f"pool{i}", size=2))
-        add(ir.Flatten("flatten"))
-        add(ir.ShiftDense("fc", **shift_arrays(10, 64)))
-        add(_calibrated_requant("bn3a", x, -128, 127, relu=False, out_bits=8, shift=None, negative=False))
-        add(ir.AdderDense("fc2", weight=int8(10, 10)))
-        add(_calibrated_requant("bn3", x, -2000, 2000, relu=False, out_bits=16, shift=None))
-    name = "random-digits" if kind == "adder" else f"random-digits-{kind}"
+        conv_params.update((k, t[k].numpy().astype(np.int64)) for k in ("bt", "at"))
+    for i, (o, c) in enumerate([(8, 1), (16, 8)], start=1):
+        add(family.conv.random(rng, f"conv{i}", (o, c, 3, 3), **conv_params))
+        if family.then:
+            requant(f"bn{i}a", -128, 127, relu=False, out_bits=8)
+            add(family.then[0].random(rng, f"conv{i}b", (o, o, 1, 1)))
+        requant(f"bn{i}", 0, 255, relu=True, out_bits=8)
+        add(ir.MaxPool2d(f"pool{i}", size=2))
+    add(ir.Flatten("flatten"))
+    add(family.dense.random(rng, "fc", (10, 64)))
+    if family.then:
+        requant("bn3a", -128, 127, relu=False, out_bits=8)
+        add(family.then[1].random(rng, "fc2", (10, 10)))
+    requant("bn3", -2000, 2000, relu=False, out_bits=16)
+    name = family.name or f"random-digits-{kind}"
     return ir.Model(name=f"{name}-{seed}", input_shape=(1, 8, 8), input_bits=8, input_scale=1 / 255,
                     layers=layers, classes=[str(i) for i in range(10)])

@@ -1,6 +1,7 @@
 """cocotb tests of the board top-level's link core (``board_link``, see
 :func:`hwgen.boards.bench.simulate_board`): the host's side of the UART, in frames.
 
+================  ==============================================================================
 ``board_frames``  real test images of a build (its ``vectors.npz``) in frames, every reply
                   checked against the build's golden scores and argmax; then a bad CRC, a short
                   frame, garbage between frames, a frame cut off by a host reset (the host starts
@@ -8,12 +9,14 @@
                   each gets its error reply (the board reset: none, the board forgot) and the
                   next good frame is answered.
 ``board_bridge``  a pseudo-terminal bridged to the UART model, for ``hwgen infer --port``.
+================  ==============================================================================
 
 Settings come in the environment: ``HWGEN_BUILD_DIR``, ``HWGEN_LINK`` (the link's JSON
 description: divisor, timeout, max_count, ...), ``HWGEN_IMAGES``, ``HWGEN_RESULT`` (the JSON
 summary), ``HWGEN_BOARD_TEST`` (which test runs) and, for the bridge, ``HWGEN_PTY_FILE`` (where
-to write the terminal's path) and ``HWGEN_BRIDGE_IDLE_S`` (wall seconds of host silence that end
-it). The clocks: ``clk`` (the line's) has a 10 ns period and ``accel_clk`` 7 ns, unrelated, so
+to write the terminal's path), ``HWGEN_BRIDGE_STOP`` (a file whose appearance ends it) and
+``HWGEN_BRIDGE_IDLE_S`` (wall seconds of host silence that end it anyway). The clocks: ``clk``
+(the line's) has a 10 ns period and ``accel_clk`` 7 ns, unrelated, so
 the FIFOs really cross; the baud rate is scaled to ``clk / divisor`` (12.5 Mbaud at divisor 8)
 instead of the boards' 115200, which changes nothing but the number of cycles per bit.
 """
@@ -149,12 +152,13 @@ async def board_bridge(dut):
     master, slave = os.openpty()
     tty.setraw(slave)
     Path(os.environ["HWGEN_PTY_FILE"]).write_text(os.ttyname(slave))
-    idle_s = float(os.environ.get("HWGEN_BRIDGE_IDLE_S", "20"))
+    idle_s = float(os.environ.get("HWGEN_BRIDGE_IDLE_S", "60"))
+    stop = Path(os.environ.get("HWGEN_BRIDGE_STOP", "/nonexistent"))
     last = time.monotonic()
     moved = 0
     step_ns = 10 * link["divisor"] * CLK_NS
     try:
-        while time.monotonic() - last < idle_s:
+        while time.monotonic() - last < idle_s and not stop.exists():
             if select.select([master], [], [], 0)[0]:
                 data = os.read(master, 4096)
                 await uart.send(data)

@@ -33,6 +33,7 @@ from cocotb.simtime import get_sim_time
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, with_timeout
 
 from hwgen import golden, ir
+from hwgen.buildfolder import BuildFolder
 
 PERIOD_NS = 10
 
@@ -72,20 +73,25 @@ def pack_pixels(x: np.ndarray, bits: int) -> list[int]:
 
 @cocotb.test()
 async def stream_images(dut):
-    build = Path(os.environ["HWGEN_BUILD_DIR"])
-    manifest = json.loads((build / "manifest.json").read_text())
-    model = ir.Model.load(build)
-    with np.load(build / "vectors.npz", allow_pickle=False) as v:
+    folder = BuildFolder(os.environ["HWGEN_BUILD_DIR"])
+    manifest = folder.manifest()
+    model = ir.Model.load(folder.path)
+    with np.load(folder.vectors, allow_pickle=False) as v:
         x_all, labels_all = v["x"], v["labels"]
+        # Directed vectors (zero and full-scale images, hwgen.flow.directed_images) go first.
+        x_dir = v["x_directed"] if "x_directed" in v.files else x_all[:0]
     n = min(_env_int("HWGEN_IMAGES", len(x_all)), len(x_all))
-    x, labels = x_all[:n], labels_all[:n]
+    d = len(x_dir)
+    x = np.concatenate([x_dir, x_all[:n]])
+    labels = np.concatenate([np.full(d, -1), labels_all[:n]])
     backpressure = os.environ.get("HWGEN_BACKPRESSURE", "0") == "1"
     rng = random.Random(_env_int("HWGEN_SEED", 0))
     ports = manifest["ports"]
     pix, res = ports["pixels"], ports["result"]
     c, h, w = manifest.get("input_shape", model.input_shape)
     per_image = manifest.get("cycles_per_image") or 4 * c * h * w + 64
-    max_cycles = _env_int("HWGEN_MAX_CYCLES", int(per_image * max(n, 1) * 4 + 1000) * (3 if backpressure else 1))
+    max_cycles = _env_int("HWGEN_MAX_CYCLES",
+                          int(per_image * max(n + d, 1) * 4 + 1000) * (3 if backpressure else 1))
 
     expected = golden.run(model, x)
     beats = [pack_pixels(img, pix["bits"]) for img in x]
@@ -122,7 +128,7 @@ async def stream_images(dut):
         dut.pixels__valid.value = 0
 
     async def monitor():
-        while len(got) < n:
+        while len(got) < n + d:
             ready = 0 if backpressure and rng.random() < 0.3 else 1
             dut.result__ready.value = ready
             await ReadOnly()
@@ -162,22 +168,26 @@ async def stream_images(dut):
         exp_arg = int(expected.argmax[i]) if classify else None
         arg = arg if classify else None
         if scores != exp_scores or arg != exp_arg:
-            mismatches.append({"index": i, "expected": {"scores": exp_scores, "argmax": exp_arg},
+            where = {"index": i - d} if i >= d else {"directed": i}
+            mismatches.append({**where, "expected": {"scores": exp_scores, "argmax": exp_arg},
                                "got": {"scores": scores, "argmax": arg, **({"raw": raw} if raw else {})}})
         if arg is not None and arg == int(labels[i]):
             correct += 1
+    # "images" and the accuracies count the user's images; "received" and the rates all images.
     summary = {
-        "images": n, "received": len(got), "timed_out": timed_out, "max_cycles": max_cycles,
-        "mismatches": mismatches, "passed": not mismatches and not timed_out and len(got) == n,
+        "images": n, "directed": d, "received": len(got), "timed_out": timed_out,
+        "max_cycles": max_cycles, "mismatches": mismatches,
+        "passed": not mismatches and not timed_out and len(got) == n + d,
         "accuracy": correct / n if n and classify else None,
-        "golden_accuracy": float((expected.argmax == labels).mean()) if n and classify else None,
-        "cycles": cycles, "cycles_per_image": cycles / n if n else None,
-        "wall_s": wall, "images_per_s": n / wall if wall > 0 else None,
+        "golden_accuracy": (float((expected.argmax[d:] == labels[d:]).mean())
+                            if n and classify else None),
+        "cycles": cycles, "cycles_per_image": cycles / (n + d) if n + d else None,
+        "wall_s": wall, "images_per_s": (n + d) / wall if wall > 0 else None,
         "backpressure": backpressure,
     }
     out = os.environ.get("HWGEN_RESULT")
     if out:
         Path(out).write_text(json.dumps(summary, indent=2) + "\n")
-    assert not timed_out, f"timeout: {len(got)} of {n} results after {max_cycles} cycles"
-    assert len(got) == n
-    assert not mismatches, f"{len(mismatches)} of {n} images differ from the golden model; first: {mismatches[0]}"
+    assert not timed_out, f"timeout: {len(got)} of {n + d} results after {max_cycles} cycles"
+    assert len(got) == n + d
+    assert not mismatches, f"{len(mismatches)} of {n + d} images differ from the golden model; first: {mismatches[0]}"

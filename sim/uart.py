@@ -2,7 +2,7 @@
 
 :class:`UARTModel` drives the design's ``rx`` and listens to its ``tx`` at ``bit_ns`` a bit:
 :meth:`UARTModel.send` writes bytes, and every byte the design sends lands in
-:attr:`UARTModel.received`, so a
+``UARTModel.received``, so a
 test reads replies with :func:`hwgen.frame.read_reply` over what :meth:`UARTModel.collect`
 returns.
 """

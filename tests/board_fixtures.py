@@ -14,7 +14,8 @@ def tiny_model(seed=0, c=2, h=3, w=3, classes=3) -> ir.Model:
     one = np.ones(classes, dtype=np.int64)
     return ir.Model(name="tiny", input_shape=(c, h, w), input_bits=8, input_scale=1 / 255,
                     layers=[ir.Flatten("flat"),
-                            ir.AdderDense("fc", weight=rng.integers(-128, 128, (classes, c * h * w))),
+                            ir.AdderDense("fc", weight=rng.integers(-128, 128,
+                                                                    (classes, c * h * w))),
                             ir.Requant("bn", mult=one, bias=0 * one, shift=0, out_bits=16,
                                        relu=False)],
                     classes=[f"c{i}" for i in range(classes)])
@@ -22,7 +23,8 @@ def tiny_model(seed=0, c=2, h=3, w=3, classes=3) -> ir.Model:
 
 def tiny_dataset(model: ir.Model, n=40, seed=1) -> data.Dataset:
     """Random images of ``model``'s shape, labelled with the golden model's own answers except
-    every third test image (so that accuracy is not trivially 1); the second half is the test set."""
+    every third test image (so that accuracy is not trivially 1); the second half is the test
+    set."""
     from hwgen import golden
 
     rng = np.random.default_rng(seed)

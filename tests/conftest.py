@@ -6,6 +6,9 @@ def pytest_addoption(parser):
                      help="also run the slow tier (training from scratch, long simulations)")
     parser.addoption("--notebooks", action="store_true", default=False,
                      help="also run the notebooks tier: every notebooks/*.ipynb top to bottom")
+    parser.addoption("--deep", type=int, default=0, metavar="N",
+                     help="run the deep property tier on N random models (tests/test_property.py); "
+                          "records benchmarks/property.json")
 
 
 def pytest_collection_modifyitems(config, items):

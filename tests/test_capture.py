@@ -19,7 +19,7 @@ from torch import nn
 
 import hwgen
 from hwgen import capture, cli, data, golden, ir, quant
-from hwgen.nn import AdderConv2d, AdderLinear, ShiftConv2d, build_model
+from hwgen.nn import AdderConv2d, AdderLinear, ShiftConv2d, build_model, save_checkpoint
 from hwgen.nn.train import train
 
 H, W = 10, 14  # a non-square input
@@ -49,12 +49,12 @@ def assert_user_error(proc, *texts):
 
 
 def colour_wide():
-    """800 of the digits as 3-channel 10×14 images (resampled; each channel its own intensity)."""
+    """500 of the digits as 3-channel 10×14 images (resampled; each channel its own intensity)."""
     x_tr, y_tr, x_te, y_te = data.digits()
-    x = np.concatenate([x_tr, x_te])[:800, 0]
+    x = np.concatenate([x_tr, x_te])[:500, 0]
     x = x[:, (np.arange(H) * 8) // H][:, :, (np.arange(W) * 8) // W]
     x = np.stack([x, x ** 2, 1 - x], axis=1)
-    return (np.clip(x, 0, 1) * 255).round().astype(np.uint8), np.concatenate([y_tr, y_te])[:800]
+    return (np.clip(x, 0, 1) * 255).round().astype(np.uint8), np.concatenate([y_tr, y_te])[:500]
 
 
 # The user's own model file: a forward() with functional ReLU, max-pool and flatten; kernels 5
@@ -72,11 +72,11 @@ USER_MODEL = textwrap.dedent("""
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            self.conv1 = AdderConv2d(3, 6, 5, padding=2)
-            self.bn1 = nn.BatchNorm2d(6)
-            self.conv2 = AdderConv2d(6, 8, 1)
-            self.bn2 = nn.BatchNorm2d(8)
-            self.fc = AdderLinear(8 * 2 * 3, 10)
+            self.conv1 = AdderConv2d(3, 4, 5, padding=2)
+            self.bn1 = nn.BatchNorm2d(4)
+            self.conv2 = AdderConv2d(4, 6, 1)
+            self.bn2 = nn.BatchNorm2d(6)
+            self.fc = AdderLinear(6 * 2 * 3, 10)
             self.bn3 = nn.BatchNorm1d(10)
 
         def forward(self, x):
@@ -112,8 +112,8 @@ def user(tmp_path_factory):
     np.savez(tmp / "wide.npz", x=x, y=y)
     dataset = data.load(tmp / "wide.npz")
     net = capture.load_function(f"{tmp / 'mine.py'}:untrained")
-    metrics = train(model=net, epochs=2, dataset=dataset, progress=False)
-    assert metrics["test_accuracy"] > 0.3
+    metrics = train(model=net, epochs=3, dataset=dataset, progress=False)
+    assert metrics["test_accuracy"] > 0.2  # well above chance (0.1), after 3 short epochs
     torch.save(net.state_dict(), tmp / "weights.pt")
     net.eval()
     ep = torch.export.export(net, (torch.tensor(dataset.x_train[:2]),))
@@ -243,7 +243,7 @@ def test_training_still_uses_the_eager_autograd():
     x = torch.rand(2, 2, 5, 5, requires_grad=True)
     layer(x).sum().backward()
     assert x.grad is not None and layer.weight.grad is not None
-    assert type(layer(x).grad_fn).__name__ != "GeneratedBackwardFor_hwgen_adder_conv2d_defaultBackward"
+    assert "hwgen" not in type(layer(x).grad_fn).__name__  # not the operator's (none)
 
 
 # --------------------------------------------------------------------------- a user's model
@@ -270,7 +270,8 @@ def test_pt2_through_the_cli_builds_the_same_design(user, user_cli_build):
 def test_live_module_through_the_api_is_bit_exact(user, user_cli_build, tmp_path):
     tmp, net, dataset = user
     loader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(torch.tensor(dataset.x_train), torch.tensor(dataset.y_train)),
+        torch.utils.data.TensorDataset(torch.tensor(dataset.x_train),
+                                       torch.tensor(dataset.y_train)),
         batch_size=256)
     build = hwgen.convert(net, calibration=loader, test=(dataset.x_test, dataset.y_test),
                           out=tmp_path / "api")
@@ -369,7 +370,8 @@ def test_architecture_with_options_through_the_cli_is_bit_exact(user, tmp_path):
     assert proc.returncode == 0, proc.stderr
     config = torch.load(tmp_path / "a.pt", weights_only=True)["config"]
     assert config["input_size"] == [H, W] and config["in_channels"] == 3
-    proc = hwgen_main("build", tmp_path / "a.pt", "--data", tmp / "wide.npz", "--out", tmp_path / "b")
+    proc = hwgen_main("build", tmp_path / "a.pt", "--data", tmp / "wide.npz",
+                      "--out", tmp_path / "b")
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["data"]["input_shape"] == [3, H, W]
@@ -393,7 +395,8 @@ def test_architecture_with_options_through_the_api_is_bit_exact(user, tmp_path):
     train(arch="conv", epochs=1, dataset=dataset, progress=False, out=tmp_path / "c.pt",
           config={"kernel": [3, 5], "padding": [0, 2], "channels": [4, 6]})
     build = hwgen.convert(tmp_path / "c.pt", data=dataset, out=tmp_path / "b")
-    assert [getattr(l, "padding", None) for l in build.model.layers if isinstance(l, ir.Conv2d)] == [0, 2]
+    convs = [layer for layer in build.model.layers if isinstance(layer, ir.Conv2d)]
+    assert [c.padding for c in convs] == [0, 2]
     assert build.model.input_shape == (3, H, W)
     result = build.simulate(images=2)
     assert not result["mismatches"] and result["passed"]

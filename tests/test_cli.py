@@ -144,3 +144,26 @@ def test_whole_test_set_bit_exact(built, simulator):
 def test_synth_other_devices(built, device):
     proc = hwgen("synth", built, "--device", device)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_every_command_takes_verbose_and_quiet():
+    import logging
+
+    from hwgen import cli
+
+    parser = cli.make_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    assert {"build", "sim", "synth", "sweep", "compare", "train"} <= set(commands)
+    for name, sub in commands.items():
+        flags = {s for a in sub._actions for s in a.option_strings}
+        assert {"-v", "--verbose", "-q", "--quiet"} <= flags, name
+    logger = logging.getLogger("hwgen")
+    level = logger.level
+    try:
+        for verbose, quiet, want in ((0, False, logging.WARNING), (1, False, logging.INFO),
+                                     (2, False, logging.DEBUG), (0, True, logging.ERROR)):
+            cli._configure_logging(verbose, quiet)
+            assert logger.level == want
+        assert sum(getattr(h, "_hwgen_cli", False) for h in logger.handlers) == 1
+    finally:
+        logger.setLevel(level)

@@ -13,8 +13,12 @@ from hwgen.errors import HwgenError
 
 def _error_classes():
     """Every exception class defined in a module of hwgen (the cocotb testbench aside)."""
+    import hwgen.boards  # mapped from boards/ beside the package: walked on its own
+
     found = {}
-    for info in pkgutil.walk_packages(hwgen.__path__, "hwgen."):
+    infos = [*pkgutil.walk_packages(hwgen.__path__, "hwgen."),
+             *pkgutil.walk_packages(hwgen.boards.__path__, "hwgen.boards.")]
+    for info in infos:
         if info.name.startswith("hwgen.sim."):
             continue  # imports cocotb, which only runs inside a simulator
         module = importlib.import_module(info.name)

@@ -10,9 +10,15 @@ from amaranth.back import verilog
 from amaranth.sim import Simulator
 
 from hwgen import golden, ir
-from hwgen.hw.conv import ConvEngine, default_folding
+from hwgen.hw.conv import ConvEngine, choose_folding, conv_candidates
 from hwgen.hw.requant import Requant
 
+
+
+def planned(layer, requant, in_shape, in_range):
+    """The folding the planner gives one engine alone: the fastest that fits the budget."""
+    pe, simd = choose_folding(conv_candidates(layer, in_shape, in_range, requant))
+    return {"pe": pe, "simd": simd}
 
 def random_mult(rng, max_terms=3, allow_negative=True):
     """A multiplier with 1..max_terms canonical signed digits."""
@@ -104,8 +110,8 @@ def expected_conv(layer, requant, images):
 
 CASES = [
     # (C, H, W, O, pad, in_bits, w_lim, pe, simd)
-    (1, 8, 8, 8, 1, 8, 128, None, None),    # first digits layer (default folding)
-    (8, 4, 4, 16, 1, 4, 8, None, None),     # second digits layer (default folding)
+    (1, 8, 8, 8, 1, 8, 128, None, None),    # first digits layer (the planner's folding)
+    (8, 4, 4, 16, 1, 4, 8, None, None),     # second digits layer (the planner's folding)
     (3, 5, 7, 4, 1, 4, 9, 2, 3),            # non-square, odd channels, one read port
     (3, 5, 7, 4, 1, 4, 9, 1, 9),            # three read ports (whole pixels per beat)
     (2, 6, 5, 6, 1, 3, 5, 3, 1),            # slices of one pixel, simd 1
@@ -128,7 +134,8 @@ def test_conv_engine_matches_golden(case):
     images[0, :, 0, :] = (1 << in_bits) - 1  # max input
     images[1, :, :, 0] = 0
     requant = random_requant(rng, o, acc, relu=relu, negative=not relu, samples=golden.execute(layer, images))
-    engine = ConvEngine(layer, requant, (c, h, w), in_range, pe=pe, simd=simd)
+    fold = planned(layer, requant, (c, h, w), in_range) if pe is None else {"pe": pe, "simd": simd}
+    engine = ConvEngine(layer, requant, (c, h, w), in_range, **fold)
     # A fast engine waits for its input: the row-availability logic is on the critical path.
     p_gap = 0.6 if engine.steps * engine.groups <= 2 else 0.3
     got, _ = simulate(engine, images, rng, p_gap=p_gap)
@@ -148,7 +155,7 @@ def test_dense_engine_matches_golden():
     flat = golden.execute(ir.Flatten("flat"), images)
     requant = random_requant(rng, o, layer.out_range(*in_range), relu=False, out_bits=8, negative=True,
                              samples=golden.execute(layer, flat))
-    engine = ConvEngine(layer, requant, (c, h, w), in_range)
+    engine = ConvEngine(layer, requant, (c, h, w), in_range, **planned(layer, requant, (c, h, w), in_range))
     got, _ = simulate(engine, images, rng)
     want = golden.execute(requant, golden.execute(layer, flat))
     np.testing.assert_array_equal(got, want)
@@ -175,14 +182,13 @@ def test_digits_folding_and_verilog():
     for (c, h, w), o, in_range in shapes:
         layer = random_layer(rng, c, o, 3, 1, 7)
         requant = random_requant(rng, o, layer.out_range(*in_range))
-        engine = ConvEngine(layer, requant, (c, h, w), in_range)
-        assert (engine.pe, engine.simd) == default_folding(layer, (c, h, w), in_range, requant)
+        engine = ConvEngine(layer, requant, (c, h, w), in_range, **planned(layer, requant, (c, h, w), in_range))
         assert engine.cycles_per_image == h * w * (o // engine.pe) * (c * 9 // engine.simd)
         text = verilog.convert(engine, name="conv")
         assert "module conv" in text
     dense = ir.AdderDense("fc", weight=rng.integers(-8, 8, size=(10, 64)))
     requant = random_requant(rng, 10, dense.out_range(0, 15), relu=False, out_bits=8, negative=True)
-    engine = ConvEngine(dense, requant, (16, 2, 2), (0, 15))
+    engine = ConvEngine(dense, requant, (16, 2, 2), (0, 15), pe=2, simd=16)
     assert engine.out_hw == (1, 1)
     assert "module conv" in verilog.convert(engine, name="conv")
 
@@ -192,13 +198,13 @@ def test_validation():
     requant = random_requant(rng, 4, (-100, 0))
     layer = ir.AdderConv2d("c", weight=np.zeros((4, 2, 3, 3), dtype=np.int64), stride=1, padding=1)
     with pytest.raises(ValueError, match="pe=3"):
-        ConvEngine(layer, requant, (2, 6, 6), (0, 15), pe=3)
+        ConvEngine(layer, requant, (2, 6, 6), (0, 15), pe=3, simd=1)
     with pytest.raises(ValueError, match="simd=4"):
-        ConvEngine(layer, requant, (2, 6, 6), (0, 15), simd=4)
+        ConvEngine(layer, requant, (2, 6, 6), (0, 15), pe=1, simd=4)
     with pytest.raises(TypeError, match="adder_conv2d, shift_conv2d, conv2d"):
-        ConvEngine(ir.MaxPool2d("m"), requant, (2, 6, 6), (0, 15))
+        ConvEngine(ir.MaxPool2d("m"), requant, (2, 6, 6), (0, 15), pe=1, simd=1)
     with pytest.raises(ValueError, match="weights='ram'"):
-        ConvEngine(layer, requant, (2, 6, 6), (0, 15), weights="ram")
+        ConvEngine(layer, requant, (2, 6, 6), (0, 15), pe=1, simd=1, weights="ram")
 
 
 STRIDE_CASES = [
@@ -226,7 +232,8 @@ def test_strided_engines_match_golden(case):
     images[0, :, 0, :] = 15
     requant = random_requant(rng, o, layer.out_range(*in_range), relu=True, negative=kind == "adder",
                              samples=golden.execute(layer, images))
-    engine = ConvEngine(layer, requant, (c, h, w), in_range, pe=pe, simd=simd)
+    fold = planned(layer, requant, (c, h, w), in_range) if pe is None else {"pe": pe, "simd": simd}
+    engine = ConvEngine(layer, requant, (c, h, w), in_range, **fold)
     assert engine.out_hw == layer.out_shape((c, h, w))[1:] and engine.params["stride"] == stride
     # Fewer output pixels than input pixels: the input can be the bound.
     assert engine.cycles_per_image >= h * w * max(1, c // engine.simd)
@@ -251,7 +258,7 @@ def shift_or_mac_layer(rng, kind, c, o, k, pad):
 
 MAC_CASES = [
     # (kind, C, H, W, O, pad, in_range, pe, simd)
-    ("shift", 1, 8, 8, 8, 1, (0, 255), None, None),     # first digits layer, default folding
+    ("shift", 1, 8, 8, 8, 1, (0, 255), None, None),     # first digits layer, the planner's folding
     ("shift", 3, 5, 6, 4, 1, (-128, 127), 2, 3),        # signed input (requant without ReLU)
     ("shift", 2, 4, 4, 6, 0, (-8, 7), 3, 6),            # no padding, two read ports
     ("shift", 4, 4, 5, 4, 1, (0, 15), 1, 2),            # slices of a pixel
@@ -274,7 +281,8 @@ def test_shift_and_mac_engines_match_golden(case):
     relu = bool(rng.integers(0, 2))
     requant = random_requant(rng, o, layer.out_range(*in_range), relu=relu, negative=True,
                              samples=golden.execute(layer, images))
-    engine = ConvEngine(layer, requant, (c, h, w), in_range, pe=pe, simd=simd)
+    fold = planned(layer, requant, (c, h, w), in_range) if pe is None else {"pe": pe, "simd": simd}
+    engine = ConvEngine(layer, requant, (c, h, w), in_range, **fold)
     assert engine.params["lane"] == kind
     got, _ = simulate(engine, images, rng)
     want = expected_conv(layer, requant, images)
@@ -296,7 +304,7 @@ def test_shift_and_mac_dense_engines_match_golden(kind):
     flat = golden.execute(ir.Flatten("flat"), images)
     requant = random_requant(rng, o, layer.out_range(*in_range), relu=False, out_bits=8, negative=True,
                              samples=golden.execute(layer, flat))
-    engine = ConvEngine(layer, requant, (c, h, w), in_range)
+    engine = ConvEngine(layer, requant, (c, h, w), in_range, **planned(layer, requant, (c, h, w), in_range))
     got, _ = simulate(engine, images, rng)
     np.testing.assert_array_equal(got, golden.execute(requant, golden.execute(layer, flat)))
 

@@ -230,4 +230,4 @@ def test_const_weights_fold_into_the_logic():
     assert estimate_luts(layer, (1, 5, 5), (0, 255), requant, 4, 9, "const") < \
         estimate_luts(layer, (1, 5, 5), (0, 255), requant, 4, 9, "rom")
     with pytest.raises(ValueError, match="weights='flash'"):
-        ConvEngine(layer, requant, (1, 5, 5), (0, 255), weights="flash")
+        ConvEngine(layer, requant, (1, 5, 5), (0, 255), pe=4, simd=9, weights="flash")

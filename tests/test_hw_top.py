@@ -13,6 +13,7 @@ from amaranth.hdl import Fragment
 
 from hwgen import golden, ir
 from hwgen.hw.head import ArgmaxHead, index_bits
+from hwgen.buildfolder import BuildFolder
 from hwgen.hw.top import Accelerator, generate
 from hwgen.testmodels import random_digits_model
 
@@ -167,10 +168,10 @@ def test_accelerator_throughput_and_latency(digits_model):
 
 @needs_conv
 def test_generate_writes_verilog_and_manifest(digits_model, tmp_path):
-    doc = generate(digits_model, tmp_path)
-    v = (tmp_path / "hwgen_top.v").read_text()
-    on_disk = json.loads((tmp_path / "manifest.json").read_text())
-    assert on_disk == doc
+    v, doc = generate(digits_model)
+    BuildFolder(tmp_path).write_design(v, doc)
+    assert (tmp_path / "hwgen_top.v").read_text() == v
+    assert json.loads((tmp_path / "manifest.json").read_text()) == doc
     assert v.startswith("`timescale 1ns/1ps\n")
     assert re.search(r"^module hwgen_top\s*\(", v, re.M)
     assert doc["format"] == "hwgen-build" and doc["version"] == 1 and doc["top"] == "hwgen_top"
@@ -251,16 +252,14 @@ def test_dense_layers_must_end_the_model():
                                  layers=pool_after_dense.layers[:3] + pool_after_dense.layers[4:])))
 
 
-def test_failed_generate_writes_nothing(tmp_path):
+def test_generate_refuses_a_model_without_engines():
     rng = np.random.default_rng(0)
     model = ir.Model(name="mac", input_shape=(1, 4, 4), input_bits=8, input_scale=1.0, layers=[
         ir.Flatten("flat"),
         ir.Dense("fc", weight=rng.integers(-2, 3, size=(3, 16))),
     ])
-    out = tmp_path / "build"
     with pytest.raises(ir.ModelError, match=r"kind 'dense' has no hardware engine|followed by a"):
-        generate(model, out)
-    assert not out.exists() or not any(out.iterdir())
+        generate(model)
 
 
 @needs_conv
@@ -364,7 +363,7 @@ def test_pool_lanes_override(digits_model, tmp_path):
     assert (engines["pool1"].lanes, engines["pool2"].lanes) == (4, 16)
     assert engines["pool1"].cycles_per_image == 8 * 8 * 2 and engines["pool2"].cycles_per_image == 4 * 4
     discard(top)
-    doc = generate(digits_model, tmp_path, folding={"pool1": {"lanes": 2}})
+    _, doc = generate(digits_model, folding={"pool1": {"lanes": 2}})
     pools = {e["name"]: e for e in doc["engines"] if e["kind"] == "maxpool2d"}
     assert pools["pool1"]["lanes"] == 2 and pools["pool1"]["cycles_per_image"] == 8 * 8 * 4
     assert doc["folding"]["pool1"] == {"lanes": 2} and doc["folding"]["pool2"] == {"lanes": 2}
@@ -372,11 +371,14 @@ def test_pool_lanes_override(digits_model, tmp_path):
 
 
 def test_bad_pool_lanes_raise_model_error(digits_model):
-    for lanes in (3, 0, 32, "2"):
+    for lanes in (3, 32):
         with pytest.raises(ir.ModelError, match=rf"folding of 'pool1': lanes={lanes!r} must divide its 8 channels; "
                                                 r"pick one of \[1, 2, 4, 8\]") as err:
             Accelerator(digits_model, folding={"pool1": {"lanes": lanes}})
         assert "\n" not in str(err.value)
+    for lanes in (0, "2", True):
+        with pytest.raises(ir.ModelError, match=rf"^folding of 'pool1': lanes={lanes!r} must be a positive integer$"):
+            Accelerator(digits_model, folding={"pool1": {"lanes": lanes}})
     with pytest.raises(ir.ModelError, match=r"folding of 'pool2': unknown keys \['pe'\]; use 'lanes'"):
         Accelerator(digits_model, folding={"pool2": {"lanes": 2, "pe": 2}})
     with pytest.raises(ir.ModelError, match=r"folding of 'conv1': unknown keys \['lanes'\]"):

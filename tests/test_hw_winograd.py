@@ -8,6 +8,7 @@ import pytest
 from amaranth.back import verilog
 
 from hwgen import golden, ir
+from hwgen.hw.conv import choose_folding
 from hwgen.hw.winograd import WinogradEngine, winograd_candidates
 from hwgen.nn.winograd import transform_set
 
@@ -74,13 +75,13 @@ def test_validation_and_verilog():
     layer = winograd_layer(rng, 2, 4, 1)
     rq = random_requant(rng, 4, layer.out_range(0, 255))
     with pytest.raises(ValueError, match="pe=3 must divide the 4 output channels"):
-        WinogradEngine(layer, rq, (2, 6, 6), (0, 255), pe=3)
+        WinogradEngine(layer, rq, (2, 6, 6), (0, 255), pe=3, overlap=True)
     with pytest.raises(ir.ModelError, match="u has 2 input channels, input has 3"):
-        WinogradEngine(layer, rq, (3, 6, 6), (0, 255))
+        WinogradEngine(layer, rq, (3, 6, 6), (0, 255), pe=1, overlap=True)
     with pytest.raises(TypeError, match="computes winograd_adder_conv2d layers"):
-        WinogradEngine(ir.AdderConv2d("a", weight=np.zeros((4, 2, 3, 3), int), padding=1), rq, (2, 6, 6), (0, 255))
-    engine = WinogradEngine(layer, rq, (2, 6, 6), (0, 255))
-    assert engine.pe in [cand[2] for cand in winograd_candidates(layer, (2, 6, 6), (0, 255), rq)]
+        WinogradEngine(ir.AdderConv2d("a", weight=np.zeros((4, 2, 3, 3), int), padding=1), rq, (2, 6, 6), (0, 255), pe=1, overlap=True)
+    pe, overlap = choose_folding(winograd_candidates(layer, (2, 6, 6), (0, 255), rq))
+    engine = WinogradEngine(layer, rq, (2, 6, 6), (0, 255), pe=pe, overlap=bool(overlap))
     text = verilog.convert(engine, name="wino")
     # Multiplication-free: the transforms are adders and one-bit shifts (the only product is the
     # input writer's channel counter times the word width, a constant shift of a counter).
@@ -95,6 +96,6 @@ def test_slow_consumer_fills_both_output_banks():
     layer = winograd_layer(rng, 1, 2, 1)
     images = rng.integers(0, 256, size=(3, 1, 6, 6))
     requant = random_requant(rng, 2, layer.out_range(0, 255), samples=golden.execute(layer, images))
-    engine = WinogradEngine(layer, requant, (1, 6, 6), (0, 255), pe=2)
+    engine = WinogradEngine(layer, requant, (1, 6, 6), (0, 255), pe=2, overlap=True)
     got, _ = simulate(engine, images, rng, p_gap=0.0, p_stall=0.9)
     np.testing.assert_array_equal(got, expected_conv(layer, requant, images))

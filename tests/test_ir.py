@@ -90,10 +90,11 @@ def test_bad_models_are_refused(tmp_path):
 
 
 def _write_hand_model(directory, weight_name="weight", conv_weight=None, extra=None):
-    """A model written by hand, as a user would: JSON manifest plus an .npz with a plain weight."""
+    """A model written by hand, as a user would: JSON manifest plus an .npz with a plain weight
+    (format version 1: a chain, the arrays keyed by layer index)."""
     conv_weight = (np.array([[[[1, -2, 0], [4, 0, -1], [0, 8, 0]]], [[[0, 0, 1], [2, 0, 0], [-4, 0, 0]]]])
                    if conv_weight is None else conv_weight)
-    doc = {"format": ir.FORMAT, "version": ir.FORMAT_VERSION, "name": "hand", "input_shape": [1, 4, 4],
+    doc = {"format": ir.FORMAT, "version": 1, "name": "hand", "input_shape": [1, 4, 4],
            "input_bits": 8, "input_scale": 1 / 255, "classes": [],
            "layers": [{"kind": "shift_conv2d", "name": "conv0", "stride": 1, "padding": 1, "max_shift": 7},
                       {"kind": "requant", "name": "requant0", "shift": 4, "out_bits": 8, "relu": True},
@@ -120,7 +121,8 @@ def test_hand_written_shift_layers_given_as_weight(tmp_path):
     # Saved again, it holds sign and shift, and computes the same.
     again = ir.Model.load(m.save(tmp_path / "again"))
     with np.load(tmp_path / "again" / "model.npz") as data:
-        assert {"0.sign", "0.shift", "3.sign", "3.shift"} <= set(data.files) and "0.weight" not in data.files
+        assert {"conv0.sign", "conv0.shift", "dense0.sign", "dense0.shift"} <= set(data.files)
+        assert "conv0.weight" not in data.files
     np.testing.assert_array_equal(golden.run(m, x).scores, golden.run(again, x).scores)
 
 
@@ -169,3 +171,88 @@ def test_a_model_written_by_format_version_1_still_loads():
     result = golden.run(model, expected["x"])
     for i, out in enumerate(result.layers):
         assert np.array_equal(out, expected[f"out{i}"]), model.layers[i].name
+
+
+# --------------------------------------------------------------------------- the graph
+
+def residual_model(**changes):
+    """conv → requant → (skip) conv → requant → add(the two requants) → flatten → dense."""
+    rng = np.random.default_rng(3)
+
+    def rq(name, inputs=()):
+        return ir.Requant(name, mult=np.array([1, -1]), bias=np.array([40, 90]), shift=3,
+                          out_bits=6, inputs=inputs)
+
+    nodes = {
+        "c1": ir.AdderConv2d("c1", weight=rng.integers(-8, 8, (2, 1, 3, 3)), padding=1,
+                             inputs=(ir.INPUT,)),
+        "r1": rq("r1", ("c1",)),
+        "c2": ir.AdderConv2d("c2", weight=rng.integers(-8, 8, (2, 2, 3, 3)), padding=1,
+                             inputs=("r1",)),
+        "r2": rq("r2", ("c2",)),
+        "sum": ir.Add("sum", out_bits=7, inputs=("r1", "r2")),
+        "f": ir.Flatten("f", inputs=("sum",)),
+        "d": ir.Dense("d", weight=rng.integers(-3, 4, (3, 32)), inputs=("f",)),
+    }
+    nodes.update(changes)
+    order = ["d", "f", "sum", "r2", "c2", "r1", "c1"]  # any order: the graph decides
+    return ir.Model("res", (1, 4, 4), 4, 1 / 15, [nodes[k] for k in order if nodes[k]],
+                    output="d")
+
+
+def test_a_residual_graph_runs_in_topological_order_with_exact_ranges():
+    model = residual_model()
+    assert not model.is_chain
+    names = [model.layers[i].name for i in model.order()]
+    assert names.index("sum") > max(names.index("r1"), names.index("r2"))
+    x = np.random.default_rng(0).integers(0, 16, (64, 1, 4, 4))
+    res = golden.run(model, x)  # checks every tensor against its derived range
+    by = {layer.name: out for layer, out in zip(model.layers, res.layers)}
+    np.testing.assert_array_equal(by["sum"], np.clip(by["r1"] + by["r2"], 0, 127))
+    np.testing.assert_array_equal(res.scores, by["d"])
+    ranges = dict(zip([layer.name for layer in model.layers], model.value_ranges()))
+    r1, r2 = ranges["r1"], ranges["r2"]
+    assert ranges["sum"] == (max(0, r1[0] + r2[0]), min(127, r1[1] + r2[1]))
+
+
+def test_a_graph_saves_as_version_2_and_loads(tmp_path):
+    model = residual_model()
+    model.save(tmp_path)
+    doc = json.loads((tmp_path / "model.json").read_text())
+    assert doc["version"] == 2 and doc["output"] == "d"
+    assert {layer["name"]: layer["inputs"] for layer in doc["layers"]}["sum"] == ["r1", "r2"]
+    with np.load(tmp_path / "model.npz") as data:
+        assert {"c1.weight", "r1.mult", "d.weight"} <= set(data.files)
+    again = ir.Model.load(tmp_path)
+    x = np.random.default_rng(1).integers(0, 16, (8, 1, 4, 4))
+    np.testing.assert_array_equal(golden.run(again, x).scores, golden.run(model, x).scores)
+
+
+def test_a_chain_saved_by_this_version_reads_the_layer_before():
+    model = small_model()
+    assert model.is_chain
+    assert model.inputs_of()[:2] == [(ir.INPUT,), ("c",)]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"c1": ir.AdderConv2d("c1", weight=np.zeros((2, 1, 3, 3), int), padding=1,
+                           inputs=("r2",))}, r"read each other in a cycle"),
+    ({"sum": ir.Add("sum", out_bits=7, inputs=("r1", "nope"))},
+     r"layer 'sum' reads tensor 'nope', which no layer computes"),
+    ({"sum": ir.Add("sum", out_bits=7, inputs=("r1", "r1"))},
+     r"the output of layer 'r2' is never read \(a dangling output\)"),
+    ({"sum": ir.Add("sum", out_bits=7, inputs=("r1",))},
+     r"'sum' \(add\) reads 1 tensors, it takes 2"),
+    ({"c2": ir.AdderConv2d("c2", weight=np.zeros((2, 2, 3, 3), int), inputs=("r1",))},
+     r"sum: adds tensors of shapes \(2, 4, 4\) and \(2, 2, 2\)"),
+])
+def test_graph_validation_refuses_in_one_line(changes, message):
+    with pytest.raises(ir.ModelError, match=message) as e:
+        residual_model(**changes)
+    assert "\n" not in str(e.value)
+
+
+def test_the_hardware_refuses_a_graph_in_one_line():
+    from hwgen.hw.top import Accelerator
+    with pytest.raises(ir.ModelError, match="is a graph, not a chain"):
+        Accelerator(residual_model())

@@ -97,7 +97,9 @@ def test_a_kind_name_is_registered_once(toy):
 def test_every_builtin_kind_defines_its_parts():
     for cls in kinds.registered():
         assert cls.label, cls.kind
-        for hook in ("out_shape", "out_range", "execute", "ops"):
+        hooks = (("out_shape", "out_range", "execute", "ops") if cls.arity == 1
+                 else ("shape_of", "range_of", "run", "ops_of"))
+        for hook in hooks:
             assert getattr(cls, hook) is not getattr(kinds.Layer, hook), (cls.kind, hook)
 
 

@@ -64,7 +64,7 @@ def test_overlapping_and_padded_maxpool(adder):
     assert [(p.size, p.stride, p.padding) for p in pools] == [(3, 2, 1), (2, 1, 0)]
     assert [s for s, layer in zip(q.shapes(), q.layers) if layer.kind == "maxpool2d"] == [(4, 4, 4), (6, 3, 3)]
     check_against_float(model, q, x)
-    loaded = ir.Model.from_json(q.to_json(), {f"{i}.{k}": v for i, layer in enumerate(q.layers)
+    loaded = ir.Model.from_json(q.to_json(), {f"{layer.name}.{k}": v for layer in q.layers
                                               for k, v in layer.arrays().items()})
     assert [(p.size, p.stride, p.padding) for p in loaded.layers if p.kind == "maxpool2d"] == \
         [(3, 2, 1), (2, 1, 0)]

@@ -64,9 +64,12 @@ def same(rows):
     ({"sources": ["random:adder:x"]}, "is not random:<kind>[:<seed>]"),
     ({"sources": ["no/such/model.pt"]}, "'sources': no checkpoint or integer model at"),
     ({"sources": ["embedded"], "foldings": ["fast"]}, "'foldings': 'fast' is neither a preset"),
-    ({"sources": ["embedded"], "foldings": [{"conv1": {"pe": 0}}]}, "conv1.pe = 0 is not a positive integer"),
-    ({"sources": ["embedded"], "folding": {"n": {"conv1": {"lanes": 2}}}, "foldings": ["n"]},
-     "'folding.n': layer 'conv1' needs {pe = N, simd = M}"),
+    ({"sources": ["embedded"], "foldings": [{"conv1": {"pe": 0}}]},
+     "'foldings' of 'conv1': pe=0 must be a positive integer"),
+    ({"sources": ["embedded"], "folding": {"n": {"conv1": {"speed": 2}}}, "foldings": ["n"]},
+     "'folding.n' of 'conv1': unknown keys ['speed']; use 'pe', 'simd', 'weights', 'overlap', 'lanes'"),
+    ({"sources": ["embedded"], "foldings": [{"conv1": {"weights": "flash"}}]},
+     "'foldings' of 'conv1': weights='flash'; use 'rom'"),
     ({"sources": ["embedded"], "synth": {"sed": 1}}, "'synth': unknown option 'sed'"),
     ({"sources": ["embedded"], "synth": {"bitstream": "no"}}, "'synth.bitstream': 'no' is not a bool"),
 ])
@@ -167,6 +170,7 @@ def test_killed_sweep_finishes_without_redoing_points(tiny, tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the sweep and the Yosys / nextpnr it started
         proc.wait()
+        proc.stderr.close()  # an open pipe is a ResourceWarning, an error under filterwarnings
     before = read_results(out)
     assert len(before) == 1, "the sweep finished before it could be killed"
     assert not (out / "sweep.csv").exists()
@@ -241,3 +245,16 @@ def test_random_winograd_adder_builds_at_min_folding(tmp_path, monkeypatch):
     engines = {e["name"]: e for e in manifest["engines"]}
     assert engines["conv1"]["kind"] == "winograd_adder_conv2d"
     assert (engines["conv1"]["pe"], engines["conv1"]["overlap"]) == (1, 0)
+
+
+def test_a_sweep_folds_every_key_that_fold_accepts():
+    """Sweep specs and ``--fold`` share one parser: every key, the same values."""
+    from hwgen.hw.spec import FOLDING_KEYS, parse_fold_items
+
+    table = {"conv1": {"pe": 2, "simd": 3, "weights": "const"}, "wconv": {"pe": 1, "overlap": 0},
+             "pool1": {"lanes": 2}}
+    pts = points({"sources": ["embedded"], "foldings": [table]})
+    assert pts[0]["folding_spec"] == table
+    assert table == parse_fold_items(["conv1=pe:2,simd:3,weights:const", "wconv=pe:1,overlap:0",
+                                      "pool1=lanes:2"])
+    assert {k for fold in table.values() for k in fold} == set(FOLDING_KEYS)

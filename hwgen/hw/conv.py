@@ -15,7 +15,7 @@ from .pe import PE, Lane
 from .requant import Requant, requant_shape
 from .window import WindowGenerator, tap_order, valid_simd
 
-__all__ = ["ConvEngine", "default_folding", "choose_folding", "conv_candidates", "estimate_luts",
+__all__ = ["ConvEngine", "choose_folding", "conv_candidates", "conv_cycles", "estimate_luts",
            "as_conv", "conv_stride", "input_cycles", "lane_op",
            "make_lane", "acc_range", "CONV_KINDS", "DENSE_KINDS", "WEIGHT_MODES"]
 
@@ -233,46 +233,42 @@ def _out_hw(layer, in_shape) -> tuple[int, int]:
     return 1, 1
 
 
+def conv_cycles(layer, in_shape, requant, pe: int, simd: int) -> int:
+    """Cycles per image of a :class:`ConvEngine` folded by ``(pe, simd)`` (see its Timing): the
+    compute, or the input (:func:`input_cycles`) when that is slower."""
+    weight, _ = as_conv(layer, in_shape)
+    o, c, kh, kw = weight.shape
+    oh, ow = _out_hw(layer, in_shape)
+    return max(oh * ow * (o // pe) * max(c * kh * kw // simd, requant_slots(requant)),
+               input_cycles(in_shape, simd))
+
+
 def conv_candidates(layer, in_shape, in_range, requant,
                     weights="rom") -> list[tuple[int, int, int, int]]:
     """``(cycles per image, estimated LUTs, pe, simd)`` of every folding of a
-    :class:`ConvEngine`."""
+    :class:`ConvEngine` (with ``weights``): ``pe`` divides the output channels, ``simd`` is one
+    of :func:`hwgen.hw.window.valid_simd` with at most :data:`MAX_PORTS` read ports."""
     weight, _ = as_conv(layer, in_shape)
     o, c, kh, kw = weight.shape
-    k = c * kh * kw
-    oh, ow = _out_hw(layer, in_shape)
     out = []
     for pe in divisors(o):
         for simd in valid_simd(c, kh * kw):
             if max(1, simd // c) > MAX_PORTS:
                 continue
-            cycles = max(oh * ow * (o // pe) * max(k // simd, requant_slots(requant)),
-                         input_cycles(in_shape, simd))
-            out.append((cycles, estimate_luts(layer, in_shape, in_range, requant, pe, simd, weights), pe, simd))
+            out.append((conv_cycles(layer, in_shape, requant, pe, simd),
+                        estimate_luts(layer, in_shape, in_range, requant, pe, simd, weights), pe, simd))
     return out
 
 
-def default_folding(layer, in_shape, in_range=(0, 255), requant: ir.Requant | None = None,
-                    lut_budget: int = LUT_BUDGET, target_cycles: int | None = None,
-                    weights: str = "rom") -> tuple[int, int]:
-    """``(pe, simd)`` of an engine, from :func:`estimate_luts` (with ``weights``, see
-    :class:`ConvEngine`).
+def choose_folding(cands, lut_budget: int = LUT_BUDGET, target_cycles: int | None = None):
+    """The two folding parameters of the chosen one of ``cands``, a list of ``(cycles per image,
+    estimated LUTs, a, b)``.
 
     Without ``target_cycles``: the fastest folding (fewest cycles per image) that fits
     ``lut_budget``, the cheapest among equals. With ``target_cycles`` (the pipeline's
     bottleneck, see :func:`hwgen.hw.plan.balanced_foldings`): the cheapest folding that reaches
     it within the budget, else the fastest that fits. If nothing fits, the cheapest that reaches
-    ``target_cycles`` (if given and reachable), else the cheapest of all.
-    Candidates: ``pe`` divides the output channels, ``simd`` is one of
-    :func:`hwgen.hw.window.valid_simd` with at most :data:`MAX_PORTS` read ports.
-    """
-    return choose_folding(conv_candidates(layer, in_shape, in_range, requant, weights), lut_budget,
-                          target_cycles)
-
-
-def choose_folding(cands, lut_budget: int = LUT_BUDGET, target_cycles: int | None = None):
-    """The two folding parameters of the chosen one of ``cands``, a list of ``(cycles per image,
-    estimated LUTs, a, b)``, by the rule of :func:`default_folding`."""
+    ``target_cycles`` (if given and reachable), else the cheapest of all."""
     fit = [cand for cand in cands if cand[1] <= lut_budget]
     if not fit:
         # Over budget whatever the folding: the cheapest that still keeps the pace, if any.
@@ -310,9 +306,10 @@ class ConvEngine(wiring.Component):
     in_range : (int, int)
         Exact interval of the input values (``model.in_ranges()``), signed or unsigned; sets the
         input shape.
-    pe, simd : int, optional
+    pe, simd : int
         Output channels in parallel (divides ``O``) and taps per PE per cycle (one of
-        :func:`~hwgen.hw.window.valid_simd`); default :func:`default_folding`.
+        :func:`~hwgen.hw.window.valid_simd`): the :class:`~hwgen.hw.spec.DirectFolding` the
+        planner (:mod:`hwgen.hw.plan`) chose; :meth:`from_spec` builds the engine of a spec.
     weights : ``"rom"`` (default) or ``"const"``
         ``rom``: one :class:`~amaranth.lib.memory.Memory` word of ``pe*simd`` weight words per
         beat, read at the window's ``w_addr`` (block RAM when large); a shift lane's barrel
@@ -342,7 +339,7 @@ class ConvEngine(wiring.Component):
     """
 
     def __init__(self, layer, requant: ir.Requant, in_shape: tuple[int, int, int], in_range: tuple[int, int],
-                 *, pe: int | None = None, simd: int | None = None, weights: str = "rom"):
+                 *, pe: int, simd: int, weights: str = "rom"):
         # A half-built engine is no forgotten elaboratable (no UnusedElaboratable warning).
         with constructing(self):
             if not isinstance(requant, ir.Requant):
@@ -354,10 +351,6 @@ class ConvEngine(wiring.Component):
             _check_weights(layer, weights)
             o, c, kh, kw = weight.shape
             lo, hi = check_io(layer, requant, o, in_range)
-            if pe is None or simd is None:
-                d_pe, d_simd = default_folding(layer, in_shape, (lo, hi), requant, weights=weights)
-                pe = d_pe if pe is None else pe
-                simd = d_simd if simd is None else simd
             if not isinstance(pe, int) or isinstance(pe, bool) or pe < 1 or o % pe:
                 raise ValueError(f"{layer.name}: pe={pe!r} must divide the {o} output channels "
                                  f"(one of {divisors(o)})")
@@ -393,6 +386,13 @@ class ConvEngine(wiring.Component):
             "i": In(stream.Signature(data.ArrayLayout(self.in_elem, c))),
             "o": Out(stream.Signature(data.ArrayLayout(self.out_elem, o))),
         })
+
+    @classmethod
+    def from_spec(cls, spec) -> "ConvEngine":
+        """The engine of a :class:`~hwgen.hw.spec.DirectSpec`, folded as it says."""
+        f = spec.folding
+        return cls(spec.layer, spec.requant, spec.in_shape, spec.in_range, pe=f.pe, simd=f.simd,
+                   weights=f.weights)
 
     @property
     def acc_max(self) -> int:

@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from amaranth.utils import ceil_log2
 
-from . import constructing
+from . import constructing, elem_shape
 
 __all__ = ["ArgmaxHead", "RawHead", "result_layout", "raw_layout", "index_bits"]
 
@@ -66,6 +66,11 @@ class ArgmaxHead(wiring.Component):
             "i": In(stream.Signature(data.ArrayLayout(score_shape, classes))),
             "result": Out(stream.Signature(result_layout(classes, score_shape))),
         })
+
+    @classmethod
+    def from_spec(cls, spec) -> "ArgmaxHead":
+        """The head of a :class:`~hwgen.hw.spec.HeadSpec`: its scores in its ``in_range``."""
+        return cls(spec.in_shape[0], elem_shape(*spec.in_range))
 
     @property
     def latency(self) -> int:
@@ -141,6 +146,11 @@ class RawHead(wiring.Component):
             "i": In(stream.Signature(data.ArrayLayout(score_shape, outputs))),
             "result": Out(stream.Signature(raw_layout(outputs, score_shape))),
         })
+
+    @classmethod
+    def from_spec(cls, spec) -> "RawHead":
+        """The head of a :class:`~hwgen.hw.spec.HeadSpec` with ``argmax`` False."""
+        return cls(spec.in_shape[0], elem_shape(*spec.in_range))
 
     @property
     def params(self) -> dict:

@@ -20,11 +20,12 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from .. import ir
+from .spec import LaneOp
 
 __all__ = ["Lane", "PE", "L1PE", "lane_max", "LANE_OPS"]
 
 #: The lane operations, by the ``arithmetic`` they implement.
-LANE_OPS = ("l1", "shift", "mac")
+LANE_OPS = tuple(op.value for op in LaneOp)
 
 
 def lane_max(x_range: tuple[int, int], w_range: tuple[int, int]) -> int:
@@ -83,31 +84,31 @@ class Lane:
         xlo, xhi = (int(v) for v in x_range)
         if xlo > xhi:
             raise ValueError(f"empty x range {x_range}")
-        self.op = op
+        self.op = op = LaneOp(op)
         self.x_range = (xlo, xhi)
         self.x_shape = _shape(xlo, xhi)
-        if op == "shift":
+        if op is LaneOp.SHIFT:
             if isinstance(max_shift, bool) or not isinstance(max_shift, int) or not 0 <= max_shift <= 30:
                 raise ValueError(f"a shift lane needs max_shift, an integer in [0, 30], not {max_shift!r}")
             self.max_shift = max_shift
             if w_range is None:
                 w_range = (-(1 << max_shift), 1 << max_shift)
         elif max_shift is not None:
-            raise ValueError(f"max_shift applies to shift lanes only, not {op!r}")
+            raise ValueError(f"max_shift applies to shift lanes only, not {op.value!r}")
         else:
             self.max_shift = None
         if w_range is None:
-            raise ValueError(f"a {op} lane needs w_range")
+            raise ValueError(f"a {op.value} lane needs w_range")
         wlo, whi = (int(v) for v in w_range)
         if wlo > whi:
             raise ValueError(f"empty w range {w_range}")
         self.w_range = (wlo, whi)
-        if op == "l1":
+        if op is LaneOp.L1:
             self.lane_max = lane_max(self.x_range, self.w_range)
             self.term_range = (0, self.lane_max)
             self.w_layout = _shape(wlo, whi)
             self.diff_shape = _shape(xlo - whi, xhi - wlo)
-        elif op == "mac":
+        elif op is LaneOp.MAC:
             self.term_range = _product_range(self.x_range, self.w_range)
             self.w_layout = _shape(wlo, whi)
         else:
@@ -127,7 +128,7 @@ class Lane:
     def encode(self, weight) -> int:
         """The raw weight word (``w_width`` bits) of ``weight``: an int for ``l1``/``mac``, a
         ``(sign, shift)`` pair for ``shift`` (the shift of a sign-0 weight is ignored)."""
-        if self.op == "shift":
+        if self.op is LaneOp.SHIFT:
             sign, shift = (int(v) for v in weight)
             if sign not in (-1, 0, 1) or (sign and not 0 <= shift <= self.max_shift):
                 raise ValueError(f"shift weight (sign {sign}, shift {shift}) outside sign in {{-1, 0, 1}}, "
@@ -142,10 +143,10 @@ class Lane:
     def term(self, m: Module, x, w, name: str):
         """Add the combinational logic of one lane to ``m``; returns the term (``term_shape``)."""
         t = Signal(self.term_shape, name=f"{name}_term")
-        if self.op == "l1":
+        if self.op is LaneOp.L1:
             diff = Signal(self.diff_shape, name=f"{name}_diff")
             m.d.comb += [diff.eq(x - w), t.eq(abs(diff))]
-        elif self.op == "mac":
+        elif self.op is LaneOp.MAC:
             m.d.comb += t.eq(x * w)
         else:
             xlo, xhi = self.x_range

@@ -1,4 +1,6 @@
-"""Streaming max pooling."""
+"""Streaming pools: max pooling (:class:`MaxPoolEngine`, windows of stride ``size``), pools over
+the window generator (:class:`WindowPoolEngine`: any stride and padding, a max or a sum) and the
+global sum (:class:`GlobalSumPoolEngine`); :data:`POOL_ENGINES` the engine of each pool spec."""
 
 from __future__ import annotations
 
@@ -7,15 +9,12 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .. import ir
-from . import constructing, divisors, ice40_blocks
+from . import constructing, divisors, elem_shape, ice40_blocks
+from .spec import GlobalPoolSpec, PoolSpec, WindowPoolSpec
 from .window import WindowGenerator, valid_simd
 
-#: Pool layer kinds with an engine (:func:`pool_engine`).
-POOL_KINDS = ("maxpool2d", "sumpool2d", "global_sumpool2d")
-
-__all__ = ["MaxPoolEngine", "WindowPoolEngine", "GlobalSumPoolEngine", "POOL_KINDS", "POOL_OPS", "engine_cls", "pool_lanes", "pool_cycles",
-           "pool_engine", "elementwise_max", "row_buffer_attrs", "ROW_BLOCK_BITS"]
+__all__ = ["MaxPoolEngine", "WindowPoolEngine", "GlobalSumPoolEngine", "POOL_ENGINES", "POOL_OPS",
+           "elementwise_max", "row_buffer_attrs", "ROW_BLOCK_BITS"]
 
 #: Smallest row buffer of a folded pool (``lanes < C``) put in block RAM. A memory in logic
 #: costs about a flip-flop (an iCE40 logic cell) per bit plus its read multiplexer and write
@@ -110,6 +109,22 @@ class MaxPoolEngine(wiring.Component):
             "i": In(stream.Signature(self.layout)),
             "o": Out(stream.Signature(self.layout)),
         })
+
+    @classmethod
+    def from_spec(cls, spec) -> "MaxPoolEngine":
+        """The engine of a :class:`~hwgen.hw.spec.PoolSpec`, with its ``lanes``."""
+        return cls(spec.in_shape[0], spec.in_shape[1:], spec.size, elem_shape(*spec.in_range),
+                   lanes=spec.folding.lanes)
+
+    @classmethod
+    def lane_options(cls, spec) -> list[int]:
+        """The ``lanes`` the engine of ``spec`` takes, cheapest first."""
+        return cls.valid_lanes(spec.in_shape[0])
+
+    @classmethod
+    def spec_cycles(cls, spec, lanes: int) -> int:
+        """Cycles per image of the engine of ``spec`` with ``lanes``, without building it."""
+        return cls.cycles(spec.in_shape[1:], spec.size, spec.in_shape[0], lanes)
 
     @staticmethod
     def valid_lanes(channels: int) -> list[int]:
@@ -430,6 +445,25 @@ class WindowPoolEngine(wiring.Component):
             "o": Out(stream.Signature(data.ArrayLayout(self.out_elem, channels))),
         })
 
+    @classmethod
+    def from_spec(cls, spec) -> "WindowPoolEngine":
+        """The engine of a :class:`~hwgen.hw.spec.WindowPoolSpec`, its ``lanes`` the taps of a
+        beat."""
+        return cls(spec.in_shape[0], spec.in_shape[1:], spec.size, spec.stride, spec.padding,
+                   elem_shape(*spec.in_range), elem_shape(*spec.out_range), spec.op,
+                   simd=spec.folding.lanes)
+
+    @classmethod
+    def lane_options(cls, spec) -> list[int]:
+        """The ``lanes`` the engine of ``spec`` takes, cheapest first."""
+        return cls.valid_simd(spec.in_shape[0], spec.size)
+
+    @classmethod
+    def spec_cycles(cls, spec, lanes: int) -> int:
+        """Cycles per image of the engine of ``spec`` with ``lanes``, without building it."""
+        return cls.cycles(spec.in_shape[1:], spec.size, spec.stride, spec.padding,
+                          spec.in_shape[0], lanes)
+
     @staticmethod
     def valid_simd(channels: int, size: int) -> list[int]:
         """Taps per beat: those of the window generator with at most :data:`POOL_MAX_PORTS`
@@ -557,6 +591,22 @@ class GlobalSumPoolEngine(wiring.Component):
             "o": Out(stream.Signature(data.ArrayLayout(self.out_elem, channels))),
         })
 
+    @classmethod
+    def from_spec(cls, spec) -> "GlobalSumPoolEngine":
+        """The engine of a :class:`~hwgen.hw.spec.GlobalPoolSpec`."""
+        return cls(spec.in_shape[0], spec.in_shape[1:], elem_shape(*spec.in_range),
+                   elem_shape(*spec.out_range))
+
+    @classmethod
+    def lane_options(cls, spec) -> list[int]:
+        """All channels at once: the only ``lanes``."""
+        return [spec.in_shape[0]]
+
+    @classmethod
+    def spec_cycles(cls, spec, lanes: int) -> int:
+        """A pixel per cycle."""
+        return spec.in_shape[1] * spec.in_shape[2]
+
     @property
     def cycles_per_image(self) -> int:
         return self.in_hw[0] * self.in_hw[1]
@@ -594,47 +644,6 @@ class GlobalSumPoolEngine(wiring.Component):
 
 # --------------------------------------------------------------------------- from the IR
 
-def engine_cls(layer) -> type:
-    """The engine class of a pool layer: :class:`MaxPoolEngine` for a max pool of stride
-    ``size`` without padding, else :class:`WindowPoolEngine` (a sum, or a max over overlapping
-    or padded windows)."""
-    if isinstance(layer, ir.GlobalSumPool2d):
-        return GlobalSumPoolEngine
-    if isinstance(layer, ir.MaxPool2d) and layer.stride == layer.size and layer.padding == 0:
-        return MaxPoolEngine
-    return WindowPoolEngine
-
-
-def _is_window_pool(layer) -> bool:
-    return engine_cls(layer) is WindowPoolEngine
-
-
-def pool_lanes(layer, channels: int) -> list[int]:
-    """The ``lanes`` a pool layer's engine takes (its folding options), cheapest first."""
-    if engine_cls(layer) is GlobalSumPoolEngine:
-        return [channels]
-    if _is_window_pool(layer):
-        return WindowPoolEngine.valid_simd(channels, layer.size)
-    return MaxPoolEngine.valid_lanes(channels)
-
-
-def pool_cycles(layer, in_hw, channels: int, lanes: int) -> int:
-    """Cycles per image of a pool layer's engine at ``lanes``, without building it."""
-    if engine_cls(layer) is GlobalSumPoolEngine:
-        return in_hw[0] * in_hw[1]
-    if _is_window_pool(layer):
-        return WindowPoolEngine.cycles(in_hw, layer.size, layer.stride, layer.padding, channels, lanes)
-    return MaxPoolEngine.cycles(in_hw, layer.size, channels, lanes)
-
-
-def pool_engine(layer, channels: int, in_hw, elem, out_elem, lanes: int):
-    """The engine of a pool layer of :mod:`hwgen.ir` (``maxpool2d``, ``sumpool2d``,
-    ``global_sumpool2d``; ``elem``/``out_elem`` the
-    shapes of its input and output values)."""
-    if engine_cls(layer) is GlobalSumPoolEngine:
-        return GlobalSumPoolEngine(channels, tuple(in_hw), elem, out_elem)
-    if not _is_window_pool(layer):
-        return MaxPoolEngine(channels, tuple(in_hw), layer.size, elem, lanes=lanes)
-    op = "max" if isinstance(layer, ir.MaxPool2d) else "sum"
-    return WindowPoolEngine(channels, tuple(in_hw), layer.size, layer.stride, layer.padding, elem,
-                            out_elem, op, simd=lanes)
+#: The engine of each type of pool spec.
+POOL_ENGINES = {PoolSpec: MaxPoolEngine, WindowPoolSpec: WindowPoolEngine,
+                GlobalPoolSpec: GlobalSumPoolEngine}

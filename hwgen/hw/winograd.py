@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 
 from .. import ir
 from . import constructing, divisors, elem_shape
-from .conv import LUT_BUDGET, check_io, choose_folding, pack_words, requant_slots
+from .conv import check_io, pack_words, requant_slots
 from .requant import Requant, requant_shape
 from .winograd_buffer import TilePairBuffer
 from .winograd_lanes import LANES, TileLanes, accumulator_ranges, lane_specs, u_words
@@ -18,7 +18,7 @@ from .winograd_reorder import TileReorder
 from .winograd_requant import TileRequant
 from .winograd_transform import InputTransform, transform_ranges
 
-__all__ = ["WinogradEngine", "winograd_candidates", "winograd_folding", "estimate_winograd_luts", "KIND",
+__all__ = ["WinogradEngine", "winograd_candidates", "winograd_cycles", "estimate_winograd_luts", "KIND",
            "LANES"]
 
 KIND = "winograd_adder_conv2d"
@@ -47,7 +47,8 @@ def beat_cycles(overlap: bool) -> int:
     return 4 if overlap else 7
 
 
-def _cycles(layer, in_shape, requant, pe: int, overlap: bool = True) -> int:
+def winograd_cycles(layer, in_shape, requant, pe: int, overlap: bool = True) -> int:
+    """Cycles per image of a :class:`WinogradEngine` folded by ``(pe, overlap)``."""
     o, c, th, tw, oh, ow = _tiles(layer, in_shape)
     groups = o // pe
     compute = tw * groups * max(beat_cycles(overlap) * c, LANES * requant_slots(requant))
@@ -84,18 +85,9 @@ def winograd_candidates(layer, in_shape, in_range, requant) -> list[tuple[int, i
     (``overlap`` 1 or 0, see :class:`WinogradEngine`)."""
     _check_layer(layer, in_shape)
     o = layer.u.shape[0]
-    return [(_cycles(layer, in_shape, requant, pe, bool(ov)),
+    return [(winograd_cycles(layer, in_shape, requant, pe, bool(ov)),
              estimate_winograd_luts(layer, in_shape, in_range, requant, pe, bool(ov)), pe, ov)
             for pe in divisors(o) for ov in (1, 0)]
-
-
-def winograd_folding(layer, in_shape, in_range, requant, lut_budget: int = LUT_BUDGET,
-                     target_cycles: int | None = None) -> tuple[int, bool]:
-    """``(pe, overlap)`` of a :class:`WinogradEngine`, chosen like
-    :func:`hwgen.hw.conv.default_folding` (:func:`hwgen.hw.conv.choose_folding`)."""
-    cands = winograd_candidates(layer, in_shape, in_range, requant)
-    pe, overlap = choose_folding(cands, lut_budget, target_cycles)
-    return pe, bool(overlap)
 
 
 class WinogradEngine(wiring.Component):
@@ -121,7 +113,7 @@ class WinogradEngine(wiring.Component):
       ``t_j`` are held, and during the next beat's four loading cycles row ``r`` of
       ``V = [t_0 … t_3] · btᵀ`` is formed, one row per cycle, by four adders shared by the rows.
     * **l1 lanes with the output transform** (:class:`~hwgen.hw.winograd_lanes.TileLanes`):
-      ``pe`` PEs of :data:`LANES` lanes; lane ``l`` of PE ``p`` computes
+      ``pe`` PEs of :data:`~hwgen.hw.winograd_lanes.LANES` lanes; lane ``l`` of PE ``p`` computes
       ``|u[g·pe + p, c, r, l] - V[r, l]|`` for rows ``r = 0..3``, ``u`` read from a ROM
       (block RAM when large and well filled, :func:`~hwgen.hw.winograd_lanes.rom_attrs`).  The
       output transform is linear, so each row of terms is transformed as it comes,
@@ -146,12 +138,13 @@ class WinogradEngine(wiring.Component):
     in_shape : (C, H, W)
     in_range : (int, int)
         Exact interval of the inputs.
-    pe : int, optional
-        Output channels in parallel (divides ``O``); default :func:`winograd_folding`.
-    overlap : bool, optional
+    pe : int
+        Output channels in parallel (divides ``O``).
+    overlap : bool
         Hold a second copy of the tile's column transforms so the next beat loads while the
         lanes work (a beat every 4 cycles), or not (every 7 cycles, sixteen registers fewer);
-        default :func:`winograd_folding`.
+        ``pe`` and ``overlap`` are the :class:`~hwgen.hw.spec.WinogradFolding` the planner
+        (:mod:`hwgen.hw.plan`) chose; :meth:`from_spec` builds the engine of a spec.
 
     Members
     -------
@@ -169,7 +162,7 @@ class WinogradEngine(wiring.Component):
     """
 
     def __init__(self, layer, requant: ir.Requant, in_shape: tuple[int, int, int], in_range: tuple[int, int],
-                 *, pe: int | None = None, overlap: bool | None = None):
+                 *, pe: int, overlap: bool):
         with constructing(self):
             if not isinstance(requant, ir.Requant):
                 raise TypeError(f"requant must be an hwgen.ir.Requant, not {type(requant).__name__}")
@@ -177,10 +170,6 @@ class WinogradEngine(wiring.Component):
             _check_layer(layer, in_shape)
             o, c, th, tw, oh, ow = _tiles(layer, in_shape)
             lo, hi = check_io(layer, requant, o, in_range)
-            if pe is None or overlap is None:
-                d_pe, d_overlap = winograd_folding(layer, in_shape, (lo, hi), requant)
-                pe = d_pe if pe is None else pe
-                overlap = d_overlap if overlap is None else overlap
             if overlap not in (True, False, 0, 1):
                 raise ValueError(f"{layer.name}: overlap={overlap!r}; use 1 (a second tile buffer, a beat "
                                  f"every 4 cycles) or 0 (every 7 cycles)")
@@ -209,6 +198,13 @@ class WinogradEngine(wiring.Component):
             "o": Out(stream.Signature(data.ArrayLayout(self.out_elem, o))),
         })
 
+    @classmethod
+    def from_spec(cls, spec) -> "WinogradEngine":
+        """The engine of a :class:`~hwgen.hw.spec.WinogradSpec`, folded as it says."""
+        f = spec.folding
+        return cls(spec.layer, spec.requant, spec.in_shape, spec.in_range, pe=f.pe,
+                   overlap=bool(f.overlap))
+
     def _ranges(self):
         """Exact intervals of every stage, from the input interval and ``u``."""
         layer = self.layer
@@ -226,7 +222,7 @@ class WinogradEngine(wiring.Component):
 
     @property
     def cycles_per_image(self) -> int:
-        return _cycles(self.layer, self.in_shape, self.requant, self.pe, self.overlap)
+        return winograd_cycles(self.layer, self.in_shape, self.requant, self.pe, self.overlap)
 
     @property
     def params(self) -> dict:

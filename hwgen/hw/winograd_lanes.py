@@ -105,7 +105,8 @@ class TileLanes(wiring.Component):
         The transformed kernel.
     v_range : (array (4, 4), array (4, 4))
         Exact interval of each ``V[r, l]`` (:meth:`hwgen.ir.WinogradAdderConv2d.v_range`).
-    at : 2×4 integer matrix, entries 0, ±1, ±2
+    at : 2×4 integer matrix
+        Entries 0, ±1, ±2.
     pe : int
         Output channels in parallel, divides ``O``; ``groups = O / pe`` passes per tile.
 

@@ -35,7 +35,7 @@ class TileRequant(wiring.Component):
     in_range : (int, int) (keyword-only)
         Exact interval of a complete tile value (magnitude).
     tile_shape : ShapeLike (keyword-only)
-        The shape of a value on :attr:`y` (the accumulators'; the complete values lie in
+        The shape of a value on ``y`` (the accumulators'; the complete values lie in
         ``in_range``).
     slots : int, optional (keyword-only)
         Cycles per value (:class:`~hwgen.hw.requant.Requant`); default the most digits of a

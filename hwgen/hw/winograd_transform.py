@@ -71,7 +71,7 @@ def transform_ranges(bt, d_range) -> tuple[list, list]:
 
 def row_signature(v_shape, *, beats: int, groups: int) -> wiring.Signature:
     """The rows of ``V``, one per enabled cycle, from :class:`InputTransform` to the lanes
-    (:class:`~hwgen.hw.winograd_lanes.TileLanes`).
+    (``hwgen.hw.winograd_lanes.TileLanes``).
 
     ``v``: row ``row`` of ``V`` (value ``l`` for lane ``l``); ``valid``: ``v`` is a row;
     ``first`` / ``last``: of the first / last input channel of the pass; ``group``: the pass's
@@ -96,7 +96,8 @@ class InputTransform(wiring.Component):
 
     Parameters (keyword-only)
     -------------------------
-    bt : 4×4 integer matrix, entries 0, ±1, ±2
+    bt : 4×4 integer matrix
+        Entries 0, ±1, ±2.
     in_range : (int, int)
         Exact interval of the input values (the tiles' zero padding is added to it).
     overlap : bool

@@ -93,7 +93,8 @@ class _AdderQuantizer(MatrixQuantizer):
 
     def quantize(self, module, name, s_in, options):
         wq, offset = adder_weights(module, s_in, options["weight_bits"])
-        return QuantizedLayer(self.make(module, name, weight=wq), np.full(len(wq), s_in), s_in, offset,
+        return QuantizedLayer(self.make(module, name, weight=wq), np.full(len(wq), s_in), s_in,
+                              offset,
                               {"adder_offsets": [int(v) for v in offset]})
 
 

@@ -30,7 +30,8 @@ import numpy as np
 from ..errors import HwgenError
 from ..arith import INT64_MAX, Arithmetic, bits_for, signed_bits_for
 
-__all__ = ["BLOCK_ELEMENTS", "ModelError", "Layer", "OP_TYPES", "Op", "Quantizer", "QuantizedLayer", "register",
+__all__ = ["BLOCK_ELEMENTS", "ModelError", "Layer", "OP_TYPES", "Op", "Quantizer",
+           "QuantizedLayer", "register",
            "kind_class", "layer_kinds", "registered", "int_array", "width", "swidth"]
 
 
@@ -146,10 +147,25 @@ class Layer:
         """Operations of one inference (the energy counter)."""
         raise NotImplementedError
 
+    #: For a kind that is a cheaper form of a direct layer (Winograd): that layer's kind.
+    direct_form: ClassVar[type["Layer"] | None] = None
+
     def direct_ops(self, in_shape, out_shape) -> dict[str, int] | None:
         """For a kind that is a cheaper form of a direct layer (Winograd): the op counts of that
         direct form by type, to set against its own; None for any other kind."""
         return None
+
+    @property
+    def negated(self) -> bool:
+        """The output is a negated distance (l1: nearer is larger), so a requantizer that maps
+        it onto activations in the usual direction has a negative multiplier."""
+        return self.arithmetic is Arithmetic.L1
+
+    @classmethod
+    def random(cls, rng: np.random.Generator, name: str, shape: tuple[int, ...], **params):
+        """A layer of this kind with random weights of ``shape`` (the weight shape of a direct
+        layer), for test models (:mod:`hwgen.testmodels`)."""
+        raise NotImplementedError(f"{cls.kind} has no random weights")
 
     def params(self) -> dict:
         return {}
@@ -194,7 +210,8 @@ class QuantizedLayer:
     ``acc_scale``: the real value of one accumulator LSB, per output channel; ``layer_scale``:
     the layer's entry of ``meta["layer_scales"]``; ``offset``: per channel, what clipped weights
     add to the accumulator (removed in the requantizer's bias); ``meta``: this layer's entries
-    of model-level metadata (``{"adder_offsets": [...]}`` goes to ``meta["adder_offsets"][name]``)."""
+    of model-level metadata (``{"adder_offsets": [...]}`` goes to
+    ``meta["adder_offsets"][name]``)."""
 
     layer: Layer
     acc_scale: np.ndarray

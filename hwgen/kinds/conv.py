@@ -92,7 +92,8 @@ class _MacQuantizer(MatrixQuantizer):
 
     def quantize(self, module, name, s_in, options):
         wq, ws = mac_weights(module, options["weight_bits"], options["mac_per_channel"])
-        return QuantizedLayer(self.make(module, name, weight=wq), s_in * ws, s_in, np.zeros(len(wq), dtype=np.int64),
+        return QuantizedLayer(self.make(module, name, weight=wq), s_in * ws, s_in,
+                              np.zeros(len(wq), dtype=np.int64),
                               {"channel_scales": [float(v) for v in ws]})
 
 

@@ -2,7 +2,8 @@
 
 A conv layer is a dense layer over the im2col patches of its input: :class:`ConvLayer` and
 :class:`DenseLayer` hold the geometry, the shapes, the range rule and the executor, and each
-kind module (:mod:`.adder`, :mod:`.shift`, :mod:`.conv`) gives its arithmetic: ``product`` (the
+kind module (:mod:`~hwgen.kinds.adder`, :mod:`~hwgen.kinds.shift`, :mod:`~hwgen.kinds.conv`)
+gives its arithmetic: ``product`` (the
 ``(..., K) → (..., O)`` kernel of the golden model) and ``tap_op`` (the energy of one tap).
 """
 
@@ -50,6 +51,11 @@ def matrix_range(arithmetic: Arithmetic, weight: np.ndarray, lo, hi) -> tuple[in
 
 class _Matrix:
     """Range, ops and the golden product of a layer whose weight is ``(O, ...)``."""
+
+    @classmethod
+    def random(cls, rng, name, shape, **params):
+        """Random int8 weights."""
+        return cls(name, weight=rng.integers(-128, 128, size=shape), **params)
 
     def product(self, cols: np.ndarray) -> np.ndarray:
         """The kind's ``(..., K) → (..., O)`` integer product (the golden model's kernel)."""

@@ -129,6 +129,12 @@ class _Shift:
                              f"exponent range")
         self.weight = self.sign << self.shift
 
+    @classmethod
+    def random(cls, rng, name, shape, **params):
+        """Random sign in {-1, 0, 1} and shift in [0, 7] (``max_shift=7``)."""
+        return cls(name, sign=rng.integers(-1, 2, size=shape), shift=rng.integers(0, 8, size=shape),
+                   max_shift=7, **params)
+
     def _shift_params(self):
         return {"max_shift": int(self.max_shift)}
 

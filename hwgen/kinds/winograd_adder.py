@@ -12,6 +12,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..arith import Arithmetic, abs_diff_range, affine_range, exact, fits
+from .adder import AdderConv2d
 from .base import (BLOCK_ELEMENTS, OP_TYPES, Layer, ModelError, Op, Quantizer, QuantizedLayer,
                    int_array, register, swidth)
 
@@ -98,6 +99,7 @@ class WinogradAdderConv2d(Layer):
     kind: ClassVar[str] = "winograd_adder_conv2d"
     label: ClassVar[str] = "Winograd-AdderNet conv"
     arithmetic: ClassVar[Arithmetic] = Arithmetic.L1
+    direct_form: ClassVar[type[Layer]] = AdderConv2d
     array_fields: ClassVar[tuple[str, ...]] = ("u", "bt", "at")
     u: np.ndarray = field(default=None, repr=False)
     bt: np.ndarray = field(default=None, repr=False)
@@ -113,6 +115,13 @@ class WinogradAdderConv2d(Layer):
         if isinstance(self.padding, bool) or self.padding not in (0, 1):
             raise ModelError(f"{self.name}: padding must be 0 or 1, got {self.padding!r}")
         self.padding = int(self.padding)
+
+    @classmethod
+    def random(cls, rng, name, shape, **params):
+        """Random ``u`` ``(O, C, 4, 4)`` in [-600, 900) for a direct ``shape`` ``(O, C, 3, 3)``:
+        inside the ``V`` range of 8-bit input tiles, [-510, 1020], as most trained ``u`` are;
+        ``params`` give ``bt``, ``at`` and ``padding``."""
+        return cls(name, u=rng.integers(-600, 900, size=(*shape[:2], 4, 4)), **params)
 
     @property
     def weight(self) -> np.ndarray:
@@ -177,6 +186,7 @@ class WinogradAdderConv2d(Layer):
         * ``16·T·O·(C-1)`` accumulating adds at the lane width (the sum over input channels);
         * output transform ``at · M · atᵀ`` per (tile, output channel), at the output width
           (24 adds for the 0/±1 sets).
+
         The direct form of the same layer (:meth:`direct_ops`) does ``9C`` absdiff and
         ``9C - 1`` adds per output pixel and channel: 36·C absdiff per 2×2 outputs against
         16·C here.

@@ -139,7 +139,7 @@ def embedded_checkpoint(arch: str = "adder") -> Path:
     path = _MODELS / f"digits_{arch}.pt"
     if not path.is_file():
         shipped = sorted(p.stem[len("digits_"):] for p in _MODELS.glob("digits_*.pt"))
-        if arch == "adder" or arch in shipped:
+        if path == _EMBEDDED or arch in shipped:  # the default is always shipped
             raise CheckpointError(f"{path}: the embedded checkpoint is missing from this installation")
         raise CheckpointError(f"no embedded checkpoint for architecture {arch!r}; shipped: {', '.join(shipped)}")
     return path

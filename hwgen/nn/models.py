@@ -81,7 +81,8 @@ def _adder(channels, in_channels, input_size, num_classes, eta, kernel, stride, 
 
     With the defaults (8 and 16 channels on 8×8 digits) it has 1,864 adder weights.
     """
-    return _digits_net(lambda c_in, c, k, s, p: AdderConv2d(c_in, c, k, stride=s, padding=p, eta=eta),
+    return _digits_net(lambda c_in, c, k, s, p: AdderConv2d(c_in, c, k, stride=s, padding=p,
+                                                            eta=eta),
                        lambda k, o: AdderLinear(k, o, eta=eta), channels, in_channels, input_size,
                        num_classes, kernel, stride, padding)
 
@@ -89,7 +90,8 @@ def _adder(channels, in_channels, input_size, num_classes, eta, kernel, stride, 
 @register_arch("winograd-adder", {"channels": [8, 16], "in_channels": 1, "input_size": 8,
                                   "num_classes": 10, "eta": DEFAULT_ETA, "transform": "standard",
                                   "l2_to_l1": True, "padding": 1})
-def _winograd_adder(channels, in_channels, input_size, num_classes, eta, transform, l2_to_l1, padding):
+def _winograd_adder(channels, in_channels, input_size, num_classes, eta, transform, l2_to_l1,
+                    padding):
     """The digits net of "adder" with Winograd-AdderNet convolutions (:mod:`hwgen.nn.winograd`).
 
     The two 3×3 adder convs become :class:`~hwgen.nn.winograd.WinogradAdderConv2d` (padding 1,
@@ -105,8 +107,9 @@ def _winograd_adder(channels, in_channels, input_size, num_classes, eta, transfo
         raise ConfigError(f"winograd-adder: {e}") from None
     if not isinstance(l2_to_l1, bool):
         raise ConfigError(f"winograd-adder: l2_to_l1 must be true or false, got {l2_to_l1!r}")
-    return _digits_net(lambda c_in, c, k, s, p: WinogradAdderConv2d(c_in, c, padding=p, transform=transform,
-                                                                    eta=eta, l2_to_l1=l2_to_l1),
+    return _digits_net(lambda c_in, c, k, s, p: WinogradAdderConv2d(c_in, c, padding=p,
+                                                                    transform=transform, eta=eta,
+                                                                    l2_to_l1=l2_to_l1),
                        lambda k, o: AdderLinear(k, o, eta=eta), channels, in_channels, input_size,
                        num_classes, 3, 1, padding)
 
@@ -132,11 +135,12 @@ def _digits_net(conv, dense, channels, in_channels, input_size, num_classes, ker
     for i, (c, k, s, p) in enumerate(zip(channels, *geometry)):
         oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
         if min(oh, ow) < 2:
-            raise ValueError(f"block {i} (kernel {k}, stride {s}, padding {p}) leaves a {max(oh, 0)}×"
-                             f"{max(ow, 0)} map of a {h}×{w} input: too small for its 2×2 pool")
+            raise ValueError(f"block {i} (kernel {k}, stride {s}, padding {p}) leaves a "
+                             f"{max(oh, 0)}×{max(ow, 0)} map of a {h}×{w} input: too small for its 2×2 pool")
         layers += [*_as_list(conv(c_in, c, k, s, p)), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2)]
         c_in, h, w = c, oh // 2, ow // 2
-    layers += [nn.Flatten(), *_as_list(dense(c_in * h * w, num_classes)), nn.BatchNorm1d(num_classes)]
+    layers += [nn.Flatten(), *_as_list(dense(c_in * h * w, num_classes)),
+               nn.BatchNorm1d(num_classes)]
     return nn.Sequential(*layers)
 
 

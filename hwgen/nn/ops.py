@@ -36,7 +36,8 @@ __all__ = ["adder_conv2d", "adder_linear", "shift_conv2d", "shift_linear", "wino
 
 def _conv_shape(x, out_channels, kh, kw, stride, padding):
     n, _, h, w = x.shape
-    return (n, out_channels, (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1)
+    return (n, out_channels, (h + 2 * padding - kh) // stride + 1,
+            (w + 2 * padding - kw) // stride + 1)
 
 
 @torch.library.custom_op("hwgen::adder_conv2d", mutates_args=())

@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ShiftConv2d", "ShiftLinear", "round_power_of_two", "effective_weight", "DEFAULT_PRANGE", "MODES"]
+__all__ = ["ShiftConv2d", "ShiftLinear", "round_power_of_two", "effective_weight", "DEFAULT_PRANGE",
+           "MODES"]
 
 DEFAULT_PRANGE = (-7, 0)
 MODES = ("ps", "q")
@@ -60,7 +61,7 @@ def round_power_of_two(w: torch.Tensor, pmin: int, pmax: int) -> tuple[torch.Ten
 
 
 def effective_weight(params: list[torch.Tensor], mode: str, pmin: int, pmax: int) -> torch.Tensor:
-    """The weight ``s * 2**p`` of a shift layer's parameters (see :meth:`_ShiftBase.params`)."""
+    """The weight ``s * 2**p`` of a shift layer's parameters (see ``_ShiftBase.params``)."""
     if mode == "q":
         (weight,) = params
         s, p = round_power_of_two(weight, pmin, pmax)
@@ -96,7 +97,7 @@ class _ShiftBase(nn.Module):
             self.shift = nn.Parameter(p.clone())
 
     def params(self) -> list[torch.Tensor]:
-        """The trained parameters of the form: ``[weight]`` (``"q"``) or ``[shift, sign]`` (``"ps"``)."""
+        """The trained parameters: ``[weight]`` (``"q"``) or ``[shift, sign]`` (``"ps"``)."""
         return [self.weight] if self.mode == "q" else [self.shift, self.sign]
 
     def effective_weight(self) -> torch.Tensor:

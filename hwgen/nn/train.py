@@ -179,7 +179,8 @@ def _data_config(arch: str, dataset: data.Dataset, config: dict) -> dict:
         given = config.get(key, value)
         if (input_hw(given) != input_hw(value)) if key == "input_size" else given != value:
             shown = "x".join(map(str, input_hw(value))) if key == "input_size" else value
-            raise data.DataError(f"--set {key}={given} but data set {dataset.name!r} has {key} {shown}")
+            raise data.DataError(f"--set {key}={given} but data set {dataset.name!r} has {key} "
+                                 f"{shown}")
         out[key] = value
     return out
 

@@ -83,7 +83,8 @@ from torch import nn
 
 from .adder import DEFAULT_ETA, adder_l1
 
-__all__ = ["WinogradAdderConv2d", "winograd_adder_conv2d", "TRANSFORMS", "transform_set", "exact_for_multiplication",
+__all__ = ["WinogradAdderConv2d", "winograd_adder_conv2d",
+           "TRANSFORMS", "transform_set", "exact_for_multiplication",
            "l2_to_l1_power"]
 
 _H = 0.5
@@ -158,13 +159,15 @@ def l2_to_l1_power(epoch: int, epochs: int) -> float:
 
 def winograd_adder_conv2d(x: torch.Tensor, weight: torch.Tensor, bt: torch.Tensor, at: torch.Tensor,
                           padding: int, p: float = 1.0, eta: float | None = None) -> torch.Tensor:
-    """Functional :class:`WinogradAdderConv2d`: ``x (N, C, H, W)``, ``weight`` ``U (O, C, 4, 4)``."""
+    """Functional :class:`WinogradAdderConv2d`: ``x (N, C, H, W)``, ``weight`` is ``U (O, C, 4, 4)``.
+    """
     n, c, h, w = x.shape
     out_channels = weight.shape[0]
     oh, ow = h + 2 * padding - 2, w + 2 * padding - 2
     th, tw = (oh + 1) // 2, (ow + 1) // 2
     pad = padding
-    # Whole tiles: the padded input is 2·tiles + 2 wide; extra zeros at the bottom/right, cropped below.
+    # Whole tiles: the padded input is 2·tiles + 2 wide; extra zeros at the bottom/right, cropped
+    # below.
     x = F.pad(x, (pad, 2 * tw + 2 - w - pad, pad, 2 * th + 2 - h - pad))
     tiles = th * tw
     cols = F.unfold(x, 4, stride=2)                                    # (N, C*16, T)
@@ -227,7 +230,8 @@ class WinogradAdderConv2d(nn.Module):
             return torch.ops.hwgen.winograd_adder_conv2d(x, self.weight, self.bt, self.g, self.at,
                                                          self.padding, self.p, self.eta)
         self.output_size(*x.shape[2:])
-        return winograd_adder_conv2d(x, self.weight, self.bt, self.at, self.padding, self.p, self.eta)
+        return winograd_adder_conv2d(x, self.weight, self.bt, self.at, self.padding, self.p,
+                                     self.eta)
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size=3, padding={self.padding}, "
