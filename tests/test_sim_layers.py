@@ -75,7 +75,7 @@ def test_stride2_model_is_bit_exact(stride2_build, simulator, request):
         pytest.skip("slow tier: run with --runslow")
     res = simulate(stride2_build, simulator, images=5, backpressure=simulator == "icarus", seed=2)
     assert res["status"] == 0 and res["passed"] and not res["mismatches"], res.get("mismatches")
-    assert res["received"] == 5
+    assert res["received"] == 5 + res["directed"]
 
 
 def quantized_build(tmp_path_factory, name, model, lanes=None):
@@ -94,7 +94,7 @@ def quantized_build(tmp_path_factory, name, model, lanes=None):
 def bit_exact(out, images=4):
     res = simulate(out, "icarus", images=images, backpressure=True, seed=3)
     assert res["status"] == 0 and res["passed"] and not res["mismatches"], res.get("mismatches")
-    assert res["received"] == images
+    assert res["received"] == images + res["directed"]
 
 
 def test_window_maxpools_are_bit_exact(tmp_path_factory):
