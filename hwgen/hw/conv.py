@@ -329,7 +329,8 @@ class ConvEngine(wiring.Component):
     Timing
     ------
     ``cycles_per_image = max(OH*OW * (O/pe) * max(C*KH*KW/simd, slots), H*W*max(1, C/simd))``
-    when neither stream stalls (the second term: the input, :func:`input_cycles`), ``slots`` (:func:`requant_slots`, at most ``max_terms``) the cycles the sequential
+    when neither stream stalls (the second term: the input, :func:`input_cycles`), ``slots``
+    (:func:`requant_slots`, at most ``max_terms``) the cycles the sequential
     requantizer spends on one value: it works while the next value accumulates, and stalls the
     PEs only when a pass is shorter.  ``latency`` (from the beat issuing an output's last taps
     to its ``o.valid``): ``1 + PE.latency + slots + 1`` cycles, whatever the lane and weights

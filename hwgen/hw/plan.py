@@ -251,7 +251,8 @@ def _pipeline(model: ir.Model, argmax: bool = True) -> list[EngineSpec]:
                                     out_shapes[i + 1], CONV_OPS, False))
             i += 2
         elif isinstance(layer, (ir.MaxPool2d, ir.SumPool2d, ir.GlobalSumPool2d)):
-            specs.append(_pool_spec(layer, in_shapes[i], out_shapes[i], in_ranges[i], out_ranges[i]))
+            specs.append(_pool_spec(layer, in_shapes[i], out_shapes[i], in_ranges[i],
+                                    out_ranges[i]))
             i += 1
         elif isinstance(layer, ir.Flatten):
             dense = at(i + 1)

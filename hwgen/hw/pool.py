@@ -428,7 +428,8 @@ class WindowPoolEngine(wiring.Component):
             if op == "max" and self.out_elem != self.elem_shape:
                 raise ValueError(f"a max pool's out_shape is its elem_shape, not {out_shape!r}")
             self.channels, self.in_hw = channels, (int(in_hw[0]), int(in_hw[1]))
-            self.size, self.stride, self.padding, self.op, self.simd = size, stride, padding, op, simd
+            self.size, self.stride, self.padding = size, stride, padding
+            self.op, self.simd = op, simd
             fill = 0
             if op == "max" and self.elem_shape.signed:
                 fill = -(1 << (self.elem_shape.width - 1))
@@ -439,7 +440,8 @@ class WindowPoolEngine(wiring.Component):
             h, w = self.in_hw
             if h + 2 * padding < size or w + 2 * padding < size:
                 raise ValueError(f"pool size {size} is larger than the padded input {h}×{w}")
-            self.out_hw = ((h + 2 * padding - size) // stride + 1, (w + 2 * padding - size) // stride + 1)
+            self.out_hw = ((h + 2 * padding - size) // stride + 1,
+                           (w + 2 * padding - size) // stride + 1)
         super().__init__({
             "i": In(stream.Signature(data.ArrayLayout(self.elem_shape, channels))),
             "o": Out(stream.Signature(data.ArrayLayout(self.out_elem, channels))),
@@ -479,7 +481,8 @@ class WindowPoolEngine(wiring.Component):
 
     @property
     def cycles_per_image(self) -> int:
-        return self.cycles(self.in_hw, self.size, self.stride, self.padding, self.channels, self.simd)
+        return self.cycles(self.in_hw, self.size, self.stride, self.padding, self.channels,
+                           self.simd)
 
     latency = 2
 

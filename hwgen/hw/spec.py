@@ -7,14 +7,16 @@ A *folding* says how much of an engine runs in parallel; each engine family has 
   (:class:`~hwgen.hw.conv.ConvEngine`, any lane arithmetic);
 * :class:`WinogradFolding` ``(pe, overlap)`` for the Winograd tile engine
   (:class:`~hwgen.hw.winograd.WinogradEngine`);
-* :class:`PoolFolding` ``(lanes)`` for the max-pool engine (:class:`~hwgen.hw.pool.MaxPoolEngine`).
+* :class:`PoolFolding` ``(lanes)`` for the pool engines (:mod:`hwgen.hw.pool`: channels, or for
+  a window pool taps, per cycle).
 
 A user's override (``hwgen build --fold``, a sweep spec's foldings, the manifest read back) is
 parsed and validated once, by :func:`parse_overrides`: a dict ``{layer: {key: value}}`` of the
 keys of :data:`FOLDING_KEYS` with values of the right type.  Which keys fit which layer is only
 known with the model: :meth:`Folding.override` checks that when the planner applies them.
 
-An *engine spec* (:class:`DirectSpec`, :class:`WinogradSpec`, :class:`PoolSpec`) is one engine
+An *engine spec* (:class:`DirectSpec`, :class:`WinogradSpec`, :class:`PoolSpec` and its
+:class:`WindowPoolSpec` and :class:`GlobalPoolSpec`, :class:`HeadSpec`) is one engine
 of the pipeline: the layers it computes, its shapes and input interval, and its folding.  The
 hardware dispatches on these types, not on layer-kind strings; where it needs the arithmetic of
 a layer, the spec carries it as :class:`LaneOp`.
@@ -131,11 +133,12 @@ class WinogradFolding(Folding):
 
 @dataclass(frozen=True)
 class PoolFolding(Folding):
-    """Folding of a max-pool engine: ``lanes`` channels compared per cycle (divides ``C``)."""
+    """Folding of a pool engine: ``lanes`` channels compared per cycle (divides ``C``); for a
+    :class:`WindowPoolSpec` the taps of a beat (:meth:`~hwgen.hw.pool.WindowPoolEngine.valid_simd`)."""
 
     lanes: int
 
-    ENGINE: ClassVar[str] = "a max-pool engine"
+    ENGINE: ClassVar[str] = "a pool engine"
     CHECKS: ClassVar[dict] = {"lanes": _positive}
 
 
@@ -145,7 +148,7 @@ FOLDING_KEYS = tuple(dict.fromkeys(k for cls in FOLDINGS for k in cls.keys()))
 _CHECKS = {k: check for cls in FOLDINGS for k, check in cls.CHECKS.items()}
 #: The usage line of an override, for messages and ``--help``.
 FOLDING_USAGE = ("conv/dense: pe, simd, weights:rom|const; Winograd: pe, overlap:0|1; "
-                 "max-pool: lanes")
+                 "pools: lanes")
 
 
 def parse_overrides(table, where: str = "folding") -> dict[str, dict]:
