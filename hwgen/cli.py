@@ -94,12 +94,15 @@ def cmd_build(args) -> int:
         args.device, args.cycles = build_settings(args.board, model, args.clock, args.cycles)
     manifest = flow.build(model, args.out, device=args.device or "ice40-up5k",
                           folding=_parse_folding(args.fold), target_cycles=args.cycles,
-                          dataset=dataset)
+                          dataset=dataset, argmax=not args.no_argmax)
     meta = model.meta
     print(f"built {args.out}: {manifest['top']} ({manifest['verilog']}), "
           f"{manifest['cycles_per_image']} cycles/image, in {manifest['generation_seconds']:.1f} s")
     on = f"the {manifest['data']['name']} test set ({manifest['data']['test']} images)"
-    if "float_accuracy" in meta:
+    if args.no_argmax:
+        print(f"raw output: {manifest['ports']['result']['classes']} values per image, no argmax "
+              f"(test vectors from {on})")
+    elif "float_accuracy" in meta:
         print(f"accuracy on {on}: float {meta['float_accuracy']:.4f}, "
               f"integer {manifest['golden_accuracy']:.4f}")
     else:
@@ -256,6 +259,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="pace the automatic folding to N cycles per image (default: the fastest that fits)")
     from .boards import add_build_options
     add_build_options(p)
+    p.add_argument("--no-argmax", action="store_true",
+                   help="the output is not a classification: stream the last layer's values out "
+                        "(no argmax) and report no accuracy")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("sim", help="prove the Verilog bit-exact against the golden model in cocotb")

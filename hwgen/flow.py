@@ -130,8 +130,12 @@ def directed_images(model: ir.Model) -> np.ndarray:
 
 def build(model: ir.Model, out_dir: str | os.PathLike, device: str | None = None,
           folding: dict | None = None, target_cycles: int | None = None,
-          dataset: data.Dataset | None = None) -> dict:
+          dataset: data.Dataset | None = None, argmax: bool = True) -> dict:
     """Write the build folder for ``model``; returns the manifest.
+
+    ``argmax=False``: the model's output is not a classification; the accelerator streams the
+    last layer's values out (no argmax), the simulation compares them with the golden model's,
+    and no accuracy is reported (``golden_accuracy`` is None).
 
     ``folding`` overrides layers' foldings; ``target_cycles`` paces the automatic folding
     (cycles per image, see :func:`hwgen.hw.plan.balanced_foldings`); the test vectors are
@@ -155,13 +159,15 @@ def build(model: ir.Model, out_dir: str | os.PathLike, device: str | None = None
         vectors = test_vectors(model, given)
         np.savez(folder.vectors, **vectors)
         log.info("test vectors: %d images of %s", len(vectors["x"]), dataset.name)
-        verilog, manifest = generate(model, folding=folding, target_cycles=target_cycles)
+        verilog, manifest = generate(model, folding=folding, target_cycles=target_cycles,
+                                     argmax=argmax)
         for engine in manifest["engines"]:
             log.debug("engine %s (%s): %s cycles per image", engine["name"], engine["kind"],
                       engine["cycles_per_image"])
         manifest["device"] = device
         manifest["generation_seconds"] = round(time.perf_counter() - t0, 3)
-        manifest["golden_accuracy"] = float((vectors["argmax"] == vectors["labels"]).mean())
+        manifest["golden_accuracy"] = (float((vectors["argmax"] == vectors["labels"]).mean())
+                                       if argmax else None)
         manifest["model_meta"] = model.meta
         manifest["data"] = dataset.describe()
         folder.write_design(verilog, manifest)

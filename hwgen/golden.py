@@ -26,10 +26,11 @@ from . import ir
 from .kinds import im2col, l1_matrix, mac_matrix, shift_matrix
 from .kinds.maxpool import maxpool
 from .kinds.requant import requant
+from .kinds.sumpool import sumpool
 from .kinds.winograd_adder import winograd_adder
 
 __all__ = ["Result", "run", "execute", "accuracy", "im2col", "l1_matrix", "mac_matrix",
-           "shift_matrix", "winograd_adder", "requant", "maxpool"]
+           "shift_matrix", "winograd_adder", "requant", "maxpool", "sumpool"]
 
 
 @dataclass

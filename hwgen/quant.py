@@ -104,6 +104,8 @@ class _Stage:
     module: nn.Module
     bn: nn.Module | None = None
     relu: bool = False
+    act: nn.Module | None = None             # ReLU, ReLU6 or Hardtanh after the weight layer
+    clip: tuple[float, float] | None = None  # ReLU6 / Hardtanh bounds: the requantizer's clamp
 
 
 _SKIP = (nn.Identity, nn.Dropout)
@@ -121,7 +123,8 @@ def _handler(module: nn.Module, handlers: dict[type, Quantizer]) -> Quantizer | 
 
 
 def _unsupported(name, module, why=""):
-    supported = ", ".join([t.__name__ for t in _handlers()] + ["BatchNorm1d/2d", "ReLU"])
+    supported = ", ".join([t.__name__ for t in _handlers()]
+                          + ["BatchNorm1d/2d", "ReLU", "ReLU6", "Hardtanh", "Dropout", "Identity"])
     raise ir.ModelError(f"quantize: module {name!r} of type {type(module).__name__} is not "
                         f"supported{why} (supported: {supported})")
 
@@ -161,10 +164,16 @@ def _parse(model: nn.Module) -> list[_Stage]:
             if not m.track_running_stats or m.running_mean is None:
                 _unsupported(name, m, " without running statistics")
             last.bn = m
-        elif isinstance(m, nn.ReLU):
-            if not weighted or last.relu:
-                _unsupported(name, m, " here: a ReLU must follow a weight layer or its BatchNorm")
-            last.relu = True
+        elif isinstance(m, (nn.ReLU, nn.Hardtanh)):  # nn.ReLU6 is a Hardtanh
+            if not weighted or last.act is not None:
+                _unsupported(name, m, f" here: a {type(m).__name__} must follow a weight layer or "
+                                      f"its BatchNorm")
+            last.act = m
+            if isinstance(m, nn.Hardtanh):
+                if not m.min_val < m.max_val:
+                    _unsupported(name, m, f" with min_val {m.min_val} >= max_val {m.max_val}")
+                last.clip = (float(m.min_val), float(m.max_val))
+            last.relu = last.clip is None or last.clip[0] >= 0
         else:
             _unsupported(name, m)
     if not any(s.handler.weighted for s in stages):
@@ -186,8 +195,8 @@ def _trace(stages: list[_Stage], x: torch.Tensor) -> list[dict]:
             rec["acc"] = x if bias is None else x - bias.reshape((1, -1) + (1,) * (x.dim() - 2))
             if st.bn is not None:
                 x = st.bn(x)
-            if st.relu:
-                x = torch.relu(x)
+            if st.act is not None:
+                x = st.act(x)
         rec["out"] = x
         out.append(rec)
     return out
@@ -215,6 +224,22 @@ def _bn_affine(st: _Stage, channels: int) -> tuple[np.ndarray, np.ndarray]:
     beta = bn.bias.detach().double().numpy() if bn.affine else np.zeros(channels)
     a = gamma / np.sqrt(var + bn.eps)
     return a, beta + a * (bias - bn.running_mean.double().numpy())
+
+
+def _clamp_codes(clip, s_out: float, out_bits: int, relu: bool) -> dict:
+    """``clamp_lo`` / ``clamp_hi`` of a requantizer for the bounds of a ReLU6 or Hardtanh: the
+    codes of the bounds, where they lie inside the ``out_bits`` range (round then clamp is
+    clamp then round at a bound's code)."""
+    if clip is None:
+        return {}
+    lo, hi = (0, (1 << out_bits) - 1) if relu else (-(1 << (out_bits - 1)), (1 << (out_bits - 1)) - 1)
+    out = {}
+    c_lo, c_hi = int(round(clip[0] / s_out)), int(round(clip[1] / s_out))
+    if c_lo > lo:
+        out["clamp_lo"] = min(c_lo, hi)
+    if c_hi < hi:
+        out["clamp_hi"] = max(c_hi, lo)
+    return out
 
 
 # --------------------------------------------------------------------------- public API
@@ -254,12 +279,19 @@ def quantize(model: nn.Module, x_calib: np.ndarray, act_bits: int = 8, weight_bi
     # before it has no ReLU (the image, before the first, is unsigned).
     in_scale: dict[int, float] = {}
     signed_in: dict[int, bool] = {}
+    # Average pools: their integer layer is the sum of ``d`` codes, worth 1/d of the codes' scale.
+    div = [st.handler.divisor(st.module, tuple(rec["in"].shape)) for st, rec in zip(stages, trace)]
+    divisors: dict[int, int] = {}
     for k, i in enumerate(weights):
         signed = k > 0 and not stages[weights[k - 1]].relu
-        x_in = trace[i]["in"]
+        before = weights[k - 1] + 1 if k else 0
+        divisors[i] = int(np.prod(div[before:i]))
+        # After average pools, the activations are those before them: their sum is what the
+        # layer takes, at 1/d of their scale (the sum's top code is d times theirs).
+        x_in = trace[i]["in"] if divisors[i] == 1 else trace[before]["in"]
         a = _calib_max(x_in.abs() if signed else x_in, percentile)
         top = (1 << (act_bits - 1)) - 1 if signed else (1 << act_bits) - 1
-        s = stages[i].handler.input_scale(stages[i].module, a, top, signed, weight_bits)
+        s = stages[i].handler.input_scale(stages[i].module, a, top * divisors[i], signed, weight_bits)
         if s <= 0:
             raise ir.ModelError(f"quantize: the input of weight layer {k} ({type(stages[i].module).__name__}) "
                                 f"is all zero on the calibration images")
@@ -267,7 +299,7 @@ def quantize(model: nn.Module, x_calib: np.ndarray, act_bits: int = 8, weight_bi
 
     # The scale flowing through the stages: the input's, then each requantizer's.
     first = weights[0]
-    scale = in_scale[first]
+    scale = in_scale[first] * divisors[first]
     layers: list[ir.Layer] = []
     scales: list[float] = []
     csd_err: dict[str, float] = {}
@@ -281,7 +313,9 @@ def quantize(model: nn.Module, x_calib: np.ndarray, act_bits: int = 8, weight_bi
 
     for i, st in enumerate(stages):
         if not st.handler.weighted:
-            layers.append(st.handler.layer(st.module, new_name(st.handler.prefix)))
+            layers.append(st.handler.layer_for(st.module, new_name(st.handler.prefix),
+                                               tuple(trace[i]["in"].shape)))
+            scale /= div[i]
             scales.append(scale)
             continue
         # ---- weight layer: integer weights and the real value of one accumulator LSB (per channel)
@@ -309,7 +343,7 @@ def quantize(model: nn.Module, x_calib: np.ndarray, act_bits: int = 8, weight_bi
             out_bits = act_bits
             nxt = next(j for j in weights if j > i)
             assert signed_in[nxt] == (not relu)
-            s_out = in_scale[nxt]
+            s_out = in_scale[nxt] * divisors[nxt]
         ratio = a_c * acc_scale / s_out
         r_max = float(np.abs(ratio).max())
         shift = 1 if r_max == 0 else mult_bits - 1 - math.floor(math.log2(r_max))
@@ -324,7 +358,8 @@ def quantize(model: nn.Module, x_calib: np.ndarray, act_bits: int = 8, weight_bi
         nz = np.abs(mult_exact) > 0
         csd_err[rq_name] = float(np.max(np.abs(gain[nz] - 1.0))) if nz.any() else 0.0
         layers.append(ir.Requant(name=rq_name, mult=mult, bias=bias, shift=shift, out_bits=out_bits,
-                                 relu=relu, scale=float(s_out), max_terms=requant_terms))
+                                 relu=relu, scale=float(s_out), max_terms=requant_terms,
+                                 **_clamp_codes(st.clip, s_out, out_bits, relu)))
         scales.append(float(s_out))
         scale = s_out
 
@@ -340,7 +375,7 @@ def quantize(model: nn.Module, x_calib: np.ndarray, act_bits: int = 8, weight_bi
         **layer_meta,
     }
     qmodel = ir.Model(name=name, input_shape=(c, h, w), input_bits=act_bits,
-                      input_scale=float(in_scale[first]), layers=layers,
+                      input_scale=float(in_scale[first] * divisors[first]), layers=layers,
                       classes=list(classes) if classes is not None else [], meta=meta)
     if x_test is not None and y_test is not None:
         with torch.no_grad():

@@ -47,10 +47,13 @@ def _signed(value: int, bits: int) -> int:
     return value - (1 << bits) if value >> (bits - 1) & 1 else value
 
 
-def decode_result(word: int, classes: int, score_bits: int, argmax_offset: int, argmax_bits: int):
-    """Split a result payload into ``(scores, argmax)``; scores are signed ``score_bits`` wide."""
+def decode_result(word: int, classes: int, score_bits: int, argmax_offset: int, argmax_bits: int,
+                  signed: bool = True):
+    """Split a result payload into ``(scores, argmax)``; scores are ``score_bits`` wide, signed
+    unless ``signed`` is False (a raw output after a ReLU)."""
     mask = (1 << score_bits) - 1
-    scores = [_signed(word >> (i * score_bits) & mask, score_bits) for i in range(classes)]
+    scores = [word >> (i * score_bits) & mask for i in range(classes)]
+    scores = [_signed(v, score_bits) for v in scores] if signed else scores
     argmax = word >> argmax_offset & ((1 << argmax_bits) - 1)
     return scores, argmax
 
@@ -134,7 +137,8 @@ async def stream_images(dut):
                 raw = dut.result__payload.value
                 if raw.is_resolvable:
                     scores, arg = decode_result(raw.to_unsigned(), res["classes"], res["score_bits"],
-                                                res["argmax_offset"], res["argmax_bits"])
+                                                res["argmax_offset"], res["argmax_bits"],
+                                                res.get("score_signed", True))
                     got.append((scores, arg, ""))
                 else:
                     got.append((None, None, str(raw)))
@@ -157,9 +161,12 @@ async def stream_images(dut):
 
     mismatches = []
     correct = 0
+    # A raw-output build (no argmax field): the values alone are compared, no accuracy.
+    classify = res["argmax_bits"] > 0
     for i, (scores, arg, raw) in enumerate(got):
         exp_scores = [int(v) for v in expected.scores[i]]
-        exp_arg = int(expected.argmax[i])
+        exp_arg = int(expected.argmax[i]) if classify else None
+        arg = arg if classify else None
         if scores != exp_scores or arg != exp_arg:
             where = {"index": i - d} if i >= d else {"directed": i}
             mismatches.append({**where, "expected": {"scores": exp_scores, "argmax": exp_arg},
@@ -171,8 +178,9 @@ async def stream_images(dut):
         "images": n, "directed": d, "received": len(got), "timed_out": timed_out,
         "max_cycles": max_cycles, "mismatches": mismatches,
         "passed": not mismatches and not timed_out and len(got) == n + d,
-        "accuracy": correct / n if n else None,
-        "golden_accuracy": float((expected.argmax[d:] == labels[d:]).mean()) if n else None,
+        "accuracy": correct / n if n and classify else None,
+        "golden_accuracy": (float((expected.argmax[d:] == labels[d:]).mean())
+                            if n and classify else None),
         "cycles": cycles, "cycles_per_image": cycles / (n + d) if n + d else None,
         "wall_s": wall, "images_per_s": (n + d) / wall if wall > 0 else None,
         "backpressure": backpressure,

@@ -196,9 +196,6 @@ def test_digits_folding_and_verilog():
 def test_validation():
     rng = np.random.default_rng(0)
     requant = random_requant(rng, 4, (-100, 0))
-    strided = ir.AdderConv2d("s", weight=np.zeros((4, 2, 3, 3), dtype=np.int64), stride=2, padding=1)
-    with pytest.raises(ValueError, match="stride 1"):
-        ConvEngine(strided, requant, (2, 6, 6), (0, 15), pe=1, simd=1)
     layer = ir.AdderConv2d("c", weight=np.zeros((4, 2, 3, 3), dtype=np.int64), stride=1, padding=1)
     with pytest.raises(ValueError, match="pe=3"):
         ConvEngine(layer, requant, (2, 6, 6), (0, 15), pe=3, simd=1)
@@ -208,6 +205,42 @@ def test_validation():
         ConvEngine(ir.MaxPool2d("m"), requant, (2, 6, 6), (0, 15), pe=1, simd=1)
     with pytest.raises(ValueError, match="weights='ram'"):
         ConvEngine(layer, requant, (2, 6, 6), (0, 15), pe=1, simd=1, weights="ram")
+
+
+STRIDE_CASES = [
+    # (kind, C, H, W, O, K, pad, stride, pe, simd)
+    ("adder", 1, 8, 8, 8, 3, 1, 2, None, None),   # the digits' first layer at stride 2
+    ("adder", 2, 9, 7, 4, 5, 2, 2, 2, 2),         # kernel 5, padding 2, odd sizes
+    ("shift", 3, 8, 9, 4, 3, 0, 2, 4, 9),         # no padding, three read ports
+    ("mac", 4, 7, 6, 6, 1, 0, 2, 3, 2),           # kernel 1 (skips rows), slices of a pixel
+    ("adder", 2, 6, 6, 4, 3, 1, 3, 4, 18),        # stride 3, whole window per beat
+]
+
+
+@pytest.mark.parametrize("case", STRIDE_CASES,
+                         ids=["{}-{}x{}x{}-o{}-k{}-p{}-s{}".format(*c[:8]) for c in STRIDE_CASES])
+def test_strided_engines_match_golden(case):
+    kind, c, h, w, o, k, pad, stride, pe, simd = case
+    rng = np.random.default_rng(STRIDE_CASES.index(case) + 300)
+    if kind == "adder":
+        layer = random_layer(rng, c, o, k, pad, 8)
+    else:
+        layer = shift_or_mac_layer(rng, "shift" if kind == "shift" else "mac", c, o, k, pad)
+    layer.stride = stride
+    in_range = (0, 15)
+    images = rng.integers(0, 16, size=(3, c, h, w))
+    images[0, :, 0, :] = 15
+    requant = random_requant(rng, o, layer.out_range(*in_range), relu=True, negative=kind == "adder",
+                             samples=golden.execute(layer, images))
+    fold = planned(layer, requant, (c, h, w), in_range) if pe is None else {"pe": pe, "simd": simd}
+    engine = ConvEngine(layer, requant, (c, h, w), in_range, **fold)
+    assert engine.out_hw == layer.out_shape((c, h, w))[1:] and engine.params["stride"] == stride
+    # Fewer output pixels than input pixels: the input can be the bound.
+    assert engine.cycles_per_image >= h * w * max(1, c // engine.simd)
+    got, _ = simulate(engine, images, rng)
+    want = expected_conv(layer, requant, images)
+    np.testing.assert_array_equal(got, want)
+    assert len(np.unique(want)) > 3
 
 
 # --------------------------------------------------------------------------- shift and mac layers

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """MaxPoolEngine in Amaranth's simulator, against hwgen.golden.maxpool.
 
 Also holds the stream drivers the other hardware tests share (random valid gaps on the
@@ -81,15 +82,15 @@ def run_sim(dut, *, deadline_cycles, setup):
 
 # --------------------------------------------------------------------------- max pool
 
-def pool_case(c, h, w, size, lo, hi, images, *, gaps=0.3, stalls=0.3, seed=0, lanes=None):
-    rng = np.random.default_rng(seed)
-    x = rng.integers(lo, hi + 1, size=(images, c, h, w))
-    want = golden.maxpool(ir.MaxPool2d("p", size=size), x)
-    width, is_signed = ir.bits_for(lo, hi)
-    shape = signed(width) if is_signed else unsigned(width)
-    dut = MaxPoolEngine(c, (h, w), size, shape, lanes=lanes)
-    beats = [pack(x[n, :, r, col], width) for n in range(images) for r in range(h) for col in range(w)]
-    expected = [pack(want[n, :, r, col], width) for n in range(want.shape[0])
+def check_stream(dut, x, want, in_shape, out_shape, *, deadline, gaps=0.3, stalls=0.3, seed=0):
+    """Stream images ``x`` (N, C, H, W) into ``dut.i`` (values of ``in_shape``) with random gaps,
+    take its output with random backpressure and compare it with ``want`` (N, C, OH, OW),
+    values of ``out_shape``; fail after ``deadline`` cycles."""
+    c = x.shape[1]
+    ib, ob = in_shape.width, out_shape.width
+    beats = [pack(x[n, :, r, col], ib) for n in range(x.shape[0]) for r in range(x.shape[2])
+             for col in range(x.shape[3])]
+    expected = [pack(want[n, :, r, col], ob) for n in range(want.shape[0])
                 for r in range(want.shape[2]) for col in range(want.shape[3])]
     got = []
 
@@ -97,11 +98,26 @@ def pool_case(c, h, w, size, lo, hi, images, *, gaps=0.3, stalls=0.3, seed=0, la
         add_source(sim, dut.i, beats, gaps=gaps, seed=seed + 1)
         add_sink(sim, dut.o, len(expected), got, stalls=stalls, seed=seed + 2)
 
-    run_sim(dut, deadline_cycles=8 * len(beats) * dut.slices + 100, setup=setup)
+    run_sim(dut, deadline_cycles=deadline, setup=setup)
     assert len(got) == len(expected), f"{len(got)} of {len(expected)} pooled pixels came out"
     for k, (g, e) in enumerate(zip(got, expected)):
-        assert g == e, (f"pooled pixel {k}: got {unpack(g, width, c, is_signed)}, "
-                        f"want {unpack(e, width, c, is_signed)}")
+        assert g == e, (f"pooled pixel {k}: got {unpack(g, ob, c, out_shape.signed)}, "
+                        f"want {unpack(e, ob, c, out_shape.signed)}")
+
+
+def range_shape(lo, hi):
+    width, is_signed = ir.bits_for(lo, hi)
+    return signed(width) if is_signed else unsigned(width)
+
+
+def pool_case(c, h, w, size, lo, hi, images, *, gaps=0.3, stalls=0.3, seed=0, lanes=None):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(lo, hi + 1, size=(images, c, h, w))
+    want = golden.maxpool(ir.MaxPool2d("p", size=size), x)
+    shape = range_shape(lo, hi)
+    dut = MaxPoolEngine(c, (h, w), size, shape, lanes=lanes)
+    check_stream(dut, x, want, shape, shape, deadline=8 * images * h * w * dut.slices + 100, gaps=gaps,
+                 stalls=stalls, seed=seed)
     return dut
 
 
@@ -213,3 +229,90 @@ def test_folded_row_buffer_is_narrow():
     assert row_buffer(4, (4, 4), 2, unsigned(8), lanes=2) == {"width": 16, "depth": 4, "style": "logic"}
     assert row_buffer(16, (4, 4), 2, unsigned(8)) == {"width": 128, "depth": 2, "style": "block"}
     assert row_buffer(16, (2, 2), 2, unsigned(8)) is None  # one block column: a register
+
+
+# --------------------------------------------------------------------------- window pools
+
+def window_pool_case(c, h, w, size, stride, padding, lo, hi, simd, *, images=3, seed=0, gaps=0.3,
+                     stalls=0.3):
+    """A max WindowPoolEngine against golden.maxpool of an ``ir.MaxPool2d`` of that geometry."""
+    from hwgen.hw.pool import WindowPoolEngine
+
+    rng = np.random.default_rng(seed)
+    x = rng.integers(lo, hi + 1, size=(images, c, h, w))
+    want = golden.maxpool(ir.MaxPool2d("p", size=size, stride=stride, padding=padding), x)
+    shape = range_shape(lo, hi)
+    dut = WindowPoolEngine(c, (h, w), size, stride, padding, shape, shape, "max", simd=simd)
+    assert dut.out_hw == want.shape[2:]
+    check_stream(dut, x, want, shape, shape, deadline=6 * images * dut.cycles_per_image + 200,
+                 gaps=gaps, stalls=stalls, seed=seed)
+    return dut
+
+
+@pytest.mark.parametrize("c,h,w,size,stride,padding,lo,hi,simd", [
+    (4, 8, 8, 3, 2, 1, 0, 255, 4),       # ResNet's stem pool: 3×3 stride 2 padding 1
+    (3, 7, 9, 3, 2, 0, -100, 27, 3),     # 3×3 stride 2, odd sizes, signed: no zero may win
+    (2, 6, 5, 2, 1, 0, -8, 7, 2),        # 2×2 stride 1 (overlapping)
+    (2, 5, 6, 3, 1, 1, -8, 7, 6),        # 3×3 stride 1 padding 1, three pixels per beat
+    (4, 6, 6, 3, 2, 1, -30, 30, 2),      # slices of a pixel (2 per pixel), signed padding
+    (6, 5, 5, 2, 1, 1, 0, 15, 3),        # padding 1 with a 2×2 window, slices
+    (2, 6, 6, 2, 2, 1, -4, 3, 2),        # stride = size but padded: not a MaxPoolEngine
+])
+def test_window_maxpool_matches_golden(c, h, w, size, stride, padding, lo, hi, simd):
+    dut = window_pool_case(c, h, w, size, stride, padding, lo, hi, simd, seed=c * h + w + simd)
+    assert dut.params["lanes"] == simd and dut.params["op"] == "max"
+
+
+def test_window_pool_backpressure_and_full_rate():
+    window_pool_case(4, 7, 7, 3, 2, 1, -30, 30, 2, gaps=0.0, stalls=0.8, seed=3)
+    window_pool_case(4, 7, 7, 3, 2, 1, 0, 255, 4, gaps=0.8, stalls=0.0, seed=4)
+    window_pool_case(2, 6, 6, 3, 2, 1, 0, 255, 6, gaps=0.0, stalls=0.0, seed=5)
+
+
+def test_window_pool_rejects_bad_parameters():
+    from hwgen.hw.pool import WindowPoolEngine
+
+    with pytest.raises(ValueError, match=r"^lanes=5 does not fold a 4-channel 3×3 pool window; "
+                                         r"pick one of \[1, 2, 4, 12\]$"):
+        WindowPoolEngine(4, (8, 8), 3, 2, 1, unsigned(8), unsigned(8), "max", simd=5)
+    with pytest.raises(ValueError, match=r"^op must be one of max, sum, not 'min'$"):
+        WindowPoolEngine(4, (8, 8), 3, 2, 1, unsigned(8), unsigned(8), "min")
+    with pytest.raises(ValueError, match="out_shape is its elem_shape"):
+        WindowPoolEngine(4, (8, 8), 3, 2, 1, unsigned(8), unsigned(9), "max")
+
+
+# --------------------------------------------------------------------------- sum pools
+
+@pytest.mark.parametrize("c,h,w,size,stride,padding,lo,hi,simd", [
+    (4, 8, 8, 2, 2, 0, 0, 255, 4),       # AvgPool2d(2)
+    (3, 7, 6, 3, 2, 1, -100, 27, 3),     # 3×3 stride 2 padded, signed
+    (4, 5, 5, 3, 1, 1, 0, 15, 2),        # overlapping, slices of a pixel
+    (2, 6, 6, 2, 2, 0, -8, 7, 4),        # two pixels per beat, signed
+])
+def test_window_sumpool_matches_golden(c, h, w, size, stride, padding, lo, hi, simd):
+    from hwgen.hw.pool import WindowPoolEngine
+
+    layer = ir.SumPool2d("p", size=size, stride=stride, padding=padding)
+    rng = np.random.default_rng(c + h + simd)
+    x = rng.integers(lo, hi + 1, size=(3, c, h, w))
+    x[0, :, :, :] = hi  # the largest sums
+    shape, out = range_shape(lo, hi), range_shape(*layer.out_range(lo, hi))
+    dut = WindowPoolEngine(c, (h, w), size, stride, padding, shape, out, "sum", simd=simd)
+    check_stream(dut, x, golden.execute(layer, x), shape, out, deadline=6 * 3 * dut.cycles_per_image + 200,
+                 seed=simd)
+
+
+@pytest.mark.parametrize("c,h,w,lo,hi,stalls", [(4, 4, 4, 0, 255, 0.3), (3, 3, 5, -8, 7, 0.8),
+                                                (2, 1, 1, 0, 15, 0.5)])
+def test_global_sumpool_matches_golden(c, h, w, lo, hi, stalls):
+    from hwgen.hw.pool import GlobalSumPoolEngine
+
+    layer = ir.GlobalSumPool2d("g", height=h, width=w)
+    rng = np.random.default_rng(h * w)
+    x = rng.integers(lo, hi + 1, size=(4, c, h, w))
+    x[1] = hi
+    shape, out = range_shape(lo, hi), range_shape(*layer.out_range(lo, hi))
+    dut = GlobalSumPoolEngine(c, (h, w), shape, out)
+    assert dut.cycles_per_image == h * w
+    check_stream(dut, x, golden.execute(layer, x), shape, out, deadline=20 * 4 * h * w + 100,
+                 stalls=stalls, seed=c)

@@ -16,7 +16,7 @@ from .requant import Requant, requant_shape
 from .window import WindowGenerator, tap_order, valid_simd
 
 __all__ = ["ConvEngine", "choose_folding", "conv_candidates", "conv_cycles", "estimate_luts",
-           "as_conv", "lane_op",
+           "as_conv", "conv_stride", "input_cycles", "lane_op",
            "make_lane", "acc_range", "CONV_KINDS", "DENSE_KINDS", "WEIGHT_MODES"]
 
 #: Most line-buffer read ports a default folding uses (each is a block-RAM copy on iCE40).
@@ -67,12 +67,9 @@ def as_conv(layer, in_shape) -> tuple[np.ndarray, int]:
     """``(weight (O, C, KH, KW), padding)`` of a conv layer, or of a dense layer over a
     ``C×H×W`` map (PyTorch's flatten order ``(c, h, w)`` makes it an ``H×W`` convolution
     without padding and a ``1×1`` output).  Any of :data:`CONV_KINDS` and :data:`DENSE_KINDS`;
-    a shift layer's weight is its derived ``sign << shift``."""
+    a shift layer's weight is its derived ``sign << shift``.  The stride is :func:`conv_stride`."""
     kind = getattr(layer, "kind", None)
     if kind in CONV_KINDS:
-        if layer.stride != 1:
-            raise ValueError(f"{layer.name}: the conv engine supports stride 1 only, got stride "
-                             f"{layer.stride}; use stride 1 and a max-pool layer to downsample")
         layer.out_shape(tuple(in_shape))  # validates channels and sizes
         return layer.weight, int(layer.padding)
     if kind in DENSE_KINDS:
@@ -86,6 +83,19 @@ def as_conv(layer, in_shape) -> tuple[np.ndarray, int]:
         return layer.weight.reshape(o, c, h, w), 0
     lane_op(layer)  # raises the TypeError naming the kinds
     raise AssertionError("unreachable")
+
+
+def conv_stride(layer) -> int:
+    """The stride of a conv layer's window; 1 for a dense layer (one window over the map)."""
+    return int(getattr(layer, "stride", 1))
+
+
+def input_cycles(in_shape, simd: int) -> int:
+    """Cycles the window takes to accept one image: a pixel per cycle, or per ``C / simd``
+    cycles when a beat takes a slice of a pixel.  No engine is faster than its input; with a
+    stride above 1 (fewer output pixels than input pixels) this is often the bound."""
+    c, h, w = in_shape
+    return h * w * max(1, c // simd)
 
 
 def _lane_weights(layer, weight: np.ndarray):
@@ -224,11 +234,13 @@ def _out_hw(layer, in_shape) -> tuple[int, int]:
 
 
 def conv_cycles(layer, in_shape, requant, pe: int, simd: int) -> int:
-    """Cycles per image of a :class:`ConvEngine` folded by ``(pe, simd)`` (see its Timing)."""
+    """Cycles per image of a :class:`ConvEngine` folded by ``(pe, simd)`` (see its Timing): the
+    compute, or the input (:func:`input_cycles`) when that is slower."""
     weight, _ = as_conv(layer, in_shape)
     o, c, kh, kw = weight.shape
     oh, ow = _out_hw(layer, in_shape)
-    return oh * ow * (o // pe) * max(c * kh * kw // simd, requant_slots(requant))
+    return max(oh * ow * (o // pe) * max(c * kh * kw // simd, requant_slots(requant)),
+               input_cycles(in_shape, simd))
 
 
 def conv_candidates(layer, in_shape, in_range, requant,
@@ -272,8 +284,8 @@ def choose_folding(cands, lut_budget: int = LUT_BUDGET, target_cycles: int | Non
 class ConvEngine(wiring.Component):
     """Convolution (or dense layer) + fused per-channel requantization, streaming.
 
-    ``y[o, oy, ox] = requant_o(Σ_{c,ky,kx} term(x[c, oy+ky-pad, ox+kx-pad], w[o, c, ky, kx]))``,
-    stride 1, zero padding (a padded 0 is a tap like any other, as in :mod:`hwgen.golden`), the
+    ``y[o, oy, ox] = requant_o(Σ_{c,ky,kx} term(x[c, oy*S+ky-pad, ox*S+kx-pad], w[o, c, ky, kx]))``,
+    any stride ``S``, zero padding (a padded 0 is a tap like any other, as in :mod:`hwgen.golden`), the
     term chosen by the layer (:func:`lane_op`): ``-|x - w|`` for AdderNet (``adder_conv2d``,
     ``adder_dense``), ``sign * (x << shift)`` for DeepShift (``shift_conv2d``, ``shift_dense``),
     ``x * w`` for the multiplier baseline (``conv2d``, ``dense``).  A dense layer over a
@@ -316,8 +328,9 @@ class ConvEngine(wiring.Component):
 
     Timing
     ------
-    ``cycles_per_image = OH*OW * (O/pe) * max(C*KH*KW/simd, slots)`` when neither stream
-    stalls, ``slots`` (:func:`requant_slots`, at most ``max_terms``) the cycles the sequential
+    ``cycles_per_image = max(OH*OW * (O/pe) * max(C*KH*KW/simd, slots), H*W*max(1, C/simd))``
+    when neither stream stalls (the second term: the input, :func:`input_cycles`), ``slots``
+    (:func:`requant_slots`, at most ``max_terms``) the cycles the sequential
     requantizer spends on one value: it works while the next value accumulates, and stalls the
     PEs only when a pass is shorter.  ``latency`` (from the beat issuing an output's last taps
     to its ``o.valid``): ``1 + PE.latency + slots + 1`` cycles, whatever the lane and weights
@@ -352,7 +365,8 @@ class ConvEngine(wiring.Component):
             self.groups = o // pe
             self.steps = c * kh * kw // simd
             _, h, w = in_shape
-            self.out_hw = (h + 2 * padding - kh + 1, w + 2 * padding - kw + 1)
+            self.stride = conv_stride(layer)
+            self.out_hw = _out_hw(layer, in_shape)
             self.lane = make_lane(layer, weight, padding, (lo, hi))
             self.op = self.lane.op
             self.x_range, self.w_range = self.lane.x_range, self.lane.w_range
@@ -388,13 +402,14 @@ class ConvEngine(wiring.Component):
 
     @property
     def cycles_per_image(self) -> int:
-        return self.out_hw[0] * self.out_hw[1] * self.groups * max(self.steps, self.rq_slots)
+        return max(self.out_hw[0] * self.out_hw[1] * self.groups * max(self.steps, self.rq_slots),
+                   input_cycles(self.in_shape, self.simd))
 
     @property
     def params(self) -> dict:
         return {
             "pe": self.pe, "simd": self.simd, "weights": self.weights, "lane": self.op,
-            "groups": self.groups, "steps": self.steps,
+            "stride": self.stride, "groups": self.groups, "steps": self.steps,
             "in_bits": self.in_elem.width, "weight_bits": self.w_width,
             "acc_bits": ir.bits_for(*self.acc_range)[0], "out_bits": self.out_elem.width,
             "latency": self.latency, "cycles_per_image": self.cycles_per_image,
@@ -430,7 +445,7 @@ class ConvEngine(wiring.Component):
         depth = G * self.steps
 
         m.submodules.window = win = WindowGenerator(c, h, w, self.weight.shape[2:], self.padding,
-                                                    self.in_elem, simd, G)
+                                                    self.in_elem, simd, G, stride=self.stride)
         wiring.connect(m, wiring.flipped(self.i), win.i)
 
         ce = Signal()  # clock enable of the window, weight source and PEs

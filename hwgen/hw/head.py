@@ -10,7 +10,7 @@ from amaranth.utils import ceil_log2
 
 from . import constructing, elem_shape
 
-__all__ = ["ArgmaxHead", "result_layout", "index_bits"]
+__all__ = ["ArgmaxHead", "RawHead", "result_layout", "raw_layout", "index_bits"]
 
 
 def index_bits(classes: int) -> int:
@@ -111,4 +111,57 @@ class ArgmaxHead(wiring.Component):
                 m.d.sync += [best.eq(cur), best_at.eq(at)]
         with m.If(self.i.ready & self.i.valid):
             m.d.sync += at.eq(0)
+        return m
+
+
+def raw_layout(outputs: int, score_shape) -> data.StructLayout:
+    """Payload of a raw-output accelerator's result stream: the ``outputs`` values (LSB first),
+    no argmax: :func:`result_layout` without its last field."""
+    return data.StructLayout({"scores": data.ArrayLayout(score_shape, outputs)})
+
+
+class RawHead(wiring.Component):
+    """The end of a pipeline whose output is not a classification: the last layer's values
+    leave as they are, one beat per image (no argmax).
+
+    Members
+    -------
+    i : ``In(stream.Signature(data.ArrayLayout(score_shape, outputs)))``
+    result : ``Out(stream.Signature(raw_layout(outputs, score_shape)))``
+        ``i`` itself, combinationally (payload, valid and ready pass through).
+
+    Latency 0; one beat per cycle.
+    """
+
+    latency = 0
+    cycles_per_image = 1
+
+    def __init__(self, outputs: int, score_shape):
+        with constructing(self):
+            if not isinstance(outputs, int) or outputs < 1:
+                raise TypeError(f"outputs must be a positive integer, not {outputs!r}")
+        self.classes = outputs
+        self.score_shape = Shape.cast(score_shape)
+        super().__init__({
+            "i": In(stream.Signature(data.ArrayLayout(score_shape, outputs))),
+            "result": Out(stream.Signature(raw_layout(outputs, score_shape))),
+        })
+
+    @classmethod
+    def from_spec(cls, spec) -> "RawHead":
+        """The head of a :class:`~hwgen.hw.spec.HeadSpec` with ``argmax`` False."""
+        return cls(spec.in_shape[0], elem_shape(*spec.in_range))
+
+    @property
+    def params(self) -> dict:
+        return {"outputs": self.classes, "score_bits": self.score_shape.width,
+                "score_signed": self.score_shape.signed, "latency": 0}
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += [
+            self.result.payload.scores.eq(self.i.payload),
+            self.result.valid.eq(self.i.valid),
+            self.i.ready.eq(self.result.ready),
+        ]
         return m

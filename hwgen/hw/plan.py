@@ -20,9 +20,10 @@ import numpy as np
 
 from .. import ir
 from .conv import LUT_BUDGET, choose_folding, conv_candidates, conv_cycles
-from .pool import MaxPoolEngine
-from .spec import (DirectFolding, DirectSpec, EngineSpec, FoldingError, HeadSpec, LaneOp,
-                   PoolFolding, PoolSpec, WinogradFolding, WinogradSpec, parse_overrides)
+from .pool import POOL_ENGINES
+from .spec import (DirectFolding, DirectSpec, EngineSpec, FoldingError, GlobalPoolSpec, HeadSpec,
+                   LaneOp, PoolFolding, PoolSpec, WindowPoolSpec, WinogradFolding, WinogradSpec,
+                   parse_overrides)
 from .winograd import winograd_candidates, winograd_cycles
 
 __all__ = ["Plan", "plan", "candidates", "balanced_foldings", "cycles", "beat_period",
@@ -32,7 +33,8 @@ __all__ = ["Plan", "plan", "candidates", "balanced_foldings", "cycles", "beat_pe
 CONV_OPS = {ir.AdderConv2d: LaneOp.L1, ir.ShiftConv2d: LaneOp.SHIFT, ir.Conv2d: LaneOp.MAC}
 DENSE_OPS = {ir.AdderDense: LaneOp.L1, ir.ShiftDense: LaneOp.SHIFT, ir.Dense: LaneOp.MAC}
 
-SUPPORTED = ("{adder_conv2d|shift_conv2d|conv2d|winograd_adder_conv2d}+requant, maxpool2d, then "
+SUPPORTED = ("{adder_conv2d|shift_conv2d|conv2d|winograd_adder_conv2d}+requant, "
+             "{maxpool2d|sumpool2d|global_sumpool2d}, then "
              "flatten and one or more {adder_dense|shift_dense|dense}+requant (the last one ends "
              "the model)")
 
@@ -68,7 +70,7 @@ def cycles(spec: EngineSpec) -> int:
         return winograd_cycles(spec.layer, spec.in_shape, spec.requant, f.pe, bool(f.overlap))
     if isinstance(spec, DirectSpec):
         return conv_cycles(spec.layer, spec.in_shape, spec.requant, f.pe, f.simd)
-    return MaxPoolEngine.cycles(spec.in_shape[1:], spec.size, spec.in_shape[0], f.lanes)
+    return POOL_ENGINES[type(spec)].spec_cycles(spec, f.lanes)
 
 
 def beat_period(spec: EngineSpec) -> int:
@@ -80,9 +82,12 @@ def beat_period(spec: EngineSpec) -> int:
     the pixel is still there. A Winograd engine sends pixels from a double-buffered tile-row
     memory, gathering each pixel's groups in ``groups + 1`` cycles after the previous leaves:
     it keeps up while a pixel takes no more than ``cycles_per_image / pixels`` cycles in all.
-    A max pool delivers a pooled pixel every ``size`` pixels of a row."""
+    A max pool delivers a pooled pixel every ``size`` pixels of a row; a window pool (and the
+    global sum) a pixel every ``cycles_per_image / pixels`` cycles."""
     n = cycles(spec)
     pixels = int(np.prod(spec.out_shape[1:])) if len(spec.out_shape) == 3 else 1
+    if isinstance(spec, (WindowPoolSpec, GlobalPoolSpec)):
+        return max(1, n // pixels)
     if isinstance(spec, PoolSpec):
         return max(1, spec.size * n // (spec.in_shape[1] * spec.in_shape[2]))
     groups = spec.out_shape[0] // spec.folding.pe
@@ -129,8 +134,9 @@ class Plan:
 
 
 def plan(model: ir.Model, overrides: dict | None = None, *, target_cycles: int | None = None,
-         lut_budget: int = LUT_BUDGET) -> Plan:
-    """The :class:`Plan` of ``model``: its engine specs with every folding chosen.
+         lut_budget: int = LUT_BUDGET, argmax: bool = True) -> Plan:
+    """The :class:`Plan` of ``model``: its engine specs with every folding chosen; ``argmax``
+    False ends it with a head that streams the scores out alone (see :class:`HeadSpec`).
 
     ``overrides`` ``{layer: {key: value}}`` (:func:`hwgen.hw.spec.parse_overrides`) win over
     the planner's choice, key by key.  Raises :class:`hwgen.ir.ModelError` for a layer sequence
@@ -139,7 +145,7 @@ def plan(model: ir.Model, overrides: dict | None = None, *, target_cycles: int |
                                       or target_cycles < 1):
         raise ir.ModelError(f"target cycles per image must be a positive integer, not {target_cycles!r}")
     overrides = parse_overrides(overrides or {})
-    specs = _pipeline(model)
+    specs = _pipeline(model, argmax)
     head = specs.pop()
     names = [s.name for s in specs]
     unknown = sorted(set(overrides) - set(names))
@@ -168,7 +174,8 @@ def plan(model: ir.Model, overrides: dict | None = None, *, target_cycles: int |
 
 
 def _folding_type(spec):
-    return {DirectSpec: DirectFolding, WinogradSpec: WinogradFolding, PoolSpec: PoolFolding}[type(spec)]
+    return (WinogradFolding if isinstance(spec, WinogradSpec) else
+            PoolFolding if isinstance(spec, PoolSpec) else DirectFolding)
 
 
 def _plan_pools(specs, chosen, auto, overrides):
@@ -183,27 +190,29 @@ def _plan_pools(specs, chosen, auto, overrides):
         if not isinstance(s, PoolSpec):
             out.append(chosen[s.name])
             continue
-        c, h, w = s.in_shape
-        options = MaxPoolEngine.valid_lanes(c)
-        if s.size == 1 or pace is None:
-            lanes = c  # the identity takes a pixel per cycle whatever the lanes
+        c = s.in_shape[0]
+        engine = POOL_ENGINES[type(s)]
+        options = engine.lane_options(s)
+        if pace is None or (type(s) is PoolSpec and s.size == 1):
+            lanes = c if c in options else options[-1]  # the identity: a pixel per cycle anyway
         else:
             period = beat_period(out[-1]) if out else None
             lanes = next((d for d in options
-                          if MaxPoolEngine.cycles((h, w), s.size, c, d) <= pace
-                          and (period is None or c // d <= period)), c)
+                          if engine.spec_cycles(s, d) <= pace
+                          and (period is None or c // d <= period)), options[-1])
         auto[s.name] = PoolFolding(lanes)
         fold = auto[s.name].override(overrides.get(s.name, {}), f"folding of {s.name!r}")
         if fold.lanes not in options:
             raise FoldingError(f"folding of {s.name!r}: lanes={fold.lanes!r} must divide its {c} "
-                               f"channels; pick one of {options}")
+                               f"channels{'' if type(s) is PoolSpec else ' (window taps)'}; "
+                               f"pick one of {options}")
         out.append(replace(s, folding=fold))
     return out
 
 
 # --------------------------------------------------------------------------- the layer sequence
 
-def _pipeline(model: ir.Model) -> list[EngineSpec]:
+def _pipeline(model: ir.Model, argmax: bool = True) -> list[EngineSpec]:
     """The engines of ``model``'s layer sequence, in order, without foldings; the last is the
     head."""
     layers = model.layers
@@ -241,9 +250,9 @@ def _pipeline(model: ir.Model) -> list[EngineSpec]:
                 specs.append(direct(layer, rq, [layer.name, rq.name], in_shapes[i], in_ranges[i],
                                     out_shapes[i + 1], CONV_OPS, False))
             i += 2
-        elif isinstance(layer, ir.MaxPool2d):
-            specs.append(PoolSpec(layer.name, (layer.name,), tuple(in_shapes[i]), tuple(out_shapes[i]),
-                                  tuple(in_ranges[i]), size=layer.size, kind=layer.kind))
+        elif isinstance(layer, (ir.MaxPool2d, ir.SumPool2d, ir.GlobalSumPool2d)):
+            specs.append(_pool_spec(layer, in_shapes[i], out_shapes[i], in_ranges[i],
+                                    out_ranges[i]))
             i += 1
         elif isinstance(layer, ir.Flatten):
             dense = at(i + 1)
@@ -279,4 +288,21 @@ def _pipeline(model: ir.Model) -> list[EngineSpec]:
         raise ir.ModelError(f"the model must end with flatten, a dense layer and a requant to give "
                             f"one beat of class scores per image; supported: {SUPPORTED}")
     classes = tuple(out_shapes[-1][:1])
-    return [*specs, HeadSpec("argmax", (), classes, classes, tuple(out_ranges[-1]), kind="argmax")]
+    name = "argmax" if argmax else "output"
+    return [*specs, HeadSpec(name, (), classes, classes, tuple(out_ranges[-1]),
+                             kind="argmax" if argmax else "raw", argmax=argmax)]
+
+
+def _pool_spec(layer, in_shape, out_shape, in_range, out_range) -> PoolSpec:
+    """The spec of a pool layer: a max pool of stride ``size`` without padding is a
+    :class:`PoolSpec`; any other max or sum pool runs over the window generator
+    (:class:`WindowPoolSpec`); the global sum is a :class:`GlobalPoolSpec`."""
+    common = dict(name=layer.name, layers=(layer.name,), in_shape=tuple(in_shape),
+                  out_shape=tuple(out_shape), in_range=tuple(in_range), kind=layer.kind)
+    if isinstance(layer, ir.GlobalSumPool2d):
+        return GlobalPoolSpec(**common, size=in_shape[1], out_range=tuple(out_range))
+    if isinstance(layer, ir.MaxPool2d) and layer.stride == layer.size and layer.padding == 0:
+        return PoolSpec(**common, size=layer.size)
+    return WindowPoolSpec(**common, size=layer.size, stride=layer.stride, padding=layer.padding,
+                          op="max" if isinstance(layer, ir.MaxPool2d) else "sum",
+                          out_range=tuple(out_range))

@@ -1,4 +1,6 @@
-"""Streaming max pooling."""
+"""Streaming pools: max pooling (:class:`MaxPoolEngine`, windows of stride ``size``), pools over
+the window generator (:class:`WindowPoolEngine`: any stride and padding, a max or a sum) and the
+global sum (:class:`GlobalSumPoolEngine`); :data:`POOL_ENGINES` the engine of each pool spec."""
 
 from __future__ import annotations
 
@@ -8,8 +10,11 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from . import constructing, divisors, elem_shape, ice40_blocks
+from .spec import GlobalPoolSpec, PoolSpec, WindowPoolSpec
+from .window import WindowGenerator, valid_simd
 
-__all__ = ["MaxPoolEngine", "elementwise_max", "row_buffer_attrs", "ROW_BLOCK_BITS"]
+__all__ = ["MaxPoolEngine", "WindowPoolEngine", "GlobalSumPoolEngine", "POOL_ENGINES", "POOL_OPS",
+           "elementwise_max", "row_buffer_attrs", "ROW_BLOCK_BITS"]
 
 #: Smallest row buffer of a folded pool (``lanes < C``) put in block RAM. A memory in logic
 #: costs about a flip-flop (an iCE40 logic cell) per bit plus its read multiplexer and write
@@ -110,6 +115,16 @@ class MaxPoolEngine(wiring.Component):
         """The engine of a :class:`~hwgen.hw.spec.PoolSpec`, with its ``lanes``."""
         return cls(spec.in_shape[0], spec.in_shape[1:], spec.size, elem_shape(*spec.in_range),
                    lanes=spec.folding.lanes)
+
+    @classmethod
+    def lane_options(cls, spec) -> list[int]:
+        """The ``lanes`` the engine of ``spec`` takes, cheapest first."""
+        return cls.valid_lanes(spec.in_shape[0])
+
+    @classmethod
+    def spec_cycles(cls, spec, lanes: int) -> int:
+        """Cycles per image of the engine of ``spec`` with ``lanes``, without building it."""
+        return cls.cycles(spec.in_shape[1:], spec.size, spec.in_shape[0], lanes)
 
     @staticmethod
     def valid_lanes(channels: int) -> list[int]:
@@ -340,3 +355,298 @@ class MaxPoolEngine(wiring.Component):
             m.d.sync += out.eq(Cat(out[lb:], cur.as_value()))
             with m.If(s_last):
                 m.d.sync += self.o.valid.eq(1)
+
+
+#: Most line-buffer read ports (block-RAM copies on iCE40) a window pool's default folding uses.
+POOL_MAX_PORTS = 3
+#: Reductions of :class:`WindowPoolEngine`.
+POOL_OPS = ("max", "sum")
+
+
+class WindowPoolEngine(wiring.Component):
+    """Max or sum pooling of any window, stride and padding, streaming, on line buffers.
+
+    ``y[c, oy, ox] = op over (dy, dx) of x[c, oy*stride + dy - pad, ox*stride + dx - pad]``, floor
+    mode, ``op`` the maximum (a padded tap never wins: it reads the smallest value of
+    ``elem_shape``) or the sum (a padded tap is 0: average pooling with ``count_include_pad``,
+    whose ``1/size²`` the quantizer folds into the next requantizer, so no divider).  The pools a
+    :class:`MaxPoolEngine` cannot do: overlapping (``stride < size``) or padded windows.
+
+    Structure: a :class:`~hwgen.hw.window.WindowGenerator` (``groups = 1``) issues ``simd``
+    taps per beat, :func:`~hwgen.hw.window.tap_order` (channel fastest); ``simd >= C`` beats
+    carry ``simd / C`` whole pixels (one read port each), reduced per channel; ``simd < C``
+    beats carry a ``simd``-channel slice.  One register per channel holds the running result,
+    the output register the finished pixel.
+
+    Parameters
+    ----------
+    channels : int
+    in_hw : (int, int)
+        Input ``(H, W)``.
+    size, stride, padding : int
+        Square window, its step, the padding on every side.
+    elem_shape : ShapeLike
+        Shape of one input value.
+    out_shape : ShapeLike
+        Shape of one output value: ``elem_shape`` for ``max``; wide enough for every partial
+        sum for ``sum`` (the derived range of :class:`hwgen.ir.SumPool2d` is).
+    op : ``"max"`` or ``"sum"``
+    simd : int, optional
+        Taps per beat, one of :meth:`valid_simd` (default ``C``: a pixel per beat).
+
+    Members
+    -------
+    i : ``In(stream.Signature(data.ArrayLayout(elem_shape, channels)))``
+    o : ``Out(stream.Signature(data.ArrayLayout(out_shape, channels)))``
+        Pixels in raster order, images back to back.
+
+    Timing
+    ------
+    ``cycles_per_image = max(OH*OW*steps, H*W*slices)`` (``steps = C*size²/simd`` beats per
+    output pixel, ``slices = max(1, C/simd)`` cycles per input pixel) when neither stream
+    stalls.  Latency: a result is valid 2 cycles after its last beat issues.  A finished pixel
+    waiting for ``o.ready`` stalls the window (the line buffers still take input rows).
+    """
+
+    def __init__(self, channels: int, in_hw: tuple[int, int], size: int, stride: int, padding: int,
+                 elem_shape, out_shape, op: str, *, simd: int | None = None):
+        with constructing(self):
+            MaxPoolEngine._validate(channels, in_hw, 1)
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise TypeError(f"size must be a positive integer, not {size!r}")
+            if op not in POOL_OPS:
+                raise ValueError(f"op must be one of {', '.join(POOL_OPS)}, not {op!r}")
+            for name, v, least in (("stride", stride, 1), ("padding", padding, 0)):
+                if isinstance(v, bool) or not isinstance(v, int) or v < least:
+                    raise TypeError(f"{name} must be an integer >= {least}, not {v!r}")
+            simd = channels if simd is None else simd
+            options = self.valid_simd(channels, size)
+            if isinstance(simd, bool) or simd not in options:
+                raise ValueError(f"lanes={simd!r} does not fold a {channels}-channel {size}×{size} "
+                                 f"pool window; pick one of {options}")
+            self.elem_shape, self.out_elem = Shape.cast(elem_shape), Shape.cast(out_shape)
+            if op == "max" and self.out_elem != self.elem_shape:
+                raise ValueError(f"a max pool's out_shape is its elem_shape, not {out_shape!r}")
+            self.channels, self.in_hw = channels, (int(in_hw[0]), int(in_hw[1]))
+            self.size, self.stride, self.padding = size, stride, padding
+            self.op, self.simd = op, simd
+            fill = 0
+            if op == "max" and self.elem_shape.signed:
+                fill = -(1 << (self.elem_shape.width - 1))
+            self._fill = fill
+            self.steps = channels * size * size // simd
+            self.ports = max(1, simd // channels)
+            self.slices = max(1, channels // simd)
+            h, w = self.in_hw
+            if h + 2 * padding < size or w + 2 * padding < size:
+                raise ValueError(f"pool size {size} is larger than the padded input {h}×{w}")
+            self.out_hw = ((h + 2 * padding - size) // stride + 1,
+                           (w + 2 * padding - size) // stride + 1)
+        super().__init__({
+            "i": In(stream.Signature(data.ArrayLayout(self.elem_shape, channels))),
+            "o": Out(stream.Signature(data.ArrayLayout(self.out_elem, channels))),
+        })
+
+    @classmethod
+    def from_spec(cls, spec) -> "WindowPoolEngine":
+        """The engine of a :class:`~hwgen.hw.spec.WindowPoolSpec`, its ``lanes`` the taps of a
+        beat."""
+        return cls(spec.in_shape[0], spec.in_shape[1:], spec.size, spec.stride, spec.padding,
+                   elem_shape(*spec.in_range), elem_shape(*spec.out_range), spec.op,
+                   simd=spec.folding.lanes)
+
+    @classmethod
+    def lane_options(cls, spec) -> list[int]:
+        """The ``lanes`` the engine of ``spec`` takes, cheapest first."""
+        return cls.valid_simd(spec.in_shape[0], spec.size)
+
+    @classmethod
+    def spec_cycles(cls, spec, lanes: int) -> int:
+        """Cycles per image of the engine of ``spec`` with ``lanes``, without building it."""
+        return cls.cycles(spec.in_shape[1:], spec.size, spec.stride, spec.padding,
+                          spec.in_shape[0], lanes)
+
+    @staticmethod
+    def valid_simd(channels: int, size: int) -> list[int]:
+        """Taps per beat: those of the window generator with at most :data:`POOL_MAX_PORTS`
+        read ports."""
+        return [d for d in valid_simd(channels, size * size) if d // channels <= POOL_MAX_PORTS]
+
+    @staticmethod
+    def cycles(in_hw, size, stride, padding, channels, simd) -> int:
+        """``cycles_per_image`` of an engine of these parameters, without building it."""
+        h, w = in_hw
+        oh, ow = (h + 2 * padding - size) // stride + 1, (w + 2 * padding - size) // stride + 1
+        return max(oh * ow * channels * size * size // simd, h * w * max(1, channels // simd))
+
+    @property
+    def cycles_per_image(self) -> int:
+        return self.cycles(self.in_hw, self.size, self.stride, self.padding, self.channels,
+                           self.simd)
+
+    latency = 2
+
+    @property
+    def params(self) -> dict:
+        return {"channels": self.channels, "op": self.op, "size": self.size, "stride": self.stride,
+                "padding": self.padding, "lanes": self.simd, "steps": self.steps,
+                "elem_bits": self.elem_shape.width, "out_bits": self.out_elem.width}
+
+    def _combine(self, a, b):
+        if self.op == "max":
+            return Mux(b > a, b, a)
+        return a + b
+
+    def elaborate(self, platform):
+        m = Module()
+        C, simd, sl = self.channels, self.simd, self.slices
+        h, w = self.in_hw
+        m.submodules.window = win = WindowGenerator(
+            C, h, w, (self.size, self.size), self.padding, self.elem_shape, simd, 1,
+            stride=self.stride, fill=self._fill)
+        wiring.connect(m, wiring.flipped(self.i), win.i)
+
+        # ---- flow: a finished pixel waiting in the output register stalls the window
+        stall = Signal()
+        take = Signal()  # a beat is consumed
+        m.d.comb += [
+            stall.eq(win.valid & win.last & self.o.valid & ~self.o.ready),
+            win.en.eq(~stall),
+            take.eq(win.valid & ~stall),
+        ]
+        with m.If(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+
+        # ---- the beat's values per channel it carries: its ports reduced
+        n = min(simd, C)  # channels per beat
+        beat = []
+        for j in range(n):
+            v = Signal(self.out_elem, name=f"beat{j}")
+            terms = [win.taps[p * C + j] for p in range(self.ports)]
+            acc = terms[0]
+            for t in terms[1:]:
+                acc = self._combine(acc, t)
+            m.d.comb += v.eq(acc)
+            beat.append(v)
+
+        # ---- which slice, and whether it is the window's first pixel (the running value restarts)
+        if sl > 1:
+            slice_ = Signal(range(sl))
+            fresh = Signal(init=1)
+            with m.If(take):
+                m.d.sync += slice_.eq(Mux(slice_ == sl - 1, 0, slice_ + 1))
+                with m.If(slice_ == sl - 1):
+                    m.d.sync += fresh.eq(win.last)
+        else:
+            slice_, fresh = 0, win.first
+
+        # ---- running values and the output register
+        run = [Signal(self.out_elem, name=f"run{c}") for c in range(C)]
+        for c in range(C):
+            j, s = c % n, c // n
+            here = (slice_ == s) if sl > 1 else 1
+            new = Mux(fresh, beat[j], self._combine(run[c], beat[j]))
+            with m.If(take & here):
+                m.d.sync += run[c].eq(new)
+            with m.If(take & win.last):
+                m.d.sync += self.o.payload[c].eq(Mux(here, new, run[c]) if sl > 1 else new)
+        with m.If(take & win.last):
+            m.d.sync += self.o.valid.eq(1)
+        return m
+
+
+class GlobalSumPoolEngine(wiring.Component):
+    """Sum of every channel over the whole ``H×W`` map, streaming: global average pooling
+    without its divider (the quantizer puts ``1 / (H*W)`` into the next layer's input scale).
+
+    Parameters
+    ----------
+    channels : int
+    in_hw : (int, int)
+    elem_shape, out_shape : ShapeLike
+        Shapes of an input value and of a sum (wide enough for every partial sum, as the
+        derived range of :class:`hwgen.ir.GlobalSumPool2d` is).
+
+    Members
+    -------
+    i : ``In(stream.Signature(data.ArrayLayout(elem_shape, channels)))``
+    o : ``Out(stream.Signature(data.ArrayLayout(out_shape, channels)))``
+        One beat per image, all ``C`` sums.
+
+    Timing
+    ------
+    One pixel per cycle (``H*W`` cycles per image); the sums are valid the cycle after the
+    image's last pixel is taken (latency 1).  The last pixel of the next image waits while
+    the previous sums are still in the output register; the others are accumulated meanwhile.
+    Storage: ``C`` accumulators and the output register, no memory.
+    """
+
+    latency = 1
+
+    def __init__(self, channels: int, in_hw: tuple[int, int], elem_shape, out_shape):
+        with constructing(self):
+            MaxPoolEngine._validate(channels, in_hw, 1)
+        self.channels, self.in_hw = channels, (int(in_hw[0]), int(in_hw[1]))
+        self.elem_shape, self.out_elem = Shape.cast(elem_shape), Shape.cast(out_shape)
+        self.lanes = channels
+        super().__init__({
+            "i": In(stream.Signature(data.ArrayLayout(self.elem_shape, channels))),
+            "o": Out(stream.Signature(data.ArrayLayout(self.out_elem, channels))),
+        })
+
+    @classmethod
+    def from_spec(cls, spec) -> "GlobalSumPoolEngine":
+        """The engine of a :class:`~hwgen.hw.spec.GlobalPoolSpec`."""
+        return cls(spec.in_shape[0], spec.in_shape[1:], elem_shape(*spec.in_range),
+                   elem_shape(*spec.out_range))
+
+    @classmethod
+    def lane_options(cls, spec) -> list[int]:
+        """All channels at once: the only ``lanes``."""
+        return [spec.in_shape[0]]
+
+    @classmethod
+    def spec_cycles(cls, spec, lanes: int) -> int:
+        """A pixel per cycle."""
+        return spec.in_shape[1] * spec.in_shape[2]
+
+    @property
+    def cycles_per_image(self) -> int:
+        return self.in_hw[0] * self.in_hw[1]
+
+    @property
+    def params(self) -> dict:
+        return {"channels": self.channels, "op": "sum", "global": True, "lanes": self.lanes,
+                "elem_bits": self.elem_shape.width, "out_bits": self.out_elem.width}
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self.in_hw[0] * self.in_hw[1]
+        count = Signal(range(n))
+        last = count == n - 1
+        take = Signal()
+        m.d.comb += [
+            self.i.ready.eq(~(last & self.o.valid & ~self.o.ready)),
+            take.eq(self.i.valid & self.i.ready),
+        ]
+        with m.If(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(take):
+            m.d.sync += count.eq(Mux(last, 0, count + 1))
+            with m.If(last):
+                m.d.sync += self.o.valid.eq(1)
+        for c in range(self.channels):
+            acc = Signal(self.out_elem, name=f"acc{c}")
+            total = Mux(count == 0, 0, acc) + self.i.payload[c]
+            with m.If(take):
+                m.d.sync += acc.eq(total)
+                with m.If(last):
+                    m.d.sync += self.o.payload[c].eq(total)
+        return m
+
+
+# --------------------------------------------------------------------------- from the IR
+
+#: The engine of each type of pool spec.
+POOL_ENGINES = {PoolSpec: MaxPoolEngine, WindowPoolSpec: WindowPoolEngine,
+                GlobalPoolSpec: GlobalSumPoolEngine}

@@ -7,14 +7,16 @@ A *folding* says how much of an engine runs in parallel; each engine family has 
   (:class:`~hwgen.hw.conv.ConvEngine`, any lane arithmetic);
 * :class:`WinogradFolding` ``(pe, overlap)`` for the Winograd tile engine
   (:class:`~hwgen.hw.winograd.WinogradEngine`);
-* :class:`PoolFolding` ``(lanes)`` for the max-pool engine (:class:`~hwgen.hw.pool.MaxPoolEngine`).
+* :class:`PoolFolding` ``(lanes)`` for the pool engines (:mod:`hwgen.hw.pool`: channels, or for
+  a window pool taps, per cycle).
 
 A user's override (``hwgen build --fold``, a sweep spec's foldings, the manifest read back) is
 parsed and validated once, by :func:`parse_overrides`: a dict ``{layer: {key: value}}`` of the
 keys of :data:`FOLDING_KEYS` with values of the right type.  Which keys fit which layer is only
 known with the model: :meth:`Folding.override` checks that when the planner applies them.
 
-An *engine spec* (:class:`DirectSpec`, :class:`WinogradSpec`, :class:`PoolSpec`) is one engine
+An *engine spec* (:class:`DirectSpec`, :class:`WinogradSpec`, :class:`PoolSpec` and its
+:class:`WindowPoolSpec` and :class:`GlobalPoolSpec`, :class:`HeadSpec`) is one engine
 of the pipeline: the layers it computes, its shapes and input interval, and its folding.  The
 hardware dispatches on these types, not on layer-kind strings; where it needs the arithmetic of
 a layer, the spec carries it as :class:`LaneOp`.
@@ -31,7 +33,7 @@ from .. import ir
 __all__ = ["LaneOp", "WeightMode", "Folding", "DirectFolding", "WinogradFolding", "PoolFolding",
            "FOLDINGS", "FOLDING_KEYS", "FoldingError", "parse_overrides", "parse_fold_items",
            "folding_from_dict", "EngineSpec", "DirectSpec", "WinogradSpec", "PoolSpec",
-           "HeadSpec"]
+           "WindowPoolSpec", "GlobalPoolSpec", "HeadSpec"]
 
 
 class FoldingError(ir.ModelError):
@@ -131,11 +133,12 @@ class WinogradFolding(Folding):
 
 @dataclass(frozen=True)
 class PoolFolding(Folding):
-    """Folding of a max-pool engine: ``lanes`` channels compared per cycle (divides ``C``)."""
+    """Folding of a pool engine: ``lanes`` channels compared per cycle (divides ``C``); for a
+    :class:`WindowPoolSpec` the taps of a beat (:meth:`~hwgen.hw.pool.WindowPoolEngine.valid_simd`)."""
 
     lanes: int
 
-    ENGINE: ClassVar[str] = "a max-pool engine"
+    ENGINE: ClassVar[str] = "a pool engine"
     CHECKS: ClassVar[dict] = {"lanes": _positive}
 
 
@@ -145,7 +148,7 @@ FOLDING_KEYS = tuple(dict.fromkeys(k for cls in FOLDINGS for k in cls.keys()))
 _CHECKS = {k: check for cls in FOLDINGS for k, check in cls.CHECKS.items()}
 #: The usage line of an override, for messages and ``--help``.
 FOLDING_USAGE = ("conv/dense: pe, simd, weights:rom|const; Winograd: pe, overlap:0|1; "
-                 "max-pool: lanes")
+                 "pools: lanes")
 
 
 def parse_overrides(table, where: str = "folding") -> dict[str, dict]:
@@ -239,8 +242,31 @@ class PoolSpec(EngineSpec):
 
 
 @dataclass(frozen=True, eq=False)
+class WindowPoolSpec(PoolSpec):
+    """A pool over the window generator (:class:`~hwgen.hw.pool.WindowPoolEngine`): ``size ×
+    size`` windows every ``stride`` pixels with ``padding``, combined by ``op`` (``"max"``, or
+    ``"sum"``: an average pool without its divider); ``out_range`` its outputs' interval.  Its
+    ``lanes`` are the taps of a beat."""
+
+    stride: int = 1
+    padding: int = 0
+    op: str = "max"
+    out_range: tuple[int, int] = (0, 0)
+
+
+@dataclass(frozen=True, eq=False)
+class GlobalPoolSpec(PoolSpec):
+    """The sum of each channel over the whole map (:class:`~hwgen.hw.pool.GlobalSumPoolEngine`,
+    a pixel per cycle; its ``lanes`` are all channels); ``out_range`` its outputs' interval."""
+
+    out_range: tuple[int, int] = (0, 0)
+
+
+@dataclass(frozen=True, eq=False)
 class HeadSpec(EngineSpec):
-    """The result head: the argmax of the ``in_shape[0]`` class scores, each in ``in_range``;
+    """The result head: the argmax of the ``in_shape[0]`` class scores, each in ``in_range``,
+    or with ``argmax`` False the scores alone (a model whose output is not a classification);
     nothing to fold."""
 
+    argmax: bool = True
     folding: None = None

@@ -16,10 +16,10 @@ from .. import ir
 from ..buildfolder import MANIFEST_FORMAT
 from . import constructing
 from .conv import ConvEngine
-from .head import ArgmaxHead, index_bits, result_layout
+from .head import ArgmaxHead, RawHead, index_bits, raw_layout, result_layout
 from .plan import SUPPORTED, engine_errors, plan
-from .pool import MaxPoolEngine
-from .spec import DirectSpec, HeadSpec, PoolSpec, WinogradSpec
+from .pool import POOL_ENGINES
+from .spec import DirectSpec, HeadSpec, WinogradSpec
 from .winograd import WinogradEngine
 
 __all__ = ["Accelerator", "generate", "MANIFEST_FORMAT", "MANIFEST_VERSION", "SUPPORTED"]
@@ -27,8 +27,15 @@ __all__ = ["Accelerator", "generate", "MANIFEST_FORMAT", "MANIFEST_VERSION", "SU
 MANIFEST_VERSION = 1
 
 #: The engine built from each type of spec.
-ENGINES = {DirectSpec: ConvEngine, WinogradSpec: WinogradEngine, PoolSpec: MaxPoolEngine,
+ENGINES = {DirectSpec: ConvEngine, WinogradSpec: WinogradEngine, **POOL_ENGINES,
            HeadSpec: ArgmaxHead}
+#: The head of a :class:`~hwgen.hw.spec.HeadSpec`, by its ``argmax`` flag.
+HEADS = {True: ArgmaxHead, False: RawHead}
+
+
+def engine_class(spec) -> type:
+    """The engine class built from ``spec`` (:data:`ENGINES`, :data:`HEADS` for the head)."""
+    return HEADS[spec.argmax] if isinstance(spec, HeadSpec) else ENGINES[type(spec)]
 
 
 class _Stage:
@@ -55,7 +62,10 @@ class Accelerator(wiring.Component):
     model : :class:`hwgen.ir.Model`
         Layer groups it builds, each a :class:`~hwgen.hw.conv.ConvEngine` unless said
         otherwise: a conv layer (``adder_conv2d``, ``shift_conv2d`` or ``conv2d``) and its
-        ``requant``; ``maxpool2d`` (a :class:`~hwgen.hw.pool.MaxPoolEngine`); ``flatten`` and a
+        ``requant``; ``maxpool2d`` (a :class:`~hwgen.hw.pool.MaxPoolEngine`, or for overlapping or
+        padded windows a :class:`~hwgen.hw.pool.WindowPoolEngine`), ``sumpool2d`` (a
+        :class:`~hwgen.hw.pool.WindowPoolEngine`), ``global_sumpool2d``
+        (:class:`~hwgen.hw.pool.GlobalSumPoolEngine`); ``flatten`` and a
         dense layer (``adder_dense``, ``shift_dense`` or ``dense``) with its ``requant`` (dense
         mode, over the map); then any number of further dense + ``requant`` pairs, the last
         ending the model.  Conv layers may follow each other without a pool, and a requant
@@ -71,6 +81,10 @@ class Accelerator(wiring.Component):
         folding; ``plan`` is its result.
     target_cycles : int or None
         The pace of the planner's foldings (cycles per image; default: the fastest that fits).
+    argmax : bool
+        Keyword, default True: an :class:`~hwgen.hw.head.ArgmaxHead` ends the pipeline.  False:
+        the output is not a classification, and the last layer's values leave as they are
+        (:class:`~hwgen.hw.head.RawHead`, no argmax field).
 
     Members
     -------
@@ -79,7 +93,8 @@ class Accelerator(wiring.Component):
         images back to back. Verilog ports ``pixels__payload``, ``pixels__valid``,
         ``pixels__ready``.
     result : ``Out(stream.Signature(result_layout(classes, score_shape)))``
-        One beat per image: ``scores`` (class 0 in the LSBs) then ``argmax``.
+        One beat per image: ``scores`` (class 0 in the LSBs) then ``argmax``; with
+        ``argmax=False``, ``raw_layout(classes, score_shape)``: the scores only.
 
     Throughput is :attr:`cycles_per_image` (the slowest engine); see :attr:`latency_cycles`.
 
@@ -87,15 +102,18 @@ class Accelerator(wiring.Component):
     """
 
     def __init__(self, model: ir.Model, folding: dict | None = None, *,
-                 target_cycles: int | None = None):
+                 target_cycles: int | None = None, argmax: bool = True):
         with constructing(self):
+            if not isinstance(argmax, bool):
+                raise TypeError(f"argmax must be a bool, not {argmax!r}")
+            self.argmax = argmax
             if not isinstance(model, ir.Model):
                 raise TypeError(f"model must be an hwgen.ir.Model, not {type(model).__name__}")
             if not model.is_chain:
                 raise ir.ModelError(f"model {model.name!r} is a graph, not a chain of layers; the "
                                     f"hardware builds chains only (no engine joins two tensors yet)")
             self.model = model
-            self.plan = plan(model, folding, target_cycles=target_cycles)
+            self.plan = plan(model, folding, target_cycles=target_cycles, argmax=argmax)
             self.target_cycles = target_cycles
             #: The user's overrides, validated; and the planner's own choice of every engine.
             self.folding = self.plan.overrides
@@ -106,7 +124,8 @@ class Accelerator(wiring.Component):
         self.classes = head.classes
         super().__init__({
             "pixels": In(self._input_signature()),
-            "result": Out(stream.Signature(result_layout(self.classes, self.score_shape))),
+            "result": Out(stream.Signature((result_layout if argmax else raw_layout)(
+                self.classes, self.score_shape))),
         })
 
     def _input_signature(self) -> stream.Signature:
@@ -121,7 +140,7 @@ class Accelerator(wiring.Component):
         try:
             for spec in specs:
                 with engine_errors(spec.name):
-                    stages.append(_Stage(spec, ENGINES[type(spec)].from_spec(spec)))
+                    stages.append(_Stage(spec, engine_class(spec).from_spec(spec)))
         except BaseException:
             for stage in stages:  # built before the error; not forgotten, just abandoned
                 stage.engine._MustUse__silence = True
@@ -208,7 +227,7 @@ def manifest(top: Accelerator, name: str = "hwgen_top") -> dict:
     c = model.input_shape[0]
     b = model.input_bits
     n, sb = top.classes, top.score_shape.width
-    ab = index_bits(n)
+    ab = index_bits(n) if top.argmax else 0
     return {
         "format": MANIFEST_FORMAT,
         "version": MANIFEST_VERSION,
@@ -217,7 +236,8 @@ def manifest(top: Accelerator, name: str = "hwgen_top") -> dict:
         "ports": {
             "pixels": {"channels": c, "bits": b, "payload_width": c * b},
             "result": {"classes": n, "score_bits": sb, "score_signed": bool(top.score_shape.signed),
-                       "argmax_offset": n * sb, "argmax_bits": ab, "payload_width": n * sb + ab},
+                       "argmax_offset": n * sb, "argmax_bits": ab, "payload_width": n * sb + ab,
+                       "argmax": top.argmax},
         },
         "input_shape": list(model.input_shape),
         "cycles_per_image": top.cycles_per_image,
@@ -232,12 +252,13 @@ def manifest(top: Accelerator, name: str = "hwgen_top") -> dict:
 
 
 def generate(model: ir.Model, *, folding: dict | None = None, name: str = "hwgen_top",
-             target_cycles: int | None = None) -> tuple[str, dict]:
+             target_cycles: int | None = None, argmax: bool = True) -> tuple[str, dict]:
     """Plan and elaborate ``model``: ``(Verilog text, manifest)``, written by the build folder
     (:meth:`hwgen.buildfolder.BuildFolder.write_design`).  The Verilog starts with
-    ```timescale 1ns/1ps``; the manifest names it ``<name>.v``."""
+    ```timescale 1ns/1ps``; the manifest names it ``<name>.v``.  ``argmax``: see
+    :class:`Accelerator`."""
     if not name.isidentifier():
         raise ValueError(f"top-level name {name!r} is not a valid Verilog identifier")
-    top = Accelerator(model, folding, target_cycles=target_cycles)
+    top = Accelerator(model, folding, target_cycles=target_cycles, argmax=argmax)
     doc = manifest(top, name)
     return "`timescale 1ns/1ps\n" + verilog.convert(top, name=name, emit_src=False), doc

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Shape, Signal, unsigned
+from amaranth import Cat, Const, Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -30,13 +30,17 @@ def valid_simd(channels: int, kernel_pixels: int) -> list[int]:
 
 
 class WindowGenerator(wiring.Component):
-    """Line buffers plus the schedule of a folded, stride-1 convolution's taps.
+    """Line buffers plus the schedule of a folded convolution's taps, any stride ``S``.
 
     Input pixels are written into a circular buffer of ``R`` rows (one
     :class:`~amaranth.lib.memory.Memory` word per pixel, all channels),
-    ``R = max(min(KH + 1, H), KH)``: the ``KH`` rows one output row needs plus the row being
-    written (``H`` rows when the kernel spans the image, as a dense layer does).  The reader walks
-    output pixels in raster order; for each it makes ``groups`` passes (one per group of
+    ``R = max(min(KH + S, H), KH)``: the ``KH`` rows one output row needs plus the ``S`` rows
+    the next output row moves down by, being written meanwhile (``H`` rows when the kernel
+    spans the image, as a dense layer does).  Output pixel ``(oy, ox)`` reads input pixels
+    ``(oy*S + dy - pad, ox*S + dx - pad)``; ``OH = (H + 2*pad - KH) // S + 1`` (likewise
+    ``OW``), as :func:`hwgen.golden.im2col`.  Input rows and columns no window reaches (the
+    last ``(H + 2*pad - KH) % S``, or those between windows when ``S > KH``) are accepted and
+    never read.  The reader walks output pixels in raster order; for each it makes ``groups`` passes (one per group of
     output channels the PEs compute together) of ``steps = C*KH*KW / simd`` beats, each beat
     ``simd`` taps in :func:`tap_order`.  A beat reads whole pixels through
     ``ports = max(1, simd // C)`` read ports (or one pixel and a ``simd``-channel slice of it);
@@ -47,18 +51,25 @@ class WindowGenerator(wiring.Component):
     stay put while ``i.valid`` waits for ``i.ready``, as the stream rules ask.  The reader
     spends at least ``KH*KW*slices`` beats on every output pixel, so this never slows it.
 
-    Flow control: output row ``oy`` starts once the input rows it needs have all arrived;
-    ``i.ready`` is low while the next input row would overwrite a row still needed (also
-    across images: the next image's rows wait for the slots the current image frees).
+    Flow control: output row ``oy`` starts once the input rows it needs have all arrived (the
+    last row of an image also waits for the image's unread last rows, so the next image's rows
+    are counted from its first); ``i.ready`` is low while the next input row would overwrite a
+    row still needed (also across images: the next image's rows wait for the slots the current
+    image frees).
 
     Parameters
     ----------
     channels, height, width : int
         Input map ``C × H × W``.
     kernel : (int, int)
-        ``(KH, KW)``; stride 1.
+        ``(KH, KW)``.
     padding : int
         Zero padding on every side.
+    stride : int
+        Step ``S`` of the window in both directions (keyword; default 1).
+    fill : int
+        Value of a tap outside the image (keyword; default 0, the zero padding of a
+        convolution; a max pool's padding takes the smallest value of ``elem_shape``).
     elem_shape : ShapeLike
         Shape of one input channel value.
     simd : int
@@ -83,14 +94,14 @@ class WindowGenerator(wiring.Component):
     Timing
     ------
     At most one beat per cycle; ``cycles_per_image = OH*OW*groups*steps`` when the input
-    keeps up. Latency from issue to ``taps``: 1 enabled cycle. Input: one pixel per
+    keeps up (it takes ``H*W*slices`` cycles at least: with a stride of 2 often more). Latency from issue to ``taps``: 1 enabled cycle. Input: one pixel per
     ``max(1, C // simd)`` cycles while a row is free.
     """
 
     def __init__(self, channels: int, height: int, width: int, kernel: tuple[int, int], padding: int,
-                 elem_shape, simd: int, groups: int):
+                 elem_shape, simd: int, groups: int, *, stride: int = 1, fill: int = 0):
         for name, v in (("channels", channels), ("height", height), ("width", width), ("simd", simd),
-                        ("groups", groups)):
+                        ("groups", groups), ("stride", stride)):
             if not isinstance(v, int) or v < 1:
                 raise TypeError(f"{name} must be a positive integer, not {v!r}")
         kh, kw = (int(k) for k in kernel)
@@ -99,20 +110,27 @@ class WindowGenerator(wiring.Component):
         if padding >= kh or padding >= kw:
             raise ValueError(f"padding {padding} must be smaller than the kernel {kh}×{kw}")
         self.C, self.H, self.W, self.KH, self.KW, self.pad = channels, height, width, kh, kw, padding
-        self.OH, self.OW = height + 2 * padding - kh + 1, width + 2 * padding - kw + 1
-        if self.OH < 1 or self.OW < 1:
+        self.S = stride
+        if height + 2 * padding < kh or width + 2 * padding < kw:
             raise ValueError(f"kernel {kh}×{kw} larger than the padded input {height}×{width}")
+        self.OH = (height + 2 * padding - kh) // stride + 1
+        self.OW = (width + 2 * padding - kw) // stride + 1
         if simd not in valid_simd(channels, kh * kw):
             raise ValueError(f"simd={simd} does not fold a {channels}-channel {kh}×{kw} window; "
                              f"pick one of {valid_simd(channels, kh * kw)}")
         self.simd, self.groups = simd, groups
         self.elem_shape = Shape.cast(elem_shape)
+        lo, hi = _shape_range(self.elem_shape)
+        if isinstance(fill, bool) or not isinstance(fill, int) or not lo <= fill <= hi:
+            raise ValueError(f"fill must be an integer in [{lo}, {hi}] (the elements' shape), "
+                             f"not {fill!r}")
+        self.fill = fill
         self.steps = channels * kh * kw // simd
         self.ports = max(1, simd // channels)
         self.slices = max(1, channels // simd)  # simd-wide slices of one pixel
-        # KH rows for a window plus one being written; fewer for a short image, but never
-        # fewer than KH so a window's rows are distinct slots.
-        self.R = max(min(kh + 1, height), kh)
+        # KH rows for a window plus the S the next one moves down by, being written; fewer for
+        # a short image, but never fewer than KH so a window's rows are distinct slots.
+        self.R = max(min(kh + stride, height), kh)
         taps = tap_order(channels, kh, kw)
         # table[s][j] = (dy, dx) of port j at step s, and the channel slice of step s.
         self.table = []
@@ -138,7 +156,7 @@ class WindowGenerator(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        C, H, W, KH, pad, R = self.C, self.H, self.W, self.KH, self.pad, self.R
+        C, H, W, KH, pad, R, S = self.C, self.H, self.W, self.KH, self.pad, self.R, self.S
         eb = self.elem_shape.width
         en = self.en
 
@@ -152,9 +170,10 @@ class WindowGenerator(wiring.Component):
         wp = mem.write_port()
         rps = [mem.read_port() for _ in range(self.ports)]
 
-        # ---- reader state (the schedule)
-        ox = Signal(range(self.OW))
-        oy = Signal(range(self.OH))
+        # ---- reader state (the schedule); ``ox``, ``oy`` count input pixels: output column
+        # and row times S (their window's top left corner, less the padding)
+        ox = Signal(range((self.OW - 1) * S + 1))
+        oy = Signal(range((self.OH - 1) * S + 1))
         grp = Signal(range(self.groups))
         step = Signal(range(self.steps))
         widx = Signal(range(self.groups * self.steps))
@@ -165,7 +184,12 @@ class WindowGenerator(wiring.Component):
         wr_ahead = Signal(range(H + R + 1))  # full rows written, counted from the reader's image
 
         # Rows of the reader's image that must be present / may be dropped.
-        inputs_ready = rows_ready(m, wr_ahead, oy + (KH - pad), H)
+        top = oy + (KH - pad)
+        if min(H, (self.OH - 1) * S + KH - pad) < H:
+            # The last output row reads no row past ``top``: it waits for the unread ones too,
+            # so that ``wr_ahead`` can drop a whole image when the image ends.
+            top = Mux(oy == (self.OH - 1) * S, H, top)
+        inputs_ready = rows_ready(m, wr_ahead, top, H)
         low = Signal(range(H + 1))
         m.d.comb += low.eq(Mux(oy > pad, oy - pad, 0))
         avail = Signal()
@@ -175,8 +199,8 @@ class WindowGenerator(wiring.Component):
 
         last_step = step == self.steps - 1
         last_group = grp == self.groups - 1
-        last_x = ox == self.OW - 1
-        last_y = oy == self.OH - 1
+        last_x = ox == (self.OW - 1) * S
+        last_y = oy == (self.OH - 1) * S
         finish = Signal()  # the last beat of an image is issued
         m.d.comb += finish.eq(issue & last_step & last_group & last_x & last_y)
 
@@ -186,15 +210,15 @@ class WindowGenerator(wiring.Component):
             with m.If(last_step):
                 m.d.sync += [step.eq(0), grp.eq(grp + 1)]
                 with m.If(last_group):
-                    m.d.sync += [grp.eq(0), widx.eq(0), ox.eq(ox + 1)]
+                    m.d.sync += [grp.eq(0), widx.eq(0), ox.eq(ox + S)]
                     with m.If(last_x):
-                        m.d.sync += [ox.eq(0), oy.eq(oy + 1)]
+                        m.d.sync += [ox.eq(0), oy.eq(oy + S)]
                         with m.If(last_y):
-                            # Next image's row -pad: H - OH + 1 rows further on.
-                            m.d.sync += [oy.eq(0),
-                                         row_slot.eq(add_mod(row_slot, (H - self.OH + 1) % R, R))]
+                            # Next image's row -pad: H - (OH - 1)*S rows further on.
+                            next_image = (H - (self.OH - 1) * S) % R
+                            m.d.sync += [oy.eq(0), row_slot.eq(add_mod(row_slot, next_image, R))]
                         with m.Else():
-                            m.d.sync += row_slot.eq(add_mod(row_slot, 1, R))
+                            m.d.sync += row_slot.eq(add_mod(row_slot, S if S <= R else S % R, R))
         m.d.comb += self.w_addr.eq(widx)
 
         # ---- writer: a pixel's slices one per cycle, the pixel taken with the last
@@ -236,8 +260,8 @@ class WindowGenerator(wiring.Component):
                         m.d.comb += [dy.eq(row[j][0]), dx.eq(row[j][1])]
                         if j == 0 and self.slices > 1:
                             m.d.comb += slice_sel.eq(sl)
-            iy = Signal(range(-pad, self.OH + KH), name=f"iy{j}")
-            ix = Signal(range(-pad, self.OW + self.KW), name=f"ix{j}")
+            iy = Signal(range(-pad, (self.OH - 1) * S + KH + 1), name=f"iy{j}")
+            ix = Signal(range(-pad, (self.OW - 1) * S + self.KW + 1), name=f"ix{j}")
             m.d.comb += [iy.eq(oy + dy - pad), ix.eq(ox + dx - pad)]
             m.d.comb += inside[j].eq(inside_image(iy, ix, H, W))
             slot = Signal(range(R), name=f"slot{j}")
@@ -255,7 +279,11 @@ class WindowGenerator(wiring.Component):
             ]
 
         # ---- stage 1: pick the taps from the read words, zero outside the image
-        words = [Mux(inside_q[j], rp.data, 0) for j, rp in enumerate(rps)]
+        fill = 0
+        if self.fill:  # one fill value per element of a word
+            elems = len(rps[0].data) // eb
+            fill = Cat(*(Const(self.fill, self.elem_shape) for _ in range(elems)))
+        words = [Mux(inside_q[j], rp.data, fill) for j, rp in enumerate(rps)]
         if self.ports > 1:
             m.d.comb += self.taps.eq(_cat(words))
         else:
@@ -266,7 +294,7 @@ class WindowGenerator(wiring.Component):
 # ---- line-buffer addressing, shared with the Winograd tile buffer (winograd_buffer.py)
 
 def add_mod(a, b, r: int):
-    """``(a + b) mod r`` for ``a`` in ``[0, r)`` and ``b`` in ``[0, r)``, with one compare."""
+    """``(a + b) mod r`` for ``a`` in ``[0, r)`` and ``b`` in ``[0, r]``, with one compare."""
     s = a + b
     return Mux(s >= r, s - r, s)
 
@@ -302,6 +330,12 @@ def count_rows(m: Module, rows_written, row_done, finish, height: int):
     reader's image: when the reader issues the last beat of an image (``finish``) the count
     drops by the ``height`` rows of that image."""
     m.d.sync += rows_written.eq(rows_written + row_done - Mux(finish, height, 0))
+
+
+def _shape_range(shape: Shape) -> tuple[int, int]:
+    if shape.signed:
+        return -(1 << (shape.width - 1)), (1 << (shape.width - 1)) - 1
+    return 0, (1 << shape.width) - 1
 
 
 def _cat(values):

@@ -6,7 +6,8 @@
 :mod:`.conv`            ``conv2d``, ``dense`` (the multiplier baseline)
 :mod:`.winograd_adder`  ``winograd_adder_conv2d`` (Winograd-AdderNet F(2×2, 3×3))
 :mod:`.requant`         ``requant`` (shift-and-add requantization)
-:mod:`.maxpool`         ``maxpool2d``
+:mod:`.maxpool`         ``maxpool2d`` (any stride and padding; :mod:`.pool` the shared geometry)
+:mod:`.sumpool`         ``sumpool2d``, ``global_sumpool2d`` (average pools without the divider)
 :mod:`.flatten`         ``flatten``
 :mod:`.add`             ``add`` (residual addition, saturating; golden model and ranges only)
 ======================  ====================================================================
@@ -23,11 +24,12 @@ from .matrix import ConvLayer, DenseLayer, im2col
 from .adder import AdderConv2d, AdderDense, l1_matrix
 from .shift import ShiftConv2d, ShiftDense, shift_matrix, split_power_of_two
 from .conv import Conv2d, Dense, mac_matrix
-# The executors of these three share their module's name: not re-exported, so that
-# hwgen.kinds.requant (and .maxpool, .winograd_adder) stays the module.
+# The executors of these four share their module's name: not re-exported, so that
+# hwgen.kinds.requant (and .maxpool, .sumpool, .winograd_adder) stays the module.
 from .winograd_adder import WinogradAdderConv2d
 from .requant import Requant
 from .maxpool import MaxPool2d
+from .sumpool import GlobalSumPool2d, SumPool2d
 from .flatten import Flatten
 from .add import Add
 
@@ -36,5 +38,5 @@ __all__ = [
     "layer_kinds", "register", "registered", "ConvLayer", "DenseLayer", "im2col",
     "AdderConv2d", "AdderDense", "l1_matrix", "ShiftConv2d", "ShiftDense", "shift_matrix",
     "split_power_of_two", "Conv2d", "Dense", "mac_matrix", "WinogradAdderConv2d",
-    "Requant", "MaxPool2d", "Flatten", "Add",
+    "Requant", "MaxPool2d", "SumPool2d", "GlobalSumPool2d", "Flatten", "Add",
 ]

@@ -255,3 +255,12 @@ class Quantizer:
 
     def layer(self, module, name: str) -> Layer:
         raise NotImplementedError
+
+    def layer_for(self, module, name: str, in_shape) -> Layer:
+        """:meth:`layer`, for a kind that needs the input's shape ``(N, C, H, W)`` too."""
+        return self.layer(module, name)
+
+    def divisor(self, module, in_shape) -> int:
+        """What the sum of a non-weighted layer is divided by in the float model (an average
+        pool's ``d``; its integer layer is the sum, the quantizer puts ``1/d`` into the scale)."""
+        return 1

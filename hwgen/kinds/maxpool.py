@@ -1,5 +1,5 @@
-"""Max pooling over ``size``×``size`` windows, stride ``size``: the kind ``maxpool2d``;
-from ``torch.nn.MaxPool2d`` (kernel = stride, no padding, floor mode)."""
+"""Max pooling over ``size``×``size`` windows, any stride and padding (floor mode): the kind
+``maxpool2d``; from ``torch.nn.MaxPool2d`` (square kernel, stride and padding, floor mode)."""
 
 from __future__ import annotations
 
@@ -8,39 +8,27 @@ from typing import ClassVar
 
 import numpy as np
 
-from .base import Layer, ModelError, Op, Quantizer, register, width
-from .matrix import pair
+from .base import Op, Quantizer, register, width
+from .pool import Pool2d, geometry_of, pool_check, pool_windows
 
 __all__ = ["MaxPool2d", "maxpool"]
 
 
 def maxpool(layer: "MaxPool2d", x: np.ndarray) -> np.ndarray:
-    """``(N, C, H, W)`` → ``(N, C, H // size, W // size)``, the maximum of every window."""
-    k = layer.size
-    n, c, h, w = x.shape
-    x = x[:, :, : h // k * k, : w // k * k]
-    return x.reshape(n, c, h // k, k, w // k, k).max(axis=(3, 5))
+    """``(N, C, H, W)`` → ``(N, C, OH, OW)``, the maximum of every window; a padded position
+    never wins (it holds the smallest int64)."""
+    fill = np.iinfo(np.int64).min
+    return pool_windows(x, layer.size, layer.stride, layer.padding, fill).max(axis=(4, 5))
 
 
 @register
 @dataclass
-class MaxPool2d(Layer):
-    """Max pooling over ``size``×``size`` windows with stride ``size`` (floor mode)."""
+class MaxPool2d(Pool2d):
+    """Max pooling (see :class:`~.pool.Pool2d`); a padded position never wins (PyTorch pads
+    with minus infinity)."""
 
     kind: ClassVar[str] = "maxpool2d"
     label: ClassVar[str] = "max pool"
-    size: int = 2
-
-    def params(self):
-        return {"size": int(self.size)}
-
-    def out_shape(self, in_shape):
-        if len(in_shape) != 3:
-            raise ModelError(f"{self.name}: expects a C×H×W input, got shape {in_shape}")
-        c, h, w = in_shape
-        if h < self.size or w < self.size:
-            raise ModelError(f"{self.name}: input {h}×{w} smaller than the pool size {self.size}")
-        return (c, h // self.size, w // self.size)
 
     def out_range(self, lo, hi):
         return lo, hi
@@ -61,14 +49,10 @@ class _PoolQuantizer(Quantizer):
         return (nn.MaxPool2d,)
 
     def check(self, m):
-        k, s = m.kernel_size, m.stride if m.stride is not None else m.kernel_size
-        if (pair(k)[0] != pair(k)[1] or pair(s) != pair(k) or pair(m.padding) != (0, 0)
-                or pair(m.dilation) != (1, 1) or m.ceil_mode):
-            return " with these options: only square kernel = stride, no padding, floor mode"
-        return None
+        return pool_check(m)
 
     def layer(self, module, name):
-        return MaxPool2d(name=name, size=int(pair(module.kernel_size)[0]))
+        return MaxPool2d(name=name, **geometry_of(module))
 
 
 MaxPool2d.quantizers = (_PoolQuantizer(),)

@@ -42,6 +42,8 @@ class Requant(Layer):
     output is signed ``out_bits`` wide.  ``mult`` has at most ``max_terms`` non-zero digits
     in canonical signed-digit form, so the hardware multiplies with that many shifters.
     ``scale`` is the real value of one output LSB (metadata, not used in integer arithmetic).
+    ``clamp_lo`` / ``clamp_hi`` narrow the clamp inside that range (``None``: its end): ReLU6
+    and Hardtanh are clamps at their bounds' codes.
     """
 
     kind: ClassVar[str] = "requant"
@@ -54,6 +56,8 @@ class Requant(Layer):
     relu: bool = True
     scale: float = 1.0
     max_terms: int = 3
+    clamp_lo: int | None = None
+    clamp_hi: int | None = None
 
     def __post_init__(self):
         self.mult = int_array(f"{self.name}.mult", self.mult, 1)
@@ -66,16 +70,36 @@ class Requant(Layer):
         if terms > self.max_terms:
             raise ModelError(f"{self.name}: a multiplier has {terms} signed digits, more than "
                              f"max_terms={self.max_terms}")
+        lo, hi = self.code_range
+        for key in ("clamp_lo", "clamp_hi"):
+            v = getattr(self, key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))
+                                  or not lo <= v <= hi):
+                raise ModelError(f"{self.name}: {key} must be an integer in [{lo}, {hi}] or None, "
+                                 f"not {v!r}")
+        if self.clamp[0] > self.clamp[1]:
+            raise ModelError(f"{self.name}: clamp_lo {self.clamp[0]} above clamp_hi {self.clamp[1]}")
 
     @property
-    def clamp(self) -> tuple[int, int]:
+    def code_range(self) -> tuple[int, int]:
+        """The output codes of ``out_bits`` (unsigned with ``relu``)."""
         if self.relu:
             return 0, (1 << self.out_bits) - 1
         return -(1 << (self.out_bits - 1)), (1 << (self.out_bits - 1)) - 1
 
+    @property
+    def clamp(self) -> tuple[int, int]:
+        lo, hi = self.code_range
+        return (lo if self.clamp_lo is None else int(self.clamp_lo),
+                hi if self.clamp_hi is None else int(self.clamp_hi))
+
     def params(self):
-        return {"shift": int(self.shift), "out_bits": int(self.out_bits), "relu": bool(self.relu),
-                "scale": float(self.scale), "max_terms": int(self.max_terms)}
+        out = {"shift": int(self.shift), "out_bits": int(self.out_bits), "relu": bool(self.relu),
+               "scale": float(self.scale), "max_terms": int(self.max_terms)}
+        for key in ("clamp_lo", "clamp_hi"):  # only when set: older models read the same
+            if getattr(self, key) is not None:
+                out[key] = int(getattr(self, key))
+        return out
 
     def out_shape(self, in_shape):
         if in_shape[0] != len(self.mult):

@@ -274,6 +274,11 @@ class _WinogradQuantizer(Quantizer):
         if m.p != 1.0:
             return (f" with p = {m.p}: the integer model is l1 (p = 1); finish the "
                     f"l2-to-l1 schedule (it ends at p = 1)")
+        stride = getattr(m, "stride", 1)
+        if (tuple(stride) if isinstance(stride, (tuple, list)) else (stride, stride)) != (1, 1):
+            # The one refusal of a strided Winograd layer: the IR node has no stride.
+            return (f" with stride {stride}: the Winograd F(2×2, 3×3) engine computes stride 1 "
+                    f"only; use an AdderConv2d for stride 2")
         return None
 
     def quantize(self, module, name, s_in, options):
