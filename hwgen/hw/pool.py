@@ -1,6 +1,6 @@
 """Streaming pools: max pooling (:class:`MaxPoolEngine`, windows of stride ``size``), pools over
 the window generator (:class:`WindowPoolEngine`: any stride and padding, a max or a sum) and the
-global sum (:class:`GlobalSumPoolEngine`); :data:`POOL_ENGINES` the engine of each pool spec."""
+global sum (:class:`GlobalSumPoolEngine`); ``POOL_ENGINES`` is the engine of each pool spec."""
 
 from __future__ import annotations
 
