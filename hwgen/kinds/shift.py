@@ -84,6 +84,7 @@ class _Shift:
     """
 
     _ndim: ClassVar[int] = 0
+    array_fields: ClassVar[tuple[str, ...]] = ("sign", "shift")
     arithmetic: ClassVar[Arithmetic] = Arithmetic.SHIFT
     _alternative: ClassVar[str] = " (or give 'weight')"
 
@@ -110,9 +111,13 @@ class _Shift:
             return cls.from_weight(weight=arrays["weight"], **params)
         return super().from_saved(params, arrays, where)
 
-    def _init_shift(self, ndim):
-        self.sign = int_array(f"{self.name}.sign", self.sign, ndim)
-        self.shift = int_array(f"{self.name}.shift", self.shift, ndim)
+    def __post_init__(self):
+        self._init_shift()
+        super().__post_init__()
+
+    def _init_shift(self):
+        self.sign = int_array(f"{self.name}.sign", self.sign, self._ndim)
+        self.shift = int_array(f"{self.name}.shift", self.shift, self._ndim)
         if self.sign.shape != self.shift.shape:
             raise ModelError(f"{self.name}: sign has shape {self.sign.shape} but shift has "
                              f"{self.shift.shape}; they must be the same (the weight shape)")
@@ -158,15 +163,10 @@ class ShiftConv2d(_Shift, ConvLayer):
     kind: ClassVar[str] = "shift_conv2d"
     label: ClassVar[str] = "DeepShift conv"
     _ndim: ClassVar[int] = 4
-    array_fields: ClassVar[tuple[str, ...]] = ("sign", "shift")
     weight: np.ndarray = field(default=None, init=False, repr=False)
     sign: np.ndarray = field(default=None, repr=False)
     shift: np.ndarray = field(default=None, repr=False)
     max_shift: int = 15
-
-    def __post_init__(self):
-        self._init_shift(4)
-        super().__post_init__()
 
     def params(self):
         return {**super().params(), **self._shift_params()}
@@ -180,15 +180,10 @@ class ShiftDense(_Shift, DenseLayer):
     kind: ClassVar[str] = "shift_dense"
     label: ClassVar[str] = "DeepShift dense"
     _ndim: ClassVar[int] = 2
-    array_fields: ClassVar[tuple[str, ...]] = ("sign", "shift")
     weight: np.ndarray = field(default=None, init=False, repr=False)
     sign: np.ndarray = field(default=None, repr=False)
     shift: np.ndarray = field(default=None, repr=False)
     max_shift: int = 15
-
-    def __post_init__(self):
-        self._init_shift(2)
-        super().__post_init__()
 
     def params(self):
         return self._shift_params()
