@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import HwgenError
+from .errors import HwgenError, first_line
 
 __all__ = ["Dataset", "DataError", "digits", "digits_dataset", "load", "from_arrays", "CLASSES",
            "MAX_IMAGES", "MAX_PIXELS"]
@@ -141,7 +141,7 @@ def load(path: str | os.PathLike) -> Dataset:
     except DataError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise DataError(f"{path}: not a readable .npz data set ({_first_line(e)})") from None
+        raise DataError(f"{path}: not a readable .npz data set ({first_line(e)})") from None
     unknown = sorted(set(arrays) - {"x", "y", "classes", "split", "x_test", "y_test", "pixel_max"})
     if unknown:
         raise DataError(f"{path}: unknown array {unknown[0]!r}; a data set holds x, y and optionally "
@@ -190,11 +190,6 @@ def _read_member(npz, key: str, path: Path) -> np.ndarray:
     if count > MAX_IMAGES * 64 * 64 * 3:
         raise DataError(f"{path}: array {key!r} has {count} values, more than hwgen reads")
     return npz[key]
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
 
 
 def _from(name, x, y, x_test, y_test, split, classes, pixel_max, *, where) -> Dataset:

@@ -23,8 +23,16 @@ and the errors of the other stages: :class:`hwgen.energy.EnergyError`,
 
 from __future__ import annotations
 
-__all__ = ["HwgenError"]
+__all__ = ["HwgenError", "first_line"]
 
 
 class HwgenError(Exception):
     """An error a user can mend; its message is one line that says what to change."""
+
+
+def first_line(e: BaseException, skip: tuple[str, ...] = ()) -> str:
+    """The informative first line of ``e``'s message, lines starting with any of ``skip``
+    (a library's boilerplate) left out; the class name when nothing is left."""
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith(skip)]
+    return lines[0] if lines else type(e).__name__

@@ -102,12 +102,17 @@ def dataset_for(recorded: dict | None, given: data.Dataset | None, what: str) ->
 def test_vectors(model: ir.Model, dataset: data.Dataset | None = None) -> dict[str, np.ndarray]:
     """``dataset``'s test images (default: as :func:`dataset_for` picks) quantized for
     ``model``, with labels and golden outputs."""
-    from .quant import quantize_input
-
     # The labels are checked when the data is the model's own (given, or recorded in it); a model
     # that records none (one made by hand) is still tested on the digits images for bit-exactness.
     own = dataset is not None or bool(model.meta.get("data"))
     dataset = dataset_for(model.meta.get("data"), dataset, f"model {model.name!r}")
+    return _vectors(model, dataset, own)
+
+
+def _vectors(model: ir.Model, dataset: data.Dataset, own: bool) -> dict[str, np.ndarray]:
+    """:func:`test_vectors` of the resolved ``dataset``; ``own``: its labels are the model's."""
+    from .quant import quantize_input
+
     dataset.check_model(model.input_shape, model.num_classes, f"model {model.name!r}", labels=own)
     x = quantize_input(model, dataset.x_test)
     result = golden.run(model, x)
@@ -140,7 +145,7 @@ def build(model: ir.Model, out_dir: str | os.PathLike, device: str | None = None
     ``folding`` overrides layers' foldings; ``target_cycles`` paces the automatic folding
     (cycles per image, see :func:`hwgen.hw.plan.balanced_foldings`); the test vectors are
     ``dataset``'s test images (see :func:`test_vectors`), recorded as the manifest's ``data``."""
-    given = dataset
+    own = dataset is not None or bool(model.meta.get("data"))
     dataset = dataset_for(model.meta.get("data"), dataset, f"model {model.name!r}")
     from .hw.top import generate
 
@@ -156,7 +161,7 @@ def build(model: ir.Model, out_dir: str | os.PathLike, device: str | None = None
         folder = BuildFolder(tmp)
         log.info("building %s from model %r (%d layers)", out_dir, model.name, len(model.layers))
         model.save(tmp)
-        vectors = test_vectors(model, given)
+        vectors = _vectors(model, dataset, own)
         np.savez(folder.vectors, **vectors)
         log.info("test vectors: %d images of %s", len(vectors["x"]), dataset.name)
         verilog, manifest = generate(model, folding=folding, target_cycles=target_cycles,

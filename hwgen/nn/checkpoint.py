@@ -65,7 +65,7 @@ _BOILERPLATE = ("Weights only load failed", "Check the documentation", "Please f
                 "(1)", "(2)", "In PyTorch 2.6")
 
 
-def _first_line(e: BaseException) -> str:
+def _loader_message(e: BaseException) -> str:
     """The informative line of an exception (the safe loader's message is a paragraph)."""
     lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
     lines = [line.split("WeightsUnpickler error:", 1)[-1].strip() for line in lines
@@ -92,7 +92,7 @@ def load_checkpoint(path) -> tuple[nn.Module, dict]:
             doc = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as e:  # noqa: BLE001 -- anything the safe loader refuses is the same error to a user
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, or it holds code that the "
-                              f"safe loader refuses ({_first_line(e)})") from None
+                              f"safe loader refuses ({_loader_message(e)})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an hwgen checkpoint (no format {FORMAT!r}); "
                               f"make one with `hwgen train` or hwgen.nn.save_checkpoint")
@@ -104,7 +104,7 @@ def load_checkpoint(path) -> tuple[nn.Module, dict]:
     try:
         model = build_model(arch, **config)
     except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{path}: {_first_line(e).split(': ', 1)[-1]}") from None
+        raise CheckpointError(f"{path}: {_loader_message(e).split(': ', 1)[-1]}") from None
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
