@@ -6,7 +6,7 @@ values (ints, floats, strings, lists, null), because it is stored in checkpoints
 
 The digits architectures share one shape (``_digits_net``): ``adder`` (AdderNet), ``shift``
 (DeepShift), ``shiftadd`` (ShiftAddNet), ``winograd-adder`` (Winograd-AdderNet) and ``conv`` (the
-multiplier baseline).
+multiplier baseline); ``mixed`` takes one of those families per layer.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from .shift import DEFAULT_PRANGE, ShiftConv2d, ShiftLinear
 from .winograd import WinogradAdderConv2d, transform_set
 
 __all__ = ["build_model", "register_arch", "archs", "default_config", "FREEZE", "ConfigError",
-           "input_hw", "input_shape", "per_layer"]
+           "input_hw", "input_shape", "per_layer", "MIXED_KINDS"]
 
 FREEZE = ("none", "shift", "add")  # the shiftadd arch's ``freeze`` options
 
@@ -249,3 +249,63 @@ def _shiftadd(channels, in_channels, input_size, num_classes, mode, prange, eta,
             for p in m.parameters():
                 p.requires_grad_(False)
     return model
+
+
+#: The operator families a layer of the ``mixed`` architecture can be (one per block + the dense).
+MIXED_KINDS = ("conv", "adder", "shift", "shiftadd", "winograd-adder")
+
+
+@register_arch("mixed", {"channels": [8, 16], "in_channels": 1, "input_size": 8, "num_classes": 10,
+                         "kinds": "adder,shift,conv", "mode": "ps", "prange": list(DEFAULT_PRANGE),
+                         "eta": DEFAULT_ETA, "add_kernel": 1, **_GEOMETRY})
+def _mixed(channels, in_channels, input_size, num_classes, kinds, mode, prange, eta, add_kernel,
+           kernel, stride, padding):
+    """The digits net with one operator family per layer (a hybrid network, as in ShiftAddNAS).
+
+    ``kinds``: one of :data:`MIXED_KINDS` per block and one for the dense head (a list, or
+    ``"adder,shift,conv"``), each layer built as in that family's own architecture: ``conv`` a
+    multiplier layer, ``adder`` an AdderNet layer (``eta``), ``shift`` a DeepShift layer
+    (``mode``, ``prange``), ``shiftadd`` a shift layer followed by an adder layer
+    (``add_kernel``), ``winograd-adder`` a Winograd-AdderNet conv (kernel 3, stride 1; its dense
+    head is an adder layer, as in that architecture).
+    """
+    names = [k.strip() for k in kinds.split(",")] if isinstance(kinds, str) else kinds
+    if (not isinstance(names, (list, tuple)) or len(names) != len(channels) + 1
+            or any(k not in MIXED_KINDS for k in names)):
+        raise ValueError(f"mixed: kinds must name {len(channels) + 1} layers (one per block and "
+                         f"the dense head), each one of {', '.join(MIXED_KINDS)}; got {kinds!r}")
+    if not isinstance(add_kernel, int) or isinstance(add_kernel, bool) or add_kernel % 2 == 0:
+        raise ValueError(f"mixed: add_kernel must be an odd integer >= 1, got {add_kernel!r}")
+    geometry = [per_layer(name, value, len(channels), lo) for name, value, lo in
+                (("kernel", kernel, 1), ("stride", stride, 1), ("padding", padding, 0))]
+    for i, (kind, k, s) in enumerate(zip(names, *geometry[:2])):
+        if kind == "winograd-adder" and (k, s) != (3, 1):
+            raise ValueError(f"mixed: block {i} is winograd-adder, which needs kernel 3 and "
+                             f"stride 1 (F(2x2, 3x3) tiles); got kernel {k}, stride {s}")
+
+    def shift(i, o, k=1, s=1, p=0, dense=False):
+        if dense:
+            return ShiftLinear(i, o, mode=mode, prange=prange)
+        return ShiftConv2d(i, o, k, stride=s, padding=p, mode=mode, prange=prange)
+
+    def adder(i, o, k=1, s=1, p=0, dense=False):
+        return AdderLinear(i, o, eta=eta) if dense else AdderConv2d(i, o, k, stride=s, padding=p,
+                                                                    eta=eta)
+
+    def layer(kind, i, o, k, s, p, dense):
+        if kind == "conv":
+            return nn.Linear(i, o, bias=False) if dense else nn.Conv2d(i, o, k, stride=s,
+                                                                       padding=p, bias=False)
+        if kind == "adder" or (kind == "winograd-adder" and dense):
+            return adder(i, o, k, s, p, dense)
+        if kind == "shift":
+            return shift(i, o, k, s, p, dense)
+        if kind == "shiftadd":
+            return [shift(i, o, k, s, p, dense),
+                    adder(o, o, add_kernel, 1, add_kernel // 2, dense)]
+        return WinogradAdderConv2d(i, o, padding=p, eta=eta)
+
+    blocks = iter(names[:-1])
+    return _digits_net(lambda i, o, k, s, p: layer(next(blocks), i, o, k, s, p, False),
+                       lambda i, o: layer(names[-1], i, o, 1, 1, 0, True), channels, in_channels,
+                       input_size, num_classes, kernel, stride, padding)
