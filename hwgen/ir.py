@@ -26,7 +26,7 @@ from .arith import (INT64_MAX, abs_diff_range, affine_range, bits_for, csd, csd_
                     l1_range, mac_range, signed_bits_for)
 from .kinds import (Add, AdderConv2d, AdderDense, Conv2d, ConvLayer, Dense, DenseLayer, Flatten,
                     GlobalSumPool2d, Layer, MaxPool2d, ModelError, Requant, ShiftConv2d,
-                    ShiftDense, SumPool2d, WinogradAdderConv2d,
+                    ShiftDense, SubsamplePad, SumPool2d, WinogradAdderConv2d,
                     kind_class, layer_kinds, register, split_power_of_two)
 from .util import atomic_write
 
@@ -36,7 +36,7 @@ __all__ = [
     "csd", "csd_round", "abs_diff_range", "l1_range", "mac_range", "affine_range",
     "layer_kinds", "kind_class", "register", "split_power_of_two", "AdderConv2d", "AdderDense",
     "Conv2d", "Dense", "ShiftConv2d", "ShiftDense", "WinogradAdderConv2d", "Requant",
-    "MaxPool2d", "SumPool2d", "GlobalSumPool2d", "Flatten", "Add", "INT64_MAX",
+    "MaxPool2d", "SumPool2d", "GlobalSumPool2d", "Flatten", "Add", "SubsamplePad", "INT64_MAX",
 ]
 
 # Names the code of other modules used before the registry (kept for compatibility).

@@ -109,3 +109,57 @@ def test_the_registry_imports_no_torch():
             " or m in ('hwgen.golden', 'hwgen.quant', 'hwgen.nn'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+# --------------------------------------------------------------------------- subsample_pad
+
+def _option_a_model(stride, before, after):
+    """The shortcut alone on a 2×5×5 input, then flatten and a dense layer (a valid model)."""
+    sp = kinds.SubsamplePad("sp", stride=stride, pad_before=before, pad_after=after)
+    c = 2 + before + after
+    h = -(-5 // stride)
+    return ir.Model("a", input_shape=(2, 5, 5), input_bits=4, input_scale=1.0,
+                    layers=[sp, ir.Flatten("f"),
+                            ir.Dense("fc", weight=np.ones((2, c * h * h), dtype=np.int64))])
+
+
+@pytest.mark.parametrize("stride, before, after", [(1, 0, 0), (2, 1, 1), (2, 0, 2), (3, 2, 0)])
+def test_subsample_pad_keeps_every_stride_th_pixel_between_zero_channels(stride, before, after):
+    model = _option_a_model(stride, before, after)
+    h = -(-5 // stride)
+    assert model.shapes()[0] == (2 + before + after, h, h)
+    assert model.value_ranges()[0] == (0, 15)
+    x = np.random.default_rng(stride).integers(0, 16, (3, 2, 5, 5))
+    y = golden.run(model, x).layers[0]
+    for c in range(2 + before + after):
+        for i in range(h):
+            for j in range(h):
+                want = x[:, c - before, i * stride, j * stride] if before <= c < 2 + before else 0
+                assert (y[:, c, i, j] == want).all(), (c, i, j)
+    assert energy.op_counts(model)[0]["ops"] == []
+
+
+def test_subsample_pad_range_holds_zero_and_it_saves(tmp_path):
+    sp = kinds.SubsamplePad("sp", stride=2, pad_before=1, pad_after=1)
+    assert sp.out_range(3, 9) == (0, 9) and sp.out_range(-4, -1) == (-4, 0)
+    model = _option_a_model(2, 1, 1)
+    model.save(tmp_path)
+    again = ir.Model.load(tmp_path).layers[0]
+    assert isinstance(again, kinds.SubsamplePad)
+    assert (again.stride, again.pad_before, again.pad_after) == (2, 1, 1)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"stride": 0}, r"^sp: stride must be a positive integer, not 0$"),
+    ({"stride": True}, r"^sp: stride must be a positive integer, not True$"),
+    ({"pad_before": -1}, r"^sp: pad_before must be a non-negative integer, not -1$"),
+    ({"pad_after": 1.5}, r"^sp: pad_after must be a non-negative integer, not 1.5$"),
+])
+def test_subsample_pad_refuses_bad_parameters(params, message):
+    with pytest.raises(ir.ModelError, match=message):
+        kinds.SubsamplePad("sp", **params)
+
+
+def test_subsample_pad_refuses_a_flat_input():
+    with pytest.raises(ir.ModelError, match=r"^sp: subsamples a C×H×W map, got shape \(8,\)$"):
+        kinds.SubsamplePad("sp").out_shape((8,))

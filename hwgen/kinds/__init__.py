@@ -9,7 +9,8 @@
 :mod:`.maxpool`         ``maxpool2d`` (any stride and padding; :mod:`.pool` the shared geometry)
 :mod:`.sumpool`         ``sumpool2d``, ``global_sumpool2d`` (average pools without the divider)
 :mod:`.flatten`         ``flatten``
-:mod:`.add`             ``add`` (residual addition, saturating; golden model and ranges only)
+:mod:`.add`             ``add`` (residual addition, saturating)
+:mod:`.shortcut`        ``subsample_pad`` (the option-A shortcut: subsample, zero channels)
 ======================  ====================================================================
 
 What a kind defines, and how a new one plugs in, is in :mod:`.base`: a subclass of
@@ -32,11 +33,12 @@ from .maxpool import MaxPool2d
 from .sumpool import GlobalSumPool2d, SumPool2d
 from .flatten import Flatten
 from .add import Add
+from .shortcut import SubsamplePad
 
 __all__ = [
     "OP_TYPES", "Layer", "ModelError", "Op", "Quantizer", "QuantizedLayer", "kind_class",
     "layer_kinds", "register", "registered", "ConvLayer", "DenseLayer", "im2col",
     "AdderConv2d", "AdderDense", "l1_matrix", "ShiftConv2d", "ShiftDense", "shift_matrix",
     "split_power_of_two", "Conv2d", "Dense", "mac_matrix", "WinogradAdderConv2d",
-    "Requant", "MaxPool2d", "SumPool2d", "GlobalSumPool2d", "Flatten", "Add",
+    "Requant", "MaxPool2d", "SumPool2d", "GlobalSumPool2d", "Flatten", "Add", "SubsamplePad",
 ]
