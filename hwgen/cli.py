@@ -149,6 +149,35 @@ def cmd_compare(args) -> int:
     return EXIT_MISMATCH if any(r["status"] == "MISMATCH" for r in doc["rows"]) else 0
 
 
+def _channels(text: str) -> list[int]:
+    try:
+        channels = [int(c) for c in text.split(",")]
+    except ValueError:
+        channels = []
+    if not channels or min(channels) < 1:
+        raise UserError(f"--channels {text!r}: expected positive integers, e.g. 8,16")
+    return channels
+
+
+def cmd_search(args) -> int:
+    from .search import parse_budget, search
+
+    doc = search(args.out, device=args.device, budget=parse_budget(args.budget),
+                 dataset=_dataset(args.data), population=args.population,
+                 channels=_channels(args.channels),
+                 generations=args.generations, epochs=args.epochs, seed=args.seed, cost=args.cost,
+                 target_cycles=args.cycles, progress=not args.quiet)
+    front = {p["name"]: p for p in doc["points"] if p["on_front"]}
+    print(f"{len(doc['points'])} networks evaluated on {doc['device']} at "
+          f"{doc['target_cycles']} cycles/image; Pareto front (accuracy, LUTs, energy):")
+    for name in doc["front"]:
+        p = front[name]
+        print(f"  {','.join(p['kinds']):40s} {p['integer_accuracy']:.4f}  {p['luts']:6d} LUT  "
+              f"{p['energy_pj']:9.0f} pJ  {p['checkpoint']}")
+    print(f"points: {Path(args.out) / 'search.json'}, plot: {Path(args.out) / 'pareto.png'}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from .report import write_report
 
@@ -327,6 +356,24 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None, help="with --source train")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("search", help="choose each layer's operator (conv, adder, shift, shift-add, "
+                                      "Winograd-adder) by measured cost: the Pareto front")
+    p.add_argument("--out", default="build/search", help="folder for the points, search.json, pareto.png")
+    p.add_argument("--device", default="ice40-up5k", help="device the points are built and placed for")
+    p.add_argument("--budget", default=None, metavar="luts=N[,energy=PJ]",
+                   help="points above it are recorded but kept off the front")
+    p.add_argument("--data", default=None, help="data set (.npz; default: the bundled digits)")
+    p.add_argument("--cost", choices=["synth", "estimate"], default="synth",
+                   help="LUTs from place and route (default) or from the planner's estimate (fast)")
+    p.add_argument("--population", type=int, default=8)
+    p.add_argument("--generations", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=3, help="training epochs per point")
+    p.add_argument("--channels", default="8,16", help="channels of the conv blocks (default: 8,16)")
+    p.add_argument("--cycles", type=int, default=None,
+                   help="common pace, cycles per image (default: the all-conv network's own)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("flow", help="build, simulate and synthesize in one go (default: the embedded model)")
     p.add_argument("model", nargs="?", default=None, help="as for 'hwgen build'")

@@ -68,7 +68,7 @@ from pathlib import Path
 
 from . import ir
 from .errors import HwgenError
-from .util import atomic_write, atomic_write_json
+from .util import Steps, atomic_write, atomic_write_json
 
 __all__ = ["FAMILIES", "SOURCES", "variant_model", "compare", "format_table", "markdown_table"]
 
@@ -162,7 +162,7 @@ def compare(out_dir, archs=FAMILIES, device: str = "ice40-hx8k", source: str = "
     rows: dict[str, dict] = {}
     t0 = time.perf_counter()
 
-    bar = _progress(progress, total=len(archs) * (3 if simulator else 2))
+    bar = Steps(progress, len(archs) * (3 if simulator else 2), "compare")
     with bar:
         # Models and builds one after the other: quantizing and elaborating are fast, and
         # training (source="train") is single-threaded and deterministic by design.
@@ -337,30 +337,3 @@ def format_table(doc: dict) -> str:
                      f"differences than {section['direct']} ({layer['absdiff']['winograd']:,} vs "
                      f"{layer['absdiff']['direct']:,}){luts}")
     return "\n".join(lines)
-
-
-class _progress:
-    """A rich progress bar, or nothing when ``enabled`` is false."""
-
-    def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total = enabled, total
-
-    def __enter__(self):
-        if self.enabled:
-            from rich.progress import Progress
-            self._p = Progress(transient=True)
-            self._p.__enter__()
-            self._task = self._p.add_task("compare", total=self.total)
-        return self
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self._p.__exit__(*exc)
-
-    def set(self, what: str):
-        if self.enabled:
-            self._p.update(self._task, description=what)
-
-    def advance(self):
-        if self.enabled:
-            self._p.advance(self._task)

@@ -16,7 +16,8 @@ built-in class it always was, such as :class:`ValueError`, so callers that caugh
 
 and the errors of the other stages: :class:`hwgen.energy.EnergyError`,
 :class:`hwgen.report.ReportError`, :class:`hwgen.compare.CompareError`,
-:class:`hwgen.sweep.SweepError`, :class:`hwgen.boards.BoardError`, :class:`hwgen.frame.FrameError`,
+:class:`hwgen.sweep.SweepError`, :class:`hwgen.search.SearchError`,
+:class:`hwgen.boards.BoardError`, :class:`hwgen.frame.FrameError`,
 :class:`hwgen.nn.checkpoint.CheckpointError`, :class:`hwgen.nn.models.ConfigError`, and
 :class:`hwgen.cli.UserError` (a bad command-line argument).
 """

@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write", "atomic_write_json"]
+__all__ = ["atomic_write", "atomic_write_json", "Steps"]
 
 
 def atomic_write(path, write, binary: bool = False) -> Path:
@@ -35,3 +35,31 @@ def atomic_write_json(path, doc) -> Path:
     """:func:`atomic_write` of ``doc`` as indented JSON with a final newline."""
     text = json.dumps(doc, indent=2) + "\n"
     return atomic_write(path, lambda f: f.write(text))
+
+
+class Steps:
+    """A transient rich progress bar over ``total`` steps, or nothing when ``enabled`` is false:
+    ``set(what)`` names the current step, ``advance()`` counts one done."""
+
+    def __init__(self, enabled: bool, total: int, title: str = ""):
+        self.enabled, self.total, self.title = enabled, total, title
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import Progress
+            self._p = Progress(transient=True)
+            self._p.__enter__()
+            self._task = self._p.add_task(self.title, total=self.total)
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self._p.__exit__(*exc)
+
+    def set(self, what: str):
+        if self.enabled:
+            self._p.update(self._task, description=what)
+
+    def advance(self):
+        if self.enabled:
+            self._p.advance(self._task)
